@@ -1,0 +1,1 @@
+"""The recursive agent: turn protocol, chat layouts and the sandboxed code interpreter."""

@@ -1,0 +1,220 @@
+"""A warm worker process hosting the namespaces and environments of whole execution trees.
+
+Started by the pool as `python -m rao_jax.agent.interpreter.worker IN_FD OUT_FD PROGRESS_FD`. It reads
+one `init` frame (configuration, the parent's `sys.path`, modules to import), imports what it needs,
+closes the sandbox (`os_limits.harden`), then serves one request frame per batch: `create`, `run`,
+`resume`, `release`. After every item it bumps a counter in shared memory, which the pool's watchdog
+reads to tell a slow batch from a hung worker.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import mmap
+import os
+import struct
+import sys
+import traceback
+import warnings
+from typing import Any
+
+from rao_jax.agent.interpreter import cell
+from rao_jax.agent.interpreter import os_limits
+from rao_jax.agent.interpreter import protocol
+from rao_jax.agent.interpreter import time_limit
+from rao_jax.agent.interpreter import values
+from rao_jax.envs import registry
+
+# A node whose cell leaves the worker above this share of its address-space limit loses its state.
+MEMORY_HIGH_WATER = 0.8
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class _AddressSpace:
+  """Reads the process's virtual size from an already open /proc/self/statm (one syscall)."""
+
+  def __init__(self):
+    self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+
+  def bytes(self) -> int:
+    return int(os.pread(self._fd, 64, 0).split()[0]) * _PAGE_SIZE
+
+
+class Worker:
+  """Serves the pool's requests for the nodes this process hosts."""
+
+  def __init__(self, config: dict[str, Any], progress: mmap.mmap | None):
+    self._config = config
+    self._progress = progress
+    self._completed = 0
+    self._nodes: dict[int, cell.NodeRuntime] = {}
+    self._lost: dict[int, str] = {}  # key -> why the node's state was dropped
+    self._next_key = 0
+    self._timer = time_limit.CpuTimeLimit()
+    self._memory_limit = config["memory_limit_mb"] << 20
+    self._address_space = _AddressSpace()
+
+  # -- bookkeeping ----------------------------------------------------------------------------
+
+  def _tick(self) -> None:
+    self._completed += 1
+    if self._progress is not None:
+      struct.pack_into("<Q", self._progress, 0, self._completed)
+
+  def _new_node(self, env, depth: int) -> int:
+    key = self._next_key
+    self._next_key += 1
+    self._nodes[key] = cell.NodeRuntime(
+        key, depth, env, delegation=self._config["delegation"],
+        max_depth=self._config["max_depth"], max_output_chars=self._config["max_output_chars"],
+        time_limit_s=self._config["cell_time_limit_s"], make_child=self._new_node)
+    return key
+
+  # -- requests -------------------------------------------------------------------------------
+
+  def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    op = request["op"]
+    if op == "create":
+      items = [self._create(*item) for item in request["items"]]
+    elif op == "run":
+      items = [self._activate(key, lambda node, code=code: node.run_cell(code))
+               for key, code in request["items"]]
+    elif op == "resume":
+      items = [self._activate(key, lambda node, d=deliveries: node.resume(
+          {int(child): value for child, value in d})) for key, deliveries in request["items"]]
+    elif op == "release":
+      for key in request["keys"]:
+        self._release(key)
+      items = []
+    else:
+      raise ValueError(f"unknown request {op!r}")
+    try:
+      # Cyclic garbage of cells is collected here, its finalizers under a time limit: the young
+      # generations after every batch, everything after a release.
+      with self._timer.limit(self._config["cell_time_limit_s"]):
+        gc.collect(2 if op == "release" else 1)
+    except time_limit.CellTimeout:
+      pass
+    return {"items": items}
+
+  def _create(self, env_name: str, env_config: dict, task: dict) -> dict[str, Any]:
+    try:
+      env = registry.make_root_environment(env_name, env_config, task)
+      key = self._new_node(env, 0)
+      prompt = env.prompt_parts(self._config["delegation"])
+      fields = [values.clean_text(str(x)) for x in
+                (prompt.rules, prompt.delegation_rules, prompt.goal, prompt.tool_docs)]
+      return {"key": key, "prompt": fields}
+    except Exception as error:  # A bad task or environment costs this root only.
+      return {"error": f"Error: could not create the environment: {type(error).__name__}: {error}"}
+    finally:
+      self._tick()
+
+  def _activate(self, key: int, step) -> dict[str, Any]:
+    try:
+      node = self._nodes.get(key)
+      if node is None:
+        why = self._lost.get(key, "unknown node")
+        return {"status": "crashed", "text": f"Error: this node's interpreter is gone: {why}"}
+      if node.finished:
+        return {"status": "error", "text": "Error: this node has already finished"}
+      try:
+        with self._timer.limit(self._config["cell_time_limit_s"]):
+          outcome = step(node)
+      except time_limit.CellTimeout:
+        outcome = node.timeout_outcome()
+      if self._timer.expired and outcome.status == "output":
+        # The budget ran out where the cell swallowed the interruption (a finalizer, say).
+        outcome = node.timeout_outcome()
+      result = {"status": outcome.status, "text": outcome.text}
+      if outcome.status == "finished":
+        result["finish_value"] = outcome.finish_value
+        result["success"] = self._judge(node, outcome.finish_value)
+      if outcome.spawns:
+        result["spawns"] = [[child, depth, [p.rules, p.delegation_rules, p.goal, p.tool_docs]]
+                            for child, depth, p in outcome.spawns]
+      if self._address_space.bytes() > MEMORY_HIGH_WATER * self._memory_limit:
+        self._drop(key, "it used too much memory")
+        result = {"status": "crashed", "text": "Error: the node used too much memory; its "
+                  "interpreter state was reset and the node cannot continue"}
+      return result
+    except (RuntimeError, KeyError) as error:
+      return {"status": "error", "text": f"Error: {type(error).__name__}: {error}"}
+    finally:
+      self._tick()
+
+  def _judge(self, node: cell.NodeRuntime, finish_value) -> float:
+    try:
+      success = float(node.env.judge(finish_value))
+    except Exception:  # judge must not raise; a broken judge scores 0.
+      return 0.0
+    return min(1.0, max(0.0, success)) if success == success else 0.0
+
+  def _drop(self, key: int, why: str) -> None:
+    node = self._nodes.pop(key, None)
+    self._lost[key] = why
+    if node is not None:
+      self._clear(node)
+      del node
+      try:
+        with self._timer.limit(self._config["cell_time_limit_s"]):
+          gc.collect()
+      except time_limit.CellTimeout:
+        pass
+
+  def _clear(self, node: cell.NodeRuntime) -> None:
+    """Closes a node's coroutines and drops its namespace; cell `finally` code runs time-limited."""
+    try:
+      with self._timer.limit(self._config["cell_time_limit_s"]):
+        node.close()
+        node.namespace.clear()
+    except time_limit.CellTimeout:
+      pass
+
+  def _release(self, key: int) -> None:
+    node = self._nodes.pop(key, None)
+    self._lost.pop(key, None)
+    if node is not None:
+      self._clear(node)
+    self._tick()
+
+
+def _setup(init: dict[str, Any]) -> None:
+  sys.path[:] = [p for p in init["sys_path"] if isinstance(p, str)]
+  for module in init["config"]["env_modules"]:
+    importlib.import_module(module)
+  for name in init["config"]["preload_environments"]:
+    try:
+      registry.get_factory(name)
+    except Exception:  # Reported by `create_roots` for the roots that need it.
+      pass
+  sys.set_int_max_str_digits(4300)
+  sys.unraisablehook = lambda unraisable: None
+  warnings.simplefilter("ignore")
+  gc.disable()  # Collected explicitly, under a time limit, after every batch.
+  os.chdir(init["scratch_dir"])
+
+
+def main(argv: list[str]) -> int:
+  in_fd, out_fd, progress_fd = (int(a) for a in argv[1:4])
+  init = protocol.read_frame(in_fd)
+  if init is None:
+    return 0
+  progress = mmap.mmap(progress_fd, 8) if progress_fd >= 0 else None
+  try:
+    _setup(init)
+    worker = Worker(init["config"], progress)
+    sandbox = os_limits.harden(init["config"]["memory_limit_mb"])
+  except Exception:  # Report why the worker cannot start instead of dying silently.
+    protocol.write_frame(out_fd, {"ready": False, "error": traceback.format_exc(limit=3)})
+    return 1
+  protocol.write_frame(out_fd, {"ready": True, "sandbox": sandbox})
+  while True:
+    request = protocol.read_frame(in_fd)
+    if request is None or request.get("op") == "close":
+      return 0
+    protocol.write_frame(out_fd, worker.handle(request))
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,52 @@
+"""The texts of a node's system prompt and first user turn (RAO method spec, section 2).
+
+Generic agent rules live here; everything task-specific comes from the environment's `PromptParts`.
+Texts are deterministic and short: the toy models have small contexts and every token of a prompt is
+paid for at every node of every tree.
+"""
+from __future__ import annotations
+
+from rao_jax.agent import turn_format
+from rao_jax.envs.base import PromptParts
+
+_EXAMPLE_TURN = turn_format.render_assistant_turn(
+    "One to three sentences of reasoning.", 'result = do_something()\nprint(result)')
+
+_AGENT_RULES = f"""\
+You are an agent that acts by writing Python code.
+Each turn: a short thought in {turn_format.THOUGHT_OPEN}...{turn_format.THOUGHT_CLOSE}, then exactly \
+one code cell in {turn_format.CODE_OPEN}...{turn_format.CODE_CLOSE}. Stop after {turn_format.CODE_CLOSE}.
+The cell runs and its printed output (or error) comes back as {turn_format.observation_header(1)}, \
+{turn_format.observation_header(2)}, ...
+Variables, imports and functions persist between cells. Print what you need to see.
+Call finish(message) when the task is done; it ends the episode and message is your result."""
+
+_DELEGATION_RULES = """\
+Delegation: `await launch_subagent(...)` starts a sub-agent, a copy of you with a fresh context (it \
+sees none of your history, only the goal you give it), and returns the value it passes to finish.
+Run independent sub-tasks in parallel: `a, b = await asyncio.gather(launch_subagent(...), \
+launch_subagent(...))`.
+Always await launch_subagent; a call that is not awaited is rejected.
+If a sub-agent fails, you get an error string instead of its result; check it and continue."""
+
+
+def system_prompt(parts: PromptParts, *, delegation: bool) -> str:
+  """Generic rules, the environment's rules, and (if `delegation`) how and when to delegate."""
+  sections = [_AGENT_RULES, parts.rules.strip()]
+  if delegation:
+    sections.append(_DELEGATION_RULES)
+    if parts.delegation_rules.strip():
+      sections.append(parts.delegation_rules.strip())
+  return "\n\n".join(s for s in sections if s)
+
+
+def first_user_turn(parts: PromptParts, *, step_budget: int) -> str:
+  """The goal, the cell budget, the tools, and the required turn format."""
+  if step_budget <= 0:
+    raise ValueError(f"step_budget={step_budget} must be positive")
+  return "\n\n".join((
+      f"Goal: {parts.goal.strip()}",
+      f"You have at most {step_budget} cells. Call finish(message) before they run out.",
+      f"Functions:\n{parts.tool_docs.strip()}",
+      f"Answer in this format:\n{_EXAMPLE_TURN}",
+  ))

@@ -1,0 +1,1 @@
+"""Environments for recursive agents (TextCraft-Synth first)."""

@@ -1,0 +1,396 @@
+"""Expert solvers: complete agent transcripts for TextCraft-Synth, executed against the real env.
+
+A solver first *plans* a node (a pure function of the world, the node's targets and the part of the
+inventory it may use), then *acts* the plan as turns in the agent's format: a thought and one code
+cell per turn, run by `TrustedCellRunner` with the node's real tools, so every observation is what
+the environment really returned. Two policies:
+
+- flat: one agent looks at the inventory and the recipes, crafts every missing item in tier order,
+  and finishes;
+- recursive: a node delegates each craftable ingredient of its targets that is worth a child
+  (`min_delegate_crafts`) to a child via `launch_subagent`, then crafts its targets and finishes.
+  Children that are independent run in parallel (one `asyncio.gather` cell), else one at a time.
+
+**Independence rule.** Every node of a plan has an *allowance*: the units of pre-existing inventory
+its whole subtree may consume (the root's allowance is the inventory). A node nets its needs against
+its allowance, claims what it uses for its own crafts, and plans its children against the rest.
+Two children are independent iff (a) their claims fit together in what is left, and (b) neither
+subtree consumes an item type that a node of the other subtree is judged on (success counts a
+target's growth since the fork, so a concurrent consumer of the same item would spoil it). The
+children, in tier order, are grouped greedily into waves of mutually independent children: a wave
+is one `asyncio.gather` cell (or one plain `await` if alone), and a later wave is planned against
+what earlier waves left, their rounding leftovers included. If no plan with children fits, the node
+crafts everything itself. A node never touches items outside its allowance, so its ancestors' and
+cousins' materials are safe whatever the interleaving.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import functools
+from typing import Any, Iterable, Mapping
+
+from rao_jax.agent import turn_format
+from rao_jax.envs.textcraft_synth import env as env_lib
+from rao_jax.envs.textcraft_synth import tasks as tasks_lib
+from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
+from rao_jax.envs.textcraft_synth.world import World
+
+Counts = dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverConfig:
+  """How an expert solver plans and how verbose its transcripts are.
+
+  Attributes:
+    delegate: recursive solver (True) or flat solver (False).
+    max_depth: a node at this depth (root = 0) may not launch children.
+    min_delegate_crafts: delegate an ingredient only if making it takes at least this many crafts.
+    crafts_per_cell: craft calls per code cell (1 = one craft per turn).
+    use_get_info: look recipes up with get_info (as a real agent must) before crafting.
+    info_batch: items per get_info call.
+  """
+
+  delegate: bool = False
+  max_depth: int = 6
+  min_delegate_crafts: int = 2
+  crafts_per_cell: int = 1
+  use_get_info: bool = True
+  info_batch: int = 8
+
+  def __post_init__(self):
+    for name in ("min_delegate_crafts", "crafts_per_cell", "info_batch"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_depth < 0:
+      raise ValueError(f"max_depth must be >= 0, got {self.max_depth}")
+
+
+FLAT = SolverConfig(delegate=False)
+RECURSIVE = SolverConfig(delegate=True)
+
+
+# ------------------------------------------------------------------------------------- planning
+
+
+class InfeasibleError(ValueError):
+  """The allowance cannot pay for the targets."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlan:
+  """What one node does: launch its children wave by wave, then make `crafts`.
+
+  Attributes:
+    targets: item -> new units this node must make.
+    crafts: (item, total units) of the node's own craft calls, in tier order.
+    waves: plans of the delegated ingredients; the children of a wave run in parallel (one
+      `asyncio.gather` cell), waves run one after the other.
+    claims: units of pre-existing inventory the whole subtree consumes.
+    leftovers: units the subtree makes beyond what it consumes and delivers (rounding surplus).
+    consumes: crafted (non-base) item types that the subtree's crafts consume.
+    judged: the target item types of every node of the subtree.
+  """
+
+  targets: Counts
+  crafts: tuple[tuple[str, int], ...]
+  waves: tuple[tuple["NodePlan", ...], ...]
+  claims: Counts
+  leftovers: Counts
+  consumes: frozenset[str]
+  judged: frozenset[str]
+
+  @property
+  def children(self) -> tuple["NodePlan", ...]:
+    return tuple(child for wave in self.waves for child in wave)
+
+  def num_nodes(self) -> int:
+    return 1 + sum(child.num_nodes() for child in self.children)
+
+
+def _add(into: Counts, counts: Mapping[str, int], sign: int = 1) -> Counts:
+  for item, units in counts.items():
+    into[item] = into.get(item, 0) + sign * units
+    if not into[item]:
+      del into[item]
+  return into
+
+
+def _fits(demand: Mapping[str, int], allowance: Mapping[str, int]) -> bool:
+  return all(allowance.get(item, 0) >= units for item, units in demand.items())
+
+
+@functools.lru_cache(maxsize=None)
+def _closure(world: World, name: str) -> frozenset[str]:
+  recipe = world.item(name).recipe
+  result = {name}
+  for ingredient, _ in recipe.ingredients if recipe else ():
+    result |= _closure(world, ingredient)
+  return frozenset(result)
+
+
+def crafts_to_make(world: World, item: str, units: int) -> int:
+  """Craft calls a flat agent needs to make `units` of `item` from base materials."""
+  return sum(tasks_lib.craft_counts(world, {item: units}).values())
+
+
+def plan_node(world: World, targets: Mapping[str, int], allowance: Mapping[str, int], depth: int,
+              config: SolverConfig) -> NodePlan:
+  """The plan of a node with `targets` that may consume `allowance`; InfeasibleError if none fits.
+
+  Tries delegation (parallel, then sequential children) when the config and depth allow it, and
+  falls back to crafting everything itself.
+  """
+  if config.delegate and depth < config.max_depth:
+    try:
+      return _plan_local(world, targets, allowance, depth, config, delegate=True)
+    except InfeasibleError:
+      pass
+  return _plan_local(world, targets, allowance, depth, config, delegate=False)
+
+
+def _plan_local(world: World, targets: Mapping[str, int], allowance: Mapping[str, int], depth: int,
+                config: SolverConfig, *, delegate: bool) -> NodePlan:
+  """Nets needs against `allowance` in decreasing tier order (ingredients sit at lower tiers)."""
+  closure = set().union(*(_closure(world, target) for target in targets))
+  order = sorted(closure, key=lambda name: (-world.item(name).tier, name))
+  direct = {ingredient for target in targets for ingredient, _ in world.item(target).recipe.ingredients}
+  need: Counts = collections.Counter(targets)
+  stock = dict(allowance)
+  claims: Counts = {}
+  leftovers: Counts = {}
+  crafts: list[tuple[str, int]] = []
+  delegated: Counts = {}
+  for name in order:
+    from_stock = min(stock.get(name, 0), need[name] - targets.get(name, 0))
+    if from_stock > 0:
+      _add(claims, {name: from_stock})
+      _add(stock, {name: -from_stock})
+    missing = need[name] - max(from_stock, 0)
+    if missing <= 0:
+      continue
+    item = world.item(name)
+    if item.recipe is None:
+      raise InfeasibleError(f"short of {missing} {name}")
+    if (delegate and name in direct and name not in targets
+        and crafts_to_make(world, name, missing) >= config.min_delegate_crafts):
+      delegated[name] = missing
+      continue
+    num_crafts = -(-missing // item.recipe.result_count)
+    crafts.append((name, num_crafts * item.recipe.result_count))
+    _add(leftovers, {name: num_crafts * item.recipe.result_count - missing})
+    for ingredient, units in item.recipe.ingredients:
+      need[ingredient] += num_crafts * units
+  crafts.reverse()  # Lowest tier first.
+  waves = _plan_waves(world, delegated, stock, depth, config)
+  children = [child for wave in waves for child in wave]
+  for child in children:
+    _add(claims, child.claims)
+    _add(leftovers, child.leftovers)
+  consumes = {ingredient for name, _ in crafts for ingredient, _ in world.item(name).recipe.ingredients
+              if not world.item(ingredient).is_base}
+  return NodePlan(targets=dict(targets), crafts=tuple(crafts), waves=tuple(map(tuple, waves)),
+                  claims=claims, leftovers=leftovers,
+                  consumes=frozenset(consumes).union(*(child.consumes for child in children)),
+                  judged=frozenset(targets).union(*(child.judged for child in children)))
+
+
+def _interfere(a: NodePlan, b: NodePlan) -> bool:
+  """Whether running `a` and `b` at once could spoil a judge: one consumes what the other counts."""
+  return bool(a.consumes & b.judged or b.consumes & a.judged)
+
+
+def _plan_waves(world: World, delegated: Mapping[str, int], remaining: Mapping[str, int],
+                depth: int, config: SolverConfig) -> list[list[NodePlan]]:
+  """Children for `delegated` in tier order, grouped greedily into waves of independent children.
+
+  A child joins the current wave if it does not interfere with the wave's children and all their
+  claims fit what the wave may use; otherwise the wave closes and the next one may use what is
+  left after it, its leftovers included.
+  """
+  waves: list[list[NodePlan]] = []
+  available, wave_claims = dict(remaining), {}
+  for name in sorted(delegated, key=lambda name: (world.item(name).tier, name)):
+    plan = plan_node(world, {name: delegated[name]}, available, depth + 1, config)
+    joins = bool(waves) and _fits(_add(dict(wave_claims), plan.claims), available) and not any(
+        _interfere(plan, other) for other in waves[-1])
+    if waves and not joins:
+      for other in waves[-1]:
+        _add(_add(available, other.claims, -1), other.leftovers)
+      wave_claims = {}
+      plan = plan_node(world, {name: delegated[name]}, available, depth + 1, config)
+    if not waves or not joins:
+      waves.append([])
+    waves[-1].append(plan)
+    _add(wave_claims, plan.claims)
+  return waves
+
+
+# ---------------------------------------------------------------------------------- transcripts
+
+
+@dataclasses.dataclass
+class Turn:
+  """One assistant turn and what its cell printed (`output` is None for the cell that finished)."""
+
+  thought: str
+  code: str
+  output: str | None
+
+  def assistant_text(self) -> str:
+    return turn_format.render_assistant_turn(self.thought, self.code)
+
+
+@dataclasses.dataclass
+class Transcript:
+  """One node of a solved tree: its prompt, turns, finish message, judged success, and children.
+
+  `launched_by_cell` is the 1-based index of the parent's cell that launched this node (None for
+  the root); children are listed in launch order.
+  """
+
+  goal: str
+  targets: Counts
+  depth: int
+  delegation: bool
+  prompt: dict[str, str]
+  turns: list[Turn]
+  finish_message: str | None
+  success: float
+  launched_by_cell: int | None
+  children: list["Transcript"]
+
+  def observation_text(self, cell_index: int) -> str:
+    """The user turn after cell `cell_index` (1-based), in the agent's turn format."""
+    return turn_format.render_observation(cell_index, self.turns[cell_index - 1].output or "")
+
+  def nodes(self) -> Iterable["Transcript"]:
+    """This node and its descendants, depth first in launch order."""
+    yield self
+    for child in self.children:
+      yield from child.nodes()
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Transcript":
+    fields = dict(d)
+    fields["turns"] = [Turn(**turn) for turn in d["turns"]]
+    fields["children"] = [cls.from_dict(child) for child in d["children"]]
+    return cls(**fields)
+
+
+def _code_counts(counts: Mapping[str, int]) -> str:
+  return "{" + ", ".join(f'"{item}": {units}' for item, units in counts.items()) + "}"
+
+
+def _craft_line(world: World, item: str, total: int) -> str:
+  recipe = world.item(item).recipe
+  ingredients = {name: units * total // recipe.result_count for name, units in recipe.ingredients}
+  return f'print(craft({_code_counts(ingredients)}, ("{item}", {total})))'
+
+
+def _summary(counts: Mapping[str, int]) -> str:
+  return ", ".join(f"{units}x {item}" for item, units in counts.items())
+
+
+def _chunks(items: list, size: int) -> list[list]:
+  return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _info_layers(world: World, plan: NodePlan) -> list[list[str]]:
+  """Items to look up, layer by layer from the targets down through the items the node crafts."""
+  crafted = {item for item, _ in plan.crafts}
+  layers, seen, frontier = [], set(), list(plan.targets)
+  while frontier:
+    layer = [name for name in dict.fromkeys(frontier) if name not in seen]
+    seen.update(layer)
+    if layer:
+      layers.append(layer)
+    frontier = [ingredient for name in layer if name in crafted
+                for ingredient, _ in world.item(name).recipe.ingredients
+                if not world.item(ingredient).is_base and ingredient not in seen]
+  return layers
+
+
+def _planned_turns(world: World, plan: NodePlan, config: SolverConfig) -> list[tuple[str, str]]:
+  """(thought, code) of every turn of a node, the finish turn last."""
+  turns = [("First I check what the inventory holds.", "view_inventory()")]
+  if config.use_get_info:
+    for layer in _info_layers(world, plan):
+      for names in _chunks(layer, config.info_batch):
+        listed = ", ".join(f'"{name}"' for name in names)
+        turns.append((f"Look up the recipes of {', '.join(names)}.", f"get_info([{listed}])"))
+  for wave_index, wave in enumerate(plan.waves):
+    asks = [child.targets for child in wave]
+    later = " next" if wave_index else ""
+    if len(asks) > 1:
+      calls = "".join(f"    launch_subagent({_code_counts(ask)}),\n" for ask in asks)
+      thought = (f"Delegate {', '.join(_summary(ask) for ask in asks)}{later} to sub-agents; "
+                 "they need different materials, so they run in parallel.")
+      turns.append((thought, f"results = await asyncio.gather(\n{calls})\nprint(results)"))
+    else:
+      turns.append((f"Delegate {_summary(asks[0])}{later} to a sub-agent and wait for it.",
+                    f"result = await launch_subagent({_code_counts(asks[0])})\nprint(result)"))
+  for group in _chunks(list(plan.crafts), config.crafts_per_cell):
+    what = ", ".join(f"{total} {item}" for item, total in group)
+    thought = f"Craft {what}." if len(group) == 1 else f"Craft {what}, lowest tier first."
+    turns.append((thought, "\n".join(_craft_line(world, item, total) for item, total in group)))
+  turns.append(("The goal items are crafted, so I finish.",
+                f'finish("Crafted {_summary(plan.targets)}.")'))
+  return turns
+
+
+async def _act(node: env_lib.TextCraftNode, plan: NodePlan, depth: int, config: SolverConfig,
+               launched_by_cell: int | None) -> Transcript:
+  """Runs a node's planned turns on its real tools; children run recursively on forked nodes."""
+  delegation = config.delegate and depth < config.max_depth
+  transcript = Transcript(
+      goal=node.goal, targets=dict(node.targets), depth=depth, delegation=delegation,
+      prompt=dataclasses.asdict(node.prompt_parts(delegation)), turns=[], finish_message=None,
+      success=0.0, launched_by_cell=launched_by_cell, children=[])
+  pending = list(plan.children)
+  finished: list[str] = []
+
+  def finish(message):
+    finished.append(message)
+
+  async def launch_subagent(targets, context=""):
+    child_node = node.fork(targets, context)
+    if isinstance(child_node, str):
+      return child_node
+    child_plan = next(p for p in pending if p.targets == child_node.targets)
+    pending.remove(child_plan)
+    slot = len(transcript.children)
+    transcript.children.append(None)
+    child = await _act(child_node, child_plan, depth + 1, config, len(transcript.turns) + 1)
+    transcript.children[slot] = child
+    return child.finish_message
+
+  namespace = dict(node.tools(), finish=finish, **node.namespace_variables())
+  if delegation:
+    namespace["launch_subagent"] = launch_subagent
+  runner = TrustedCellRunner(namespace)
+  for thought, code in _planned_turns(node.world, plan, config):
+    output = await runner.run(code)
+    transcript.turns.append(Turn(thought=thought, code=code, output=None if finished else output))
+    if finished:
+      break
+    await asyncio.sleep(0)  # Let siblings take turns, as concurrent agents would.
+  if finished:
+    transcript.finish_message = finished[0]
+    transcript.success = node.judge(finished[0])
+  return transcript
+
+
+def solve(root: env_lib.TextCraftNode, config: SolverConfig = FLAT) -> Transcript:
+  """Plans and acts a whole tree for `root`; InfeasibleError if its inventory cannot pay."""
+  return asyncio.run(solve_async(root, config))
+
+
+async def solve_async(root: env_lib.TextCraftNode, config: SolverConfig = FLAT) -> Transcript:
+  plan = plan_node(root.world, root.targets, root.inventory.as_dict(), 0, config)
+  return await _act(root, plan, 0, config, None)

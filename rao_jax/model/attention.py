@@ -1,0 +1,74 @@
+"""Grouped-query self-attention with per-head QK RMSNorm and RoPE (Qwen3), with an optional KV cache."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rao_jax.model.config import ModelConfig
+from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.layers import DEFAULT_INIT, RMSNorm, apply_rope, logical_param
+
+# Masked logits are replaced (not offset) by this value, so a query with no visible key gets a finite,
+# uniform distribution instead of NaN.
+_MASKED_LOGIT = float(jnp.finfo(jnp.float32).min)
+
+
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """softmax(q k^T / sqrt(D) where mask) v, each group of num_heads / kv_heads query heads sharing a KV head.
+
+  q: [B, T, N, D]; k, v: [B, S, K, D] with N % K == 0; mask: [B, T, S] bool (True = may attend).
+  Logits and softmax in float32. Returns [B, T, N, D] in q's dtype. Query head n uses KV head n // (N / K),
+  the same assignment as repeating each KV head N / K times.
+  """
+  batch, length, num_heads, head_dim = q.shape
+  num_kv_heads = k.shape[2]
+  q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)  # [B, T, K, G, D]
+  logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  logits = logits * (head_dim ** -0.5)
+  logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED_LOGIT)  # [B, K, G, T, S]
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  return out.reshape(batch, length, num_heads, head_dim)
+
+
+class Attention(nnx.Module):
+  """Qwen3 self-attention: q/k/v projections, per-head RMSNorm on q and k, RoPE, GQA, output projection."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    h, n, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+    pdt = config.params_dtype
+    self.dtype = config.compute_dtype
+    self.rope_theta = config.rope_theta
+    self.q_proj = logical_param(rngs, DEFAULT_INIT, (h, n, d), pdt, ("embed", "heads", "head_dim"))
+    self.k_proj = logical_param(rngs, DEFAULT_INIT, (h, k, d), pdt, ("embed", "kv_heads", "head_dim"))
+    self.v_proj = logical_param(rngs, DEFAULT_INIT, (h, k, d), pdt, ("embed", "kv_heads", "head_dim"))
+    self.o_proj = logical_param(rngs, DEFAULT_INIT, (n, d, h), pdt, ("heads", "head_dim", "embed"))
+    self.q_norm = RMSNorm(d, eps=config.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+    self.k_norm = RMSNorm(d, eps=config.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+
+  def __call__(
+      self,
+      x: jax.Array,  # [B, T, H]
+      positions: jax.Array,  # [B, T] int32, RoPE positions
+      mask: jax.Array,  # [B, T, S] bool; S = T without a cache, S = max_len with one
+      cache: KVCache | None = None,
+      layer: int = 0,  # this layer's index in `cache`
+      cache_slots: jax.Array | None = None,  # [B, T] int32 cache slot of each token; >= max_len: not written
+  ) -> tuple[jax.Array, KVCache | None]:
+    """Returns the attention output [B, T, H] and the cache with this chunk's keys/values written.
+
+    Without a cache the queries attend to the chunk itself; with one they attend to the layer's cache
+    after the chunk was written into it.
+    """
+    proj = lambda w: w[...].astype(self.dtype)
+    q = self.q_norm(jnp.einsum("bth,hnd->btnd", x, proj(self.q_proj)))
+    k = self.k_norm(jnp.einsum("bth,hkd->btkd", x, proj(self.k_proj)))
+    v = jnp.einsum("bth,hkd->btkd", x, proj(self.v_proj))
+    q = apply_rope(q, positions, self.rope_theta)
+    k = apply_rope(k, positions, self.rope_theta)
+    if cache is not None:
+      cache = cache.write(layer, cache_slots, k, v)
+      k, v = cache.k[layer], cache.v[layer]  # [B, max_len, K, D]
+    out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask)  # [B, T, N, D]
+    return jnp.einsum("btnd,ndh->bth", out, proj(self.o_proj)), cache

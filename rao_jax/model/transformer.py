@@ -1,0 +1,146 @@
+"""The Qwen3 decoder: one forward for training on packed rows, chunked prefill and single-token decode."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rao_jax.model.attention import Attention
+from rao_jax.model.config import ModelConfig
+from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.layers import Embedding, LMHead, RMSNorm, SwiGLU
+
+
+class DecoderLayer(nnx.Module):
+  """Pre-norm block: h = x + attn(rms(x)); out = h + mlp(rms(h))."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    norm = lambda: RMSNorm(config.hidden_size, eps=config.rms_norm_eps, param_dtype=config.params_dtype,
+                           rngs=rngs)
+    self.input_norm = norm()
+    self.attention = Attention(config, rngs=rngs)
+    self.post_attention_norm = norm()
+    self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, param_dtype=config.params_dtype,
+                      dtype=config.compute_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache | None,
+               layer: int, cache_slots: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
+    attended, cache = self.attention(self.input_norm(x), positions, mask, cache, layer, cache_slots)
+    h = x + attended
+    return h + self.mlp(self.post_attention_norm(h)), cache
+
+
+class Transformer(nnx.Module):
+  """Decoder-only transformer covering the Qwen3 dense family."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config.validate()
+    self.embed = Embedding(config.vocab_size, config.hidden_size, param_dtype=config.params_dtype,
+                           dtype=config.compute_dtype, rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.final_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, param_dtype=config.params_dtype,
+                              rngs=rngs)
+    self.lm_head = None if config.tie_embeddings else LMHead(
+        config.hidden_size, config.vocab_size, param_dtype=config.params_dtype, dtype=config.compute_dtype,
+        rngs=rngs)
+
+  def __call__(
+      self,
+      tokens: jax.Array,  # [B, T] int32
+      positions: jax.Array | None = None,  # [B, T] int32
+      *,
+      segment_ids: jax.Array | None = None,  # [B, T] int32, 0 = padding; only without a cache
+      cache: KVCache | None = None,
+      cache_lengths: jax.Array | None = None,  # [B] int32 tokens already in each row's cache
+      token_mask: jax.Array | None = None,  # [B, T] bool, real tokens first in each row
+  ) -> tuple[jax.Array, KVCache | None]:
+    """Returns logits [B, T, V] float32 and the cache with this chunk written (None without a cache).
+
+    Without a cache, token t attends to tokens s <= t of the same segment (segment_ids, else token_mask, else
+    the whole row); default positions count from 0 within each segment. With a cache, token t of row b is
+    written at slot cache_lengths[b] + t (only if token_mask[b, t]; slots >= max_len are dropped) and attends
+    to slots <= cache_lengths[b] + t; default positions are cache_lengths[b] + t. The caller advances its
+    lengths: new_lengths = cache_lengths + token_mask.sum(-1).
+    """
+    hidden, cache = self.hidden_states(tokens, positions, segment_ids=segment_ids, cache=cache,
+                                       cache_lengths=cache_lengths, token_mask=token_mask)
+    return self.logits(hidden), cache
+
+  def logits(self, hidden: jax.Array) -> jax.Array:  # [..., H] final hidden states -> [..., V] float32
+    return self.embed.attend(hidden) if self.lm_head is None else self.lm_head(hidden)
+
+  def hidden_states(
+      self,
+      tokens: jax.Array,  # [B, T] int32
+      positions: jax.Array | None = None,  # [B, T] int32
+      *,
+      segment_ids: jax.Array | None = None,  # [B, T] int32
+      cache: KVCache | None = None,
+      cache_lengths: jax.Array | None = None,  # [B] int32
+      token_mask: jax.Array | None = None,  # [B, T] bool
+  ) -> tuple[jax.Array, KVCache | None]:
+    """`__call__` without the vocabulary projection: final-normed hidden states [B, T, H] and the cache.
+
+    Lets callers project only the positions they need (e.g. the last prompt token after a prefill).
+    """
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
+    batch, length = tokens.shape
+    _check_shape("positions", positions, (batch, length))
+    _check_shape("segment_ids", segment_ids, (batch, length))
+    _check_shape("token_mask", token_mask, (batch, length))
+
+    cache_slots = None
+    if cache is None:
+      if cache_lengths is not None:
+        raise ValueError("cache_lengths was given without a cache")
+      if segment_ids is None:
+        segment_ids = (jnp.ones((batch, length), jnp.int32) if token_mask is None
+                       else token_mask.astype(jnp.int32))
+      if positions is None:
+        positions = segment_positions(segment_ids)
+      mask = packed_causal_mask(segment_ids)
+    else:
+      if segment_ids is not None:
+        raise ValueError("segment_ids (packed rows) are only supported without a cache")
+      if cache_lengths is None:
+        raise ValueError("a cache needs cache_lengths ([batch] int32 tokens already cached per row)")
+      _check_shape("cache_lengths", cache_lengths, (batch,))
+      if cache.batch != batch:
+        raise ValueError(f"cache has {cache.batch} rows but tokens have {batch}")
+      chunk_index = cache_lengths[:, None] + jnp.arange(length, dtype=jnp.int32)  # [B, T]
+      if positions is None:
+        positions = chunk_index
+      cache_slots = chunk_index if token_mask is None else jnp.where(token_mask, chunk_index, cache.max_len)
+      mask = jnp.arange(cache.max_len)[None, None, :] <= chunk_index[:, :, None]  # [B, T, max_len]
+
+    x = self.embed(tokens)  # [B, T, H]
+    for i, layer in enumerate(self.layers):
+      x, cache = layer(x, positions, mask, cache, i, cache_slots)
+    return self.final_norm(x), cache
+
+
+def packed_causal_mask(segment_ids: jax.Array) -> jax.Array:
+  """[B, T] int32 -> [B, T, T] bool: key s visible to query t iff s <= t and both are in the same segment != 0.
+
+  E.g. segment_ids [1 1 2 0] gives query 2 only key 2, and query 3 (padding) no key.
+  """
+  length = segment_ids.shape[1]
+  causal = jnp.tril(jnp.ones((length, length), jnp.bool_))
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]
+  return causal[None] & same & (segment_ids[:, None, :] != 0)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+  """[B, T] int32 -> [B, T] int32 index of each token within its contiguous segment ([1 1 2 2 2] -> [0 1 0 1 2])."""
+  batch, length = segment_ids.shape
+  index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+  starts_segment = jnp.concatenate(
+      [jnp.ones((batch, 1), jnp.bool_), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+  segment_start = jax.lax.cummax(jnp.where(starts_segment, index, 0), axis=1)
+  return index - segment_start
+
+
+def _check_shape(name: str, value: jax.Array | None, shape: tuple[int, ...]) -> None:
+  if value is not None and tuple(value.shape) != shape:
+    raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")

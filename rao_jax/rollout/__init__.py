@@ -1,0 +1,1 @@
+"""The recursive rollout engine: device-side decoding of whole delegation frontiers."""

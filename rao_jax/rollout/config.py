@@ -1,0 +1,63 @@
+"""Settings of the rollout engine (limits of the method spec and the engine's batching knobs)."""
+from __future__ import annotations
+
+import dataclasses
+
+from rao_jax.rollout.sampling import SamplingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  """How trees are grown and decoded.
+
+  Limits (RAO method spec, "Budgets and limits"):
+    max_steps_per_node: cells a node may run (25 in the paper, independent per node).
+    max_depth: root = 0; a node at max depth may not launch (its launch returns a refusal string).
+    completion_limit: tokens per assistant turn.
+    context_window: tokens per node sequence; a node whose sequence plus the next completion would not
+      fit ends with CONTEXT_OVERFLOW and success 0 (no history truncation).
+    tree_step_budget: if > 0, one budget of cells shared by the whole tree (the earlier code's option).
+    tree_timeout_s: if > 0, wall-clock limit per tree; its unfinished nodes end with TIMEOUT.
+    delegation: False gives the single-agent ("linear") baseline with everything else identical.
+
+  Engine knobs:
+    num_slots: S, sequences decoded together (the frontier's batch).
+    decode_steps_per_round: most decode steps before control returns to the host.
+    refill_fraction: decode also returns once this fraction of the generating slots has stopped, so
+      finished slots are refilled (continuous batching).
+    prefill_chunk_buckets / prefill_row_buckets: padded prefill shapes (few compiled programs).
+  """
+
+  num_slots: int = 32
+  context_window: int = 2048
+  completion_limit: int = 256
+  max_steps_per_node: int = 25
+  max_depth: int = 6
+  delegation: bool = True
+  tree_step_budget: int = 0
+  tree_timeout_s: float = 0.0
+  decode_steps_per_round: int = 64
+  refill_fraction: float = 0.25
+  prefill_chunk_buckets: tuple[int, ...] = (64, 256, 1024)
+  prefill_row_buckets: tuple[int, ...] = (1, 4, 16, 64)
+  sampling: SamplingConfig = SamplingConfig()
+
+  def __post_init__(self):
+    for name in ("num_slots", "context_window", "completion_limit", "max_steps_per_node",
+                 "decode_steps_per_round"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"rollout.{name}={value!r} must be a positive integer")
+    if self.max_depth < 0:
+      raise ValueError(f"rollout.max_depth={self.max_depth} must be >= 0")
+    if self.tree_step_budget < 0 or self.tree_timeout_s < 0:
+      raise ValueError("rollout.tree_step_budget and rollout.tree_timeout_s must be >= 0 (0 = off)")
+    if not 0.0 < self.refill_fraction <= 1.0:
+      raise ValueError(f"rollout.refill_fraction={self.refill_fraction} must be in (0, 1]")
+    if self.completion_limit >= self.context_window:
+      raise ValueError(f"rollout.completion_limit={self.completion_limit} must be smaller than "
+                       f"rollout.context_window={self.context_window}")
+    for name in ("prefill_chunk_buckets", "prefill_row_buckets"):
+      buckets = getattr(self, name)
+      if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
+        raise ValueError(f"rollout.{name}={buckets} must be increasing positive sizes")

@@ -1,0 +1,508 @@
+"""The host half of the rollout engine: a scheduler that grows recursive trees over decoding slots.
+
+Each round:
+  1. frontier nodes (those with tokens to consume and a turn to generate) get slots and their pending
+     tokens are prefilled (a waiting parent is evicted when slots run short; its cache is rebuilt from
+     its kept tokens when it resumes);
+  2. one `decode` call generates for every busy slot until enough of them stopped (continuous batching);
+  3. every finished turn is parsed and its cell runs in the interpreter pool (one batched call);
+  4. results are routed: an observation puts the node back on the frontier; spawned children join the
+     frontier while the parent waits; a finish resolves the parent's await, and once all of a parent's
+     awaited children are done its cell resumes (which may spawn again or finish).
+Trees end when their root ends. The result is a `Trees` record (see `trees.py`).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import enum
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rao_jax.agent import prompts, turn_format
+from rao_jax.agent.chat import ChatLayout, Conversation
+from rao_jax.agent.parsing import parse_completion
+from rao_jax.rollout.config import RolloutConfig
+from rao_jax.rollout.decode_state import DecodeState, StopReason
+from rao_jax.rollout.device import DeviceProgram
+from rao_jax.rollout.trees import EndReason, Trees, concatenate_sequences
+
+# (group, node path from the root as child indices in launch order, turn index) -> the tokens to
+# force for that turn, or None to sample. Scripted policies replay known transcripts with it.
+TurnForcer = Callable[[int, tuple[int, ...], int], "Sequence[int] | None"]
+
+
+class _State(enum.Enum):
+  READY = "ready"            # has pending tokens; needs a prefill (and a slot) before generating
+  GENERATING = "generating"  # its slot is producing a turn
+  WAITING = "waiting"        # suspended on children
+  DONE = "done"
+
+
+@dataclasses.dataclass(eq=False)
+class _Node:
+  """Host-side record of one node while its tree is in flight."""
+
+  node_id: int
+  tree: int
+  group: int
+  parent: int | None
+  depth: int
+  path: tuple[int, ...]
+  launch_cell: int
+  goal: str
+  conversation: Conversation
+  pending: list[int]
+  state: _State = _State.READY
+  rebuild: bool = True                  # no valid cache anywhere: prefill the whole conversation
+  slot: int | None = None
+  steps: int = 0
+  children: list[int] = dataclasses.field(default_factory=list)
+  awaiting: set[int] = dataclasses.field(default_factory=set)
+  child_results: dict[int, Any] = dataclasses.field(default_factory=dict)
+  last_completion: list[int] = dataclasses.field(default_factory=list)
+  success: float = 0.0
+  end_reason: EndReason | None = None
+  finish_value: Any = None
+  tokens_generated: int = 0
+  first_round: int = -1
+  last_round: int = -1
+  first_step: int = -1
+  last_step: int = -1
+  ready_order: int = 0                  # FIFO position on the frontier
+  turns: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class RolloutTimings:
+  """Wall-clock seconds by activity, and device work counters, for one `run`."""
+
+  decode_s: float = 0.0
+  prefill_s: float = 0.0
+  interpreter_s: float = 0.0
+  host_s: float = 0.0
+  total_s: float = 0.0
+  rounds: int = 0
+  decode_steps: int = 0
+  useful_token_steps: int = 0
+  slot_steps: int = 0
+
+  @property
+  def slot_utilisation(self) -> float:
+    """Useful token-steps / slot-steps: the share of decoded rows that produced a real token."""
+    return self.useful_token_steps / self.slot_steps if self.slot_steps else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutResult:
+  trees: Trees
+  timings: RolloutTimings
+  compiled_programs: dict[str, int]
+
+
+def _bucket(size: int, buckets: Sequence[int]) -> int:
+  """Smallest bucket ≥ size (the largest bucket if none is)."""
+  index = bisect.bisect_left(buckets, size)
+  return buckets[min(index, len(buckets) - 1)]
+
+
+class RolloutEngine:
+  """Runs batches of recursive trees to completion with one model, tokenizer and interpreter pool.
+
+  Args:
+    model: the policy (an NNX module with the `Transformer` call signature).
+    layout: chat layout (and through it the tokenizer) that turns prompts and observations into tokens.
+    pool: an `InterpreterPool` whose config agrees with `config` (max_depth, delegation).
+    config: limits and batching knobs.
+  """
+
+  def __init__(self, model: nnx.Module, layout: ChatLayout, pool, config: RolloutConfig):
+    self.config = config
+    self.layout = layout
+    self.tokenizer = layout.tokenizer
+    self.pool = pool
+    graphdef, params = nnx.split(model)
+    self.params = params
+    self.model_config = model.config
+    self.program = DeviceProgram(graphdef, config.sampling, vocab_limit=self.tokenizer.vocab_size)
+    stop = self.tokenizer.encode(turn_format.STOP_SEQUENCE)
+    self.stop_sequences = jnp.asarray([stop], jnp.int32)  # [1, K]
+
+  def set_params(self, params: nnx.State) -> None:
+    """Uses new policy parameters (same graph) from the next `run` on."""
+    self.params = params
+
+  # ------------------------------------------------------------------ public entry point
+
+  def run(self, env_name: str, env_config: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
+          samples_per_task: int, rng: jax.Array, *, forcer: TurnForcer | None = None) -> RolloutResult:
+    """Grows `samples_per_task` trees for every task and returns them with timings.
+
+    Tree t samples task t // samples_per_task (its group); root node ids are 0..B·G−1.
+    """
+    if samples_per_task <= 0:
+      raise ValueError(f"samples_per_task={samples_per_task} must be positive")
+    self._reset_run(forcer)
+    start = time.perf_counter()
+    self._start_roots(env_name, dict(env_config), tasks, samples_per_task)
+    state = DecodeState.init(self.model_config, self.config.num_slots, self.config.context_window,
+                             self.config.completion_limit, rng)
+    while self._live_trees:
+      self.timings.rounds += 1
+      self._end_timed_out_trees()
+      state = self._assign_and_prefill(state)
+      states = {n.state for n in self._nodes.values()}
+      if _State.GENERATING in states:
+        state = self._decode_and_route(state)
+      elif _State.READY not in states and self._live_trees:
+        raise RuntimeError(f"rollout stalled: no node can generate; live trees {sorted(self._live_trees)}")
+    self.timings.total_s = time.perf_counter() - start
+    self.timings.host_s = max(0.0, self.timings.total_s - self.timings.decode_s
+                              - self.timings.prefill_s - self.timings.interpreter_s)
+    trees = self._collect_trees()
+    self.pool.release(list(self._nodes))
+    return RolloutResult(trees=trees, timings=self.timings,
+                         compiled_programs=self.program.num_compiled())
+
+  # ------------------------------------------------------------------ run setup
+
+  def _reset_run(self, forcer: TurnForcer | None) -> None:
+    self._nodes: dict[int, _Node] = {}
+    self._slot_owner: list[int | None] = [None] * self.config.num_slots
+    self._live_trees: set[int] = set()
+    self._tree_nodes: dict[int, list[int]] = {}
+    self._tree_started: dict[int, float] = {}
+    self._tree_steps: dict[int, int] = {}
+    self._forcer = forcer
+    self._ready_order = 0
+    self._global_step = 0
+    self._to_resume: list[_Node] = []
+    self.timings = RolloutTimings()
+
+  def _start_roots(self, env_name: str, env_config: dict, tasks: Sequence[Mapping[str, Any]],
+                   samples_per_task: int) -> None:
+    roots = []
+    for group, task in enumerate(tasks):
+      for sample in range(samples_per_task):
+        tree = group * samples_per_task + sample
+        roots.append((tree, env_name, env_config, dict(task)))
+    started = time.perf_counter()
+    parts_list = self.pool.create_roots(roots)
+    self.timings.interpreter_s += time.perf_counter() - started
+    for (tree, *_), parts in zip(roots, parts_list):
+      if isinstance(parts, str):
+        raise ValueError(f"could not build the environment of tree {tree}: {parts}")
+      self._new_node(tree, tree, tree // samples_per_task, None, 0, (), -1, parts)
+      self._live_trees.add(tree)
+      self._tree_started[tree] = time.perf_counter()
+      self._tree_steps[tree] = 0
+
+  def _new_node(self, node_id: int, tree: int, group: int, parent: int | None, depth: int,
+                path: tuple[int, ...], launch_cell: int, parts) -> None:
+    system = prompts.system_prompt(parts, delegation=self.config.delegation)
+    user = prompts.first_user_turn(parts, step_budget=self.config.max_steps_per_node)
+    conversation = self.layout.start(system, user)
+    node = _Node(node_id=node_id, tree=tree, group=group, parent=parent, depth=depth, path=path,
+                 launch_cell=launch_cell, goal=parts.goal, conversation=conversation,
+                 pending=list(conversation.ids))
+    self._nodes[node_id] = node
+    self._tree_nodes.setdefault(tree, []).append(node_id)
+    self._mark_ready(node)
+
+  def _mark_ready(self, node: _Node) -> None:
+    node.state = _State.READY
+    self._ready_order += 1
+    node.ready_order = self._ready_order
+
+  # ------------------------------------------------------------------ slots and prefill
+
+  def _assign_and_prefill(self, state: DecodeState) -> DecodeState:
+    ready = sorted((n for n in self._nodes.values() if n.state is _State.READY),
+                   key=lambda n: (n.ready_order, n.node_id))
+    rows = []
+    for node in ready:
+      if len(node.conversation) + self.config.completion_limit > self.config.context_window:
+        self._end(node, EndReason.CONTEXT_OVERFLOW)
+        continue
+      if node.slot is None and not self._take_slot(node):
+        continue  # stays on the frontier until a slot frees up
+      chunk = list(node.conversation.ids) if node.rebuild else node.pending
+      rows.append((node, chunk, node.rebuild))
+    self._route([])  # parents of nodes that overflowed may resume
+    if not rows:
+      return state
+    started = time.perf_counter()
+    state = self._prefill_rows(state, rows)
+    jax.block_until_ready(state.lengths)
+    self.timings.prefill_s += time.perf_counter() - started
+    for node, _, _ in rows:
+      node.pending = []
+      node.rebuild = False
+      node.state = _State.GENERATING
+    return state
+
+  def _take_slot(self, node: _Node) -> bool:
+    """Gives `node` a free slot, evicting the longest-waiting parent if none is free."""
+    free = [s for s, owner in enumerate(self._slot_owner) if owner is None]
+    if not free:
+      waiting = [self._nodes[o] for o in self._slot_owner
+                 if o is not None and self._nodes[o].state is _State.WAITING]
+      if not waiting:
+        return False
+      victim = min(waiting, key=lambda n: (n.ready_order, n.node_id))
+      free = [victim.slot]
+      self._slot_owner[victim.slot] = None
+      victim.slot = None
+      victim.rebuild = True  # tokens are kept on the host; the cache is recomputed on resume
+    node.slot = free[0]
+    self._slot_owner[node.slot] = node.node_id
+    return True
+
+  def _forced_turn(self, node: _Node) -> list[int]:
+    if self._forcer is None:
+      return []
+    forced = self._forcer(node.group, node.path, node.steps)
+    return [] if forced is None else list(forced)[: self.config.completion_limit]
+
+  def _prefill_rows(self, state: DecodeState, rows: list[tuple[_Node, list[int], bool]]) -> DecodeState:
+    """Prefills every row's chunk, in passes of at most the largest chunk bucket per row."""
+    cfg = self.config
+    max_chunk = cfg.prefill_chunk_buckets[-1]
+    pieces = [[chunk[i:i + max_chunk] for i in range(0, len(chunk), max_chunk)] or [[]]
+              for _, chunk, _ in rows]
+    for piece_index in range(max(len(p) for p in pieces)):
+      batch = [(node, p[piece_index], reset and piece_index == 0)
+               for (node, _, reset), p in zip(rows, pieces) if piece_index < len(p)]
+      max_rows = cfg.prefill_row_buckets[-1]
+      for begin in range(0, len(batch), max_rows):
+        state = self._prefill_call(state, batch[begin:begin + max_rows])
+    return state
+
+  def _prefill_call(self, state: DecodeState, batch: list[tuple[_Node, list[int], bool]]) -> DecodeState:
+    cfg = self.config
+    num_rows = _bucket(len(batch), cfg.prefill_row_buckets)
+    width = _bucket(max(len(chunk) for _, chunk, _ in batch), cfg.prefill_chunk_buckets)
+    slots = np.full((num_rows,), cfg.num_slots, np.int32)
+    chunks = np.zeros((num_rows, width), np.int32)
+    lengths = np.zeros((num_rows,), np.int32)
+    reset = np.zeros((num_rows,), bool)
+    limits = np.zeros((num_rows,), np.int32)
+    forced = np.zeros((num_rows, cfg.completion_limit), np.int32)
+    forced_lengths = np.zeros((num_rows,), np.int32)
+    for row, (node, chunk, reset_row) in enumerate(batch):
+      slots[row] = node.slot
+      chunks[row, :len(chunk)] = chunk
+      lengths[row] = len(chunk)
+      reset[row] = reset_row
+      limits[row] = cfg.completion_limit
+      turn = self._forced_turn(node)
+      forced[row, :len(turn)] = turn
+      forced_lengths[row] = len(turn)
+    return self.program.prefill(self.params, state, slots, chunks, lengths, reset, limits, forced,
+                                forced_lengths)
+
+  # ------------------------------------------------------------------ decode and routing
+
+  def _decode_and_route(self, state: DecodeState) -> DecodeState:
+    cfg = self.config
+    generating = [n for n in self._nodes.values() if n.state is _State.GENERATING]
+    min_stopped = max(1, math.ceil(cfg.refill_fraction * len(generating)))
+    started = time.perf_counter()
+    state, stats = self.program.decode(self.params, state, self.stop_sequences,
+                                       np.int32(cfg.decode_steps_per_round), np.int32(min_stopped))
+    steps, useful = (int(x) for x in jax.device_get((stats.steps, stats.useful_tokens)))
+    self.timings.decode_s += time.perf_counter() - started
+    self.timings.decode_steps += steps
+    self.timings.useful_token_steps += useful
+    self.timings.slot_steps += steps * cfg.num_slots
+    step_before, self._global_step = self._global_step, self._global_step + steps
+
+    still, reasons, lengths, turn_start = (np.asarray(x) for x in jax.device_get(
+        (state.generating, state.stop_reason, state.lengths, state.turn_start)))
+    finished = []
+    for node in generating:
+      if node.first_round < 0:
+        node.first_round, node.first_step = self.timings.rounds, step_before
+      node.last_round, node.last_step = self.timings.rounds, self._global_step
+      if not still[node.slot]:
+        finished.append(node)
+    if finished:
+      self._route_finished_turns(state, finished, reasons, lengths, turn_start)
+    return state
+
+  def _route_finished_turns(self, state: DecodeState, finished: list[_Node], reasons: np.ndarray,
+                            lengths: np.ndarray, turn_start: np.ndarray) -> None:
+    width = self.config.completion_limit
+    num_rows = _bucket(len(finished), self.config.prefill_row_buckets)
+    slots = np.zeros((num_rows,), np.int32)
+    slots[:len(finished)] = [n.slot for n in finished]
+    tokens, log_probs = (np.asarray(x) for x in jax.device_get(
+        self.program.read_turns(state, slots, width)))
+    cells = []
+    for row, node in enumerate(finished):
+      if node.state is _State.DONE:
+        continue  # its tree ran out of budget while this round's turns were routed
+      count = int(lengths[node.slot] - turn_start[node.slot])
+      completion = tokens[row, :count].tolist()
+      node.last_completion = completion
+      node.conversation.append_model(completion, log_probs[row, :count].tolist())
+      node.tokens_generated += count
+      node.steps += 1
+      self._tree_steps[node.tree] += 1
+      text = self.tokenizer.decode(completion)
+      node.turns.append({"completion": text})
+      if reasons[node.slot] == StopReason.CONTEXT_FULL:
+        self._end(node, EndReason.CONTEXT_OVERFLOW)
+        continue
+      parsed = parse_completion(text)
+      if parsed.code is None:
+        self._observe(node, parsed.error, status="format_error")
+      else:
+        cells.append((node.node_id, parsed.code))
+    results = []
+    if cells:
+      started = time.perf_counter()
+      results = self.pool.run_cells(cells)
+      self.timings.interpreter_s += time.perf_counter() - started
+    self._route(results)
+
+  def _route(self, results) -> None:
+    """Applies cell results, then resumes parents whose children are all done, until none is left."""
+    while True:
+      for result in results:
+        node = self._nodes[result.node_id]
+        if node.state is not _State.DONE:  # else its tree ended (timeout, budget) while the cell ran
+          self._apply_result(node, result)
+      deliveries = [p for p in self._to_resume if p.state is _State.WAITING]
+      self._to_resume = []
+      if not deliveries:
+        return
+      started = time.perf_counter()
+      results = self.pool.resume([(p.node_id, dict(p.child_results)) for p in deliveries])
+      self.timings.interpreter_s += time.perf_counter() - started
+      for parent in deliveries:
+        parent.child_results.clear()
+
+  def _apply_result(self, node: _Node, result) -> None:
+    """Applies one cell result (of a new or a resumed cell) to its node."""
+    if result.status in ("output", "error"):
+      self._observe(node, result.text, status=result.status)
+    elif result.status == "finished":
+      node.turns[-1].update(status="finished", observation=result.text)
+      self._end(node, EndReason.FINISHED, success=result.success, value=result.finish_value)
+    elif result.status == "suspended":
+      node.turns[-1].setdefault("launched", []).extend(s.child_id for s in result.spawns)
+      node.state = _State.WAITING
+      for spawn in result.spawns:
+        child_path = node.path + (len(node.children),)
+        node.children.append(spawn.child_id)
+        node.awaiting.add(spawn.child_id)
+        self._new_node(spawn.child_id, node.tree, node.group, node.node_id, spawn.depth, child_path,
+                       node.steps, spawn.prompt)
+    else:  # "crashed": the worker hosting this tree died.
+      node.turns[-1].update(status="crashed", observation=result.text)
+      self._end(node, EndReason.CRASHED)
+
+  def _observe(self, node: _Node, text: str, *, status: str) -> None:
+    """Shows a cell's output (or error) to the node and puts it back on the frontier."""
+    observation = turn_format.render_observation(node.steps, text)
+    node.turns[-1].update(status=status, observation=observation)
+    budget = self.config.tree_step_budget
+    if budget and self._tree_steps[node.tree] >= budget:
+      self._end_tree(node.tree, EndReason.TREE_BUDGET)
+      return
+    if node.steps >= self.config.max_steps_per_node:
+      self._end(node, EndReason.STEP_LIMIT)
+      return
+    continuation = self.layout.continuation_ids(observation, node.last_completion)
+    node.conversation.append_env(continuation)
+    node.pending = continuation
+    self._mark_ready(node)
+
+  def _end(self, node: _Node, reason: EndReason, *, success: float = 0.0, value: Any = None) -> None:
+    """Ends a node; its parent is queued for resumption once all its awaited children are done."""
+    node.state = _State.DONE
+    node.end_reason = reason
+    node.success = float(success) if reason is EndReason.FINISHED else 0.0
+    node.finish_value = value
+    if node.slot is not None:
+      self._slot_owner[node.slot] = None
+      node.slot = None
+    if node.parent is None:
+      self._live_trees.discard(node.tree)
+      return
+    parent = self._nodes[node.parent]
+    if parent.state is not _State.WAITING or node.node_id not in parent.awaiting:
+      return
+    parent.awaiting.discard(node.node_id)
+    parent.child_results[node.node_id] = (
+        value if reason is EndReason.FINISHED
+        else f"Error: the sub-agent failed ({reason.name.lower().replace('_', ' ')}).")
+    if not parent.awaiting:
+      self._to_resume.append(parent)
+
+  def _end_tree(self, tree: int, reason: EndReason) -> None:
+    """Ends every unfinished node of a tree, deepest first, without resuming anyone."""
+    for node_id in sorted(self._tree_nodes[tree], key=lambda i: -self._nodes[i].depth):
+      node = self._nodes[node_id]
+      if node.state is not _State.DONE:
+        node.awaiting.clear()
+        node.state = _State.DONE
+        node.end_reason = reason
+        node.success = 0.0
+        if node.slot is not None:
+          self._slot_owner[node.slot] = None
+          node.slot = None
+    self._live_trees.discard(tree)
+
+  def _end_timed_out_trees(self) -> None:
+    limit = self.config.tree_timeout_s
+    if not limit:
+      return
+    now = time.perf_counter()
+    for tree in list(self._live_trees):
+      if now - self._tree_started[tree] > limit:
+        self._end_tree(tree, EndReason.TIMEOUT)
+
+  # ------------------------------------------------------------------ output
+
+  def _collect_trees(self) -> Trees:
+    order = sorted(self._nodes, key=lambda i: (self._nodes[i].tree, i))
+    row_of = {node_id: row for row, node_id in enumerate(order)}
+    nodes = [self._nodes[i] for i in order]
+
+    def column(getter, dtype):
+      return np.asarray([getter(n) for n in nodes], dtype)
+
+    sequences = [(n.conversation.token_ids(), n.conversation.loss_mask(),
+                  np.nan_to_num(n.conversation.sampler_logprobs())) for n in nodes]
+    offsets, tokens, mask, log_probs = concatenate_sequences(sequences)
+    records = tuple({
+        "goal": n.goal, "turns": n.turns, "finish_value": n.finish_value,
+        "children": [row_of[c] for c in n.children],
+    } for n in nodes)
+    return Trees(
+        tree=column(lambda n: n.tree, np.int32),
+        group=column(lambda n: n.group, np.int32),
+        parent=column(lambda n: -1 if n.parent is None else row_of[n.parent], np.int32),
+        depth=column(lambda n: n.depth, np.int32),
+        success=column(lambda n: n.success, np.float32),
+        num_children=column(lambda n: len(n.children), np.int32),
+        launch_cell=column(lambda n: n.launch_cell, np.int32),
+        end_reason=column(lambda n: n.end_reason, np.int32),
+        steps=column(lambda n: n.steps, np.int32),
+        tokens_generated=column(lambda n: n.tokens_generated, np.int32),
+        first_round=column(lambda n: n.first_round, np.int32),
+        last_round=column(lambda n: n.last_round, np.int32),
+        first_step=column(lambda n: n.first_step, np.int64),
+        last_step=column(lambda n: n.last_step, np.int64),
+        token_offsets=offsets, tokens=tokens, loss_mask=mask, sampler_log_probs=log_probs,
+        records=records,
+    )

@@ -1,0 +1,107 @@
+"""`Trees`: the rollout engine's output, one row per node of every execution tree.
+
+Node arrays are flat and aligned (index i = node i), ready for segment operations on device:
+`parent[i]` is the index of node i's parent (−1 for roots), `tree[i]` the tree it belongs to and
+`group[i]` the root task it samples (the G trees of one task share a group). Each node's token
+sequence (prompt, its turns, observations) is stored ragged: node i owns
+`tokens[token_offsets[i]:token_offsets[i + 1]]`, with `loss_mask` true exactly at model-generated
+tokens and `sampler_log_probs` the sampler's log π_old there (0 elsewhere).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class EndReason(enum.IntEnum):
+  """How a node ended."""
+
+  FINISHED = 0          # called finish(...)
+  STEP_LIMIT = 1        # used all its cells without finishing
+  CONTEXT_OVERFLOW = 2  # prompt + next completion would not fit the context window
+  CRASHED = 3           # its interpreter worker died
+  TIMEOUT = 4           # the tree's wall-clock limit passed
+  TREE_BUDGET = 5       # the tree's shared step budget ran out
+
+
+@dataclasses.dataclass(frozen=True)
+class Trees:
+  """All nodes of a batch of execution trees (N nodes, L tokens in all)."""
+
+  tree: np.ndarray               # [N] int32 tree index
+  group: np.ndarray              # [N] int32 root-task index (G trees per group)
+  parent: np.ndarray             # [N] int32 parent node index, -1 for roots
+  depth: np.ndarray              # [N] int32, 0 for roots
+  success: np.ndarray            # [N] float32 own success s in [0, 1]
+  num_children: np.ndarray       # [N] int32 direct children launched
+  launch_cell: np.ndarray        # [N] int32 the parent's cell that launched this node (-1 for roots)
+  end_reason: np.ndarray         # [N] int32 EndReason
+  steps: np.ndarray              # [N] int32 cells run (turns taken)
+  tokens_generated: np.ndarray   # [N] int32 model tokens
+  first_round: np.ndarray        # [N] int32 first decode round in which the node generated
+  last_round: np.ndarray         # [N] int32 last decode round in which the node generated
+  first_step: np.ndarray         # [N] int64 global decode step of the node's first token
+  last_step: np.ndarray          # [N] int64 global decode step of the node's last token
+  token_offsets: np.ndarray      # [N + 1] int64
+  tokens: np.ndarray             # [L] int32
+  loss_mask: np.ndarray          # [L] bool
+  sampler_log_probs: np.ndarray  # [L] float32
+  records: tuple[dict[str, Any], ...] = ()   # per node: goal, turns, result, timing (JSON-like)
+
+  @property
+  def num_nodes(self) -> int:
+    return int(self.tree.shape[0])
+
+  @property
+  def num_trees(self) -> int:
+    return int(self.tree.max()) + 1 if self.num_nodes else 0
+
+  def node_sequence(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens, loss mask and sampler log-probs of node i."""
+    start, end = self.token_offsets[i], self.token_offsets[i + 1]
+    return self.tokens[start:end], self.loss_mask[start:end], self.sampler_log_probs[start:end]
+
+  def roots(self) -> np.ndarray:
+    return np.flatnonzero(self.parent < 0)
+
+  def to_jsonl(self, path: str) -> None:
+    """Writes one JSON object per tree: its nodes (records plus their scalar fields), nested by id."""
+    with open(path, "w", encoding="utf-8") as f:
+      for line in self.tree_dicts():
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+  def tree_dicts(self) -> list[dict[str, Any]]:
+    trees: dict[int, dict[str, Any]] = {}
+    for i in range(self.num_nodes):
+      t = int(self.tree[i])
+      tree = trees.setdefault(t, {"tree": t, "group": int(self.group[i]), "nodes": []})
+      node = {
+          "id": i, "parent": int(self.parent[i]), "depth": int(self.depth[i]),
+          "success": float(self.success[i]), "num_children": int(self.num_children[i]),
+          "launch_cell": int(self.launch_cell[i]), "end_reason": EndReason(int(self.end_reason[i])).name,
+          "steps": int(self.steps[i]), "tokens_generated": int(self.tokens_generated[i]),
+          "first_round": int(self.first_round[i]), "last_round": int(self.last_round[i]),
+          "first_step": int(self.first_step[i]), "last_step": int(self.last_step[i]),
+      }
+      if self.records:
+        node.update(self.records[i])
+      tree["nodes"].append(node)
+    return [trees[t] for t in sorted(trees)]
+
+
+def concatenate_sequences(sequences: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Ragged (tokens, mask, log-probs) per node -> offsets [N+1], tokens, mask, log-probs."""
+  lengths = np.array([len(s[0]) for s in sequences], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  if not sequences:
+    return offsets, np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.float32)
+  return (offsets,
+          np.concatenate([s[0] for s in sequences]).astype(np.int32),
+          np.concatenate([s[1] for s in sequences]).astype(bool),
+          np.concatenate([s[2] for s in sequences]).astype(np.float32))
