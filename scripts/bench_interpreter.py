@@ -4,9 +4,9 @@ For each workload (a trivial cell; a tool-heavy TextCraft-Synth cell) and each n
 nodes N, every step runs one cell on each of the N nodes as one `run_cells` batch (what the rollout
 engine does each round). Latency is the batch's wall time (what every cell in it waits); throughput
 is cells per second. The baseline runs the same cells with plain `exec` in this process, in one
-persistent namespace per node holding the same tools (no isolation: the unsafe lower bound).
-Every cell is made unique (a trailing comment), as model-written cells are, so neither side can reuse
-a compiled cell: both pay parsing and compiling, and the sandbox also pays its AST checks.
+persistent namespace per node holding the same tools (no isolation: the unsafe lower bound). Every
+cell is made unique (a trailing comment), as model-written cells are, so neither side can reuse a
+compiled cell: both pay parsing and compiling, and the sandbox also pays its AST checks.
 
     python scripts/bench_interpreter.py                 # full table
     python scripts/bench_interpreter.py --nodes 1,64 --steps 5
@@ -99,14 +99,16 @@ def main() -> None:
   args = parser.parse_args()
 
   world = world_lib.get_world(ENV_CONFIG["world"])
-  task_objects = tasks_lib.build_splits(world, tasks_lib.TaskConfig(num_train=64, num_val=0))["train"]
+  splits = tasks_lib.build_splits(world, tasks_lib.TaskConfig(num_train=64, num_val=0))
+  task_objects = splits["train"]
   tasks = [t.to_dict() for t in task_objects]
   workloads = {"trivial": TRIVIAL_CELL, "textcraft tools": tool_heavy_cell(world, task_objects[0])}
 
   start = time.perf_counter()
   pool = InterpreterPool(InterpreterConfig(num_workers=args.workers))
   startup = time.perf_counter() - start
-  print(f"pool start-up ({args.workers} workers): {startup:.2f} s; sandbox: {pool.sandbox_report}\n")
+  print(f"pool start-up ({args.workers} workers): {startup:.2f} s; "
+        f"sandbox: {pool.sandbox_report}\n")
   print("| workload | nodes | sandbox cells/s | exec cells/s | ratio | p50 ms | p90 ms | p99 ms "
         "| exec p50 ms |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

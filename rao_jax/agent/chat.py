@@ -65,6 +65,10 @@ class Conversation:
     self.provenance.extend([Provenance.MODEL] * len(ids))
     self.logprobs.extend([math.nan] * len(ids) if logprobs is None else [float(x) for x in logprobs])
 
+  def truncate(self, length: int) -> None:
+    """Drops every token from index `length` on."""
+    del self.ids[length:], self.provenance[length:], self.logprobs[length:]
+
   def token_ids(self) -> np.ndarray:
     return np.asarray(self.ids, dtype=np.int32)  # [T]
 

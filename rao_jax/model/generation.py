@@ -41,24 +41,26 @@ class _DecodeState:
   """Carry of the decode loop; `tokens[b, :num_generated[b]]` is row b's output so far."""
   cache: KVCache
   cache_lengths: jax.Array  # [B] int32 tokens in the cache (prompt + generated - 1 while running)
-  tokens: jax.Array  # [B, max_new_tokens] int32 generated tokens
+  tokens: jax.Array  # [B, max_len] int32 generated tokens (a row generates fewer than max_len)
   num_generated: jax.Array  # [B] int32
   done: jax.Array  # [B] bool
   step: jax.Array  # [] int32 number of sampling steps taken
 
 
 def _is_done(token: jax.Array, num_generated: jax.Array, sequence_length: jax.Array, eos_id: jax.Array,
-             max_new_tokens: int, max_len: int) -> jax.Array:
+             max_new_tokens: jax.Array, max_len: int) -> jax.Array:
+  """[B] bool: the row just sampled eos, has max_new_tokens tokens, or its sequence fills the context."""
   return (token == eos_id) | (num_generated >= max_new_tokens) | (sequence_length >= max_len)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_len", "max_new_tokens", "greedy"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_len", "greedy"))
 def _generate_cached(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, prompt_lengths: jax.Array,
-                     rng: jax.Array, temperature: jax.Array, eos_id: jax.Array, *, max_len: int,
-                     max_new_tokens: int, greedy: bool) -> tuple[jax.Array, jax.Array]:
-  """prompt: [B, P] int32 right-padded; prompt_lengths: [B] int32; eos_id: [] int32 (-1: none).
+                     rng: jax.Array, temperature: jax.Array, eos_id: jax.Array, max_new_tokens: jax.Array, *,
+                     max_len: int, greedy: bool) -> tuple[jax.Array, jax.Array]:
+  """prompt: [B, P] int32 right-padded; prompt_lengths: [B] int32; eos_id, max_new_tokens: [] int32.
 
-  Returns the generated tokens [B, max_new_tokens] int32 and how many of them are valid per row [B] int32.
+  Returns the generated tokens [B, max_len] int32 and how many of them are valid per row [B] int32. Only
+  shapes, `max_len` and `greedy` select the compiled program; the other arguments are traced.
   """
   model = nnx.merge(graphdef, params)
   batch, prompt_len = prompt.shape
@@ -71,7 +73,7 @@ def _generate_cached(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Arra
   ones = jnp.ones_like(prompt_lengths)
   state = _DecodeState(
       cache=cache, cache_lengths=prompt_lengths,
-      tokens=jnp.zeros((batch, max_new_tokens), jnp.int32).at[:, 0].set(first),
+      tokens=jnp.zeros((batch, max_len), jnp.int32).at[:, 0].set(first),
       num_generated=ones, step=jnp.int32(1),
       done=_is_done(first, ones, prompt_lengths + 1, eos_id, max_new_tokens, cache.max_len))
 
@@ -113,8 +115,8 @@ def generate(model: Transformer, config: ModelConfig, prompts: Sequence[Sequence
   graphdef, params = nnx.split(model)
   tokens, num_generated = _generate_cached(
       graphdef, params, jnp.asarray(prompt_array), jnp.asarray(prompt_lengths), rng,
-      jnp.float32(temperature), jnp.int32(_NO_EOS if eos_id is None else eos_id),
-      max_len=max_len, max_new_tokens=max_new_tokens, greedy=temperature == 0)
+      jnp.float32(temperature), jnp.int32(_NO_EOS if eos_id is None else eos_id), jnp.int32(max_new_tokens),
+      max_len=max_len, greedy=temperature == 0)
   tokens, num_generated = jax.device_get((tokens, num_generated))
   return [row[:n].tolist() for row, n in zip(tokens, num_generated)]
 

@@ -56,11 +56,13 @@ class Transformer(nnx.Module):
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns logits [B, T, V] float32 and the cache with this chunk written (None without a cache).
 
-    Without a cache, token t attends to tokens s <= t of the same segment (segment_ids, else token_mask, else
-    the whole row); default positions count from 0 within each segment. With a cache, token t of row b is
-    written at slot cache_lengths[b] + t (only if token_mask[b, t]; slots >= max_len are dropped) and attends
-    to slots <= cache_lengths[b] + t; default positions are cache_lengths[b] + t. The caller advances its
-    lengths: new_lengths = cache_lengths + token_mask.sum(-1).
+    Without a cache (training, scoring): token t attends to tokens s <= t of its own segment (segment_ids;
+    default one segment per row; tokens outside token_mask are padding, segment 0); default positions count
+    from 0 within each segment.
+    With a cache (prefill, decode): token t of row b is written at slot cache_lengths[b] + t if
+    token_mask[b, t] (slots >= max_len are dropped) and attends to slots <= cache_lengths[b] + t; default
+    positions are cache_lengths[b] + t. Real tokens must come first in each row of token_mask. The caller
+    advances its lengths: new_lengths = cache_lengths + token_mask.sum(-1).
     """
     hidden, cache = self.hidden_states(tokens, positions, segment_ids=segment_ids, cache=cache,
                                        cache_lengths=cache_lengths, token_mask=token_mask)
@@ -95,8 +97,9 @@ class Transformer(nnx.Module):
       if cache_lengths is not None:
         raise ValueError("cache_lengths was given without a cache")
       if segment_ids is None:
-        segment_ids = (jnp.ones((batch, length), jnp.int32) if token_mask is None
-                       else token_mask.astype(jnp.int32))
+        segment_ids = jnp.ones((batch, length), jnp.int32)
+      if token_mask is not None:
+        segment_ids = jnp.where(token_mask, segment_ids, 0)
       if positions is None:
         positions = segment_positions(segment_ids)
       mask = packed_causal_mask(segment_ids)

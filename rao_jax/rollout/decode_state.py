@@ -23,9 +23,11 @@ import enum
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rao_jax import sharding
 from rao_jax.model.config import ModelConfig
-from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.kv_cache import CACHE_LOGICAL_AXES, KVCache
 
 
 class StopReason(enum.IntEnum):
@@ -79,3 +81,25 @@ class DecodeState:
         forced=jnp.zeros((s, completion_width), jnp.int32),
         forced_length=jnp.zeros((s,), jnp.int32),
     )
+
+
+def decode_state_shardings(state: DecodeState, mesh: Mesh) -> DecodeState:
+  """Where each field of `state` lives on `mesh`: slots over the data axes, KV heads over "tensor".
+
+  Per-slot arrays split their slot dimension over ("data", "fsdp"); the cache follows the logical
+  rules of `rao_jax.sharding` (`CACHE_LOGICAL_AXES`), with a KV-head count that "tensor" does not
+  divide left replicated; the RNG key is replicated.
+  """
+  slot_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+  if state.num_slots % slot_ways:
+    raise ValueError(f"rollout.num_slots={state.num_slots} must be divisible by the mesh's data x fsdp "
+                     f"size {slot_ways}")
+  cache_spec = list(sharding.logical_to_mesh_spec(CACHE_LOGICAL_AXES))
+  kv_heads = state.cache.k.shape[3]
+  if kv_heads % mesh.shape["tensor"]:
+    cache_spec[3] = None
+  cache = NamedSharding(mesh, PartitionSpec(*cache_spec))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  per_slot = lambda x: sharding.batch_sharding(mesh, x.ndim) if x.ndim else replicated
+  shardings = jax.tree.map(per_slot, state)
+  return shardings.replace(cache=KVCache(k=cache, v=cache), rng=replicated)

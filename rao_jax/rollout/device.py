@@ -13,6 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from rao_jax.model.kv_cache import KVCache
 from rao_jax.rollout.decode_state import DecodeState, StopReason
@@ -209,13 +210,27 @@ class DeviceProgram:
   programs exist, which the engine logs to show shapes stay fixed.
   """
 
-  def __init__(self, graphdef: nnx.GraphDef, sampling: SamplingConfig, vocab_limit: int | None = None):
+  def __init__(self, graphdef: nnx.GraphDef, sampling: SamplingConfig, vocab_limit: int | None = None,
+               state_shardings: DecodeState | None = None):
+    """`state_shardings` (see `decode_state_shardings`) pins the donated state's layout on a mesh;
+    inputs are placed by the caller (`jax.device_put`) and XLA propagates the rest."""
     self.graphdef = graphdef
     self.sampling = sampling
-    self.prefill = jax.jit(functools.partial(prefill, graphdef), donate_argnums=(1,))
+    pinned = {} if state_shardings is None else {"out_shardings": state_shardings}
+    stats_pinned = {} if state_shardings is None else {
+        "out_shardings": (state_shardings, NamedSharding(state_shardings.rng.mesh, PartitionSpec()))}
+    self.prefill = jax.jit(functools.partial(prefill, graphdef), donate_argnums=(1,), **pinned)
     self.decode = jax.jit(functools.partial(decode, graphdef, sampling=sampling,
-                                            vocab_limit=vocab_limit), donate_argnums=(1,))
+                                            vocab_limit=vocab_limit), donate_argnums=(1,),
+                          **stats_pinned)
     self.read_turns = jax.jit(read_turns, static_argnums=(2,))
+
+  @classmethod
+  @functools.lru_cache(maxsize=16)
+  def cached(cls, graphdef: nnx.GraphDef, sampling: SamplingConfig, vocab_limit: int | None = None,
+             state_shardings: DecodeState | None = None) -> "DeviceProgram":
+    """One program per (graph, sampling, vocab limit, layout): engines for one model share compiles."""
+    return cls(graphdef, sampling, vocab_limit, state_shardings)
 
   def num_compiled(self) -> dict[str, int]:
     return {name: getattr(self, name)._cache_size() for name in ("prefill", "decode", "read_turns")}

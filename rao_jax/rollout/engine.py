@@ -25,12 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
+from rao_jax import sharding
 from rao_jax.agent import prompts, turn_format
 from rao_jax.agent.chat import ChatLayout, Conversation
 from rao_jax.agent.parsing import parse_completion
 from rao_jax.rollout.config import RolloutConfig
-from rao_jax.rollout.decode_state import DecodeState, StopReason
+from rao_jax.rollout.decode_state import DecodeState, StopReason, decode_state_shardings
 from rao_jax.rollout.device import DeviceProgram
 from rao_jax.rollout.trees import EndReason, Trees, concatenate_sequences
 
@@ -93,6 +95,7 @@ class RolloutTimings:
   decode_steps: int = 0
   useful_token_steps: int = 0
   slot_steps: int = 0
+  evictions: int = 0
 
   @property
   def slot_utilisation(self) -> float:
@@ -121,23 +124,46 @@ class RolloutEngine:
     layout: chat layout (and through it the tokenizer) that turns prompts and observations into tokens.
     pool: an `InterpreterPool` whose config agrees with `config` (max_depth, delegation).
     config: limits and batching knobs.
+    mesh: optional device mesh: slots and caches are split over its data axes, parameters and KV
+      heads follow the logical rules of `rao_jax.sharding`.
   """
 
-  def __init__(self, model: nnx.Module, layout: ChatLayout, pool, config: RolloutConfig):
+  def __init__(self, model: nnx.Module, layout: ChatLayout, pool, config: RolloutConfig,
+               mesh: Mesh | None = None):
+    for name in ("max_depth", "delegation"):
+      if getattr(pool.config, name) != getattr(config, name):
+        raise ValueError(f"the interpreter pool's {name}={getattr(pool.config, name)!r} disagrees with "
+                         f"rollout.{name}={getattr(config, name)!r}")
     self.config = config
     self.layout = layout
     self.tokenizer = layout.tokenizer
     self.pool = pool
-    graphdef, params = nnx.split(model)
-    self.params = params
+    self.mesh = mesh
+    self.graphdef, params = nnx.split(model)
+    self.set_params(params)
     self.model_config = model.config
-    self.program = DeviceProgram(graphdef, config.sampling, vocab_limit=self.tokenizer.vocab_size)
+    self.program = self._program(None)
     stop = self.tokenizer.encode(turn_format.STOP_SEQUENCE)
     self.stop_sequences = jnp.asarray([stop], jnp.int32)  # [1, K]
+    self._reset_run(forcer=None)
 
   def set_params(self, params: nnx.State) -> None:
     """Uses new policy parameters (same graph) from the next `run` on."""
+    if self.mesh is not None:
+      params = jax.device_put(params, sharding.tree_shardings(params, self.mesh))
     self.params = params
+
+  def _program(self, state: DecodeState | None) -> DeviceProgram:
+    shardings = None if self.mesh is None or state is None else decode_state_shardings(state, self.mesh)
+    return DeviceProgram.cached(self.graphdef, self.config.sampling, self.tokenizer.vocab_size, shardings)
+
+  def _initial_state(self, rng: jax.Array) -> DecodeState:
+    state = DecodeState.init(self.model_config, self.config.num_slots, self.config.context_window,
+                             self.config.completion_limit, rng)
+    self.program = self._program(state)
+    if self.mesh is not None:
+      state = jax.device_put(state, decode_state_shardings(state, self.mesh))
+    return state
 
   # ------------------------------------------------------------------ public entry point
 
@@ -152,8 +178,7 @@ class RolloutEngine:
     self._reset_run(forcer)
     start = time.perf_counter()
     self._start_roots(env_name, dict(env_config), tasks, samples_per_task)
-    state = DecodeState.init(self.model_config, self.config.num_slots, self.config.context_window,
-                             self.config.completion_limit, rng)
+    state = self._initial_state(rng)
     while self._live_trees:
       self.timings.rounds += 1
       self._end_timed_out_trees()
@@ -170,6 +195,10 @@ class RolloutEngine:
     self.pool.release(list(self._nodes))
     return RolloutResult(trees=trees, timings=self.timings,
                          compiled_programs=self.program.num_compiled())
+
+  def num_busy_slots(self) -> int:
+    """Slots held by nodes (0 after every `run`: slots never leak)."""
+    return sum(owner is not None for owner in self._slot_owner)
 
   # ------------------------------------------------------------------ run setup
 
@@ -206,7 +235,10 @@ class RolloutEngine:
 
   def _new_node(self, node_id: int, tree: int, group: int, parent: int | None, depth: int,
                 path: tuple[int, ...], launch_cell: int, parts) -> None:
-    system = prompts.system_prompt(parts, delegation=self.config.delegation)
+    # A node at the depth cap may not launch: its prompt has no delegation section (as the pool's
+    # PromptParts for it have no launch_subagent docs), though a launch still returns a refusal.
+    may_delegate = self.config.delegation and depth < self.config.max_depth
+    system = prompts.system_prompt(parts, delegation=may_delegate)
     user = prompts.first_user_turn(parts, step_budget=self.config.max_steps_per_node)
     conversation = self.layout.start(system, user)
     node = _Node(node_id=node_id, tree=tree, group=group, parent=parent, depth=depth, path=path,
@@ -229,6 +261,8 @@ class RolloutEngine:
     rows = []
     for node in ready:
       if len(node.conversation) + self.config.completion_limit > self.config.context_window:
+        # The model never sees the pending tokens: keep the sequence to what it was fed.
+        node.conversation.truncate(len(node.conversation) - len(node.pending))
         self._end(node, EndReason.CONTEXT_OVERFLOW)
         continue
       if node.slot is None and not self._take_slot(node):
@@ -261,6 +295,7 @@ class RolloutEngine:
       self._slot_owner[victim.slot] = None
       victim.slot = None
       victim.rebuild = True  # tokens are kept on the host; the cache is recomputed on resume
+      self.timings.evictions += 1
     node.slot = free[0]
     self._slot_owner[node.slot] = node.node_id
     return True

@@ -77,7 +77,28 @@ ESCAPES = {
     "print_to_file": "print('x', file=None or [])",
     "match_dunder": "match add:\n  case object(__class__=c): pass",
     "finally_continue": "while True:\n  try:\n    pass\n  finally:\n    continue",
+    "fork_bomb": "import os\nwhile True:\n  os.fork()",
+    "raise_system_exit": "raise SystemExit(0)",
+    "raise_keyboard_interrupt": "raise KeyboardInterrupt",
+    "import_builtins": "import builtins",
+    "code_object": "(lambda: 0).__code__",
+    "instance_dict": "class A:\n  pass\nA().__dict__",
+    "print_self": "print.__self__",
+    "operator_attrgetter": "import operator\noperator.attrgetter('__class__')(add)",
+    "get_type_hints": "import typing\ntyping.get_type_hints",
+    "async_gen_frame": "async def g():\n  yield 1\ngetattr(g(), 'ag_frame')",
+    "subclass_tool": "class T(type(add)):\n  pass",
+    "subclass_module": "import math\nclass M(type(math)):\n  pass",
+    "handbuilt_finish": "class O:\n  pass\ntype(finish)(O())('x')",
+    "copy_tool": "import copy\ncopy.copy(add)",
 }
+
+
+def test_hand_built_launch_handles_cannot_pass_hostile_arguments(pool):
+  code = ("class K:\n  def __hash__(self):\n    while True: pass\n"
+          "h = launch_subagent(1)\nbad = type(h)(((K(),), {}))\nprint(await bad)")
+  _, result = run_one(pool, code)
+  assert result.status == "error" and "launch_subagent failed" in result.text, result
 
 
 @pytest.mark.parametrize("name", sorted(ESCAPES))
@@ -91,9 +112,12 @@ def test_escape_attempts_end_as_errors(pool, name):
 @pytest.mark.parametrize("code, fragment", [
     ("while True:\n  pass", "TimeoutError"),
     ("while True:\n  try:\n    pass\n  except Exception:\n    pass", "TimeoutError"),
+    ("while True:\n  try:\n    pass\n  except BaseException:\n    pass", "Error"),
+    ("await asyncio.gather(*[asyncio.sleep(0) for _ in range(20_000)])", "at most"),
     ("while True:\n  try:\n    while True: pass\n  except:\n    pass", "TimeoutError"),
     ("while True:\n  try:\n    while True: pass\n  finally:\n    x = 1", "TimeoutError"),
-    ("def f():\n  try:\n    while True: pass\n  finally:\n    while True: pass\nf()", "TimeoutError"),
+    ("def f():\n  try:\n    while True: pass\n  finally:\n    while True: pass\nf()",
+     "TimeoutError"),
     ("import re\nre.match('(a*)*b', 'a' * 40)", "TimeoutError"),
     ("class E(Exception):\n  def __str__(self):\n    while True: pass\nraise E()", "unavailable"),
     ("def f(n):\n  return f(n + 1)\nf(0)", "RecursionError"),
@@ -152,7 +176,7 @@ def test_memory_hog_loses_its_own_state_only(pool):
 
 
 def test_a_hung_worker_is_killed_and_replaced():
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=0.2, watchdog_grace_s=0.8,
+  config = InterpreterConfig(num_workers=2, cell_time_limit_s=0.2, watchdog_grace_s=2.0,
                              env_modules=("test_interpreter_toy_env",))
   with InterpreterPool(config) as pool:
     pool.create_roots([(0, TOY_ENV, {}, {"target": 1}), (1, TOY_ENV, {}, {"target": 1}),

@@ -55,7 +55,8 @@ def test_errors_show_cell_lines_only():
 def test_finish_ends_the_cell_and_requires_json_like_values():
   root = Tree().root
   outcome = root.run_cell("finish({1: 2})\nprint('still here')")
-  assert outcome.status == "error" and "JSON-like" in outcome.text and "still here" not in outcome.text
+  assert outcome.status == "error" and "JSON-like" in outcome.text
+  assert "still here" not in outcome.text
   assert not root.finished
   outcome = root.run_cell("print('a')\nfinish({'items': [1, 2.5, None, True, ('t',)]})\nprint('b')")
   assert outcome.status == "finished"
@@ -72,7 +73,8 @@ def test_finish_is_not_caught_by_except_exception_or_bare_except():
 def test_sequential_launch_suspends_and_resumes_where_it_awaited():
   tree = Tree()
   root = tree.root
-  outcome = root.run_cell("print('start')\nr = await launch_subagent(2, context='go')\nprint('got', r)")
+  outcome = root.run_cell(
+      "print('start')\nr = await launch_subagent(2, context='go')\nprint('got', r)")
   assert outcome.status == "suspended"
   [(child_key, depth, prompt)] = outcome.spawns
   assert depth == 1 and prompt.goal == "Gain 2 points. go"
@@ -96,7 +98,8 @@ def test_gather_reports_every_spawn_before_any_resolves():
   assert outcome.status == "suspended"
   [(second, _, prompt)] = outcome.spawns
   assert prompt.goal == "Gain 12 points."
-  outcome = tree.root.resume({first_wave["Gain 1 points."]: "r1", first_wave["Gain 3 points."]: "r3"})
+  outcome = tree.root.resume(
+      {first_wave["Gain 1 points."]: "r1", first_wave["Gain 3 points."]: "r3"})
   assert outcome.status == "suspended" and outcome.spawns == []
   outcome = tree.root.resume({second: "Error: child failed"})
   assert outcome.text == "['r1', ['r2', 'Error: child failed'], 'r3']\n"
@@ -125,10 +128,10 @@ def test_launch_errors_and_depth_limit_come_back_as_strings():
   assert tree.root.run_cell("r = await launch_subagent('bad')\nr").text == (
       "'Error: target must be a non-negative int'\n")
   outcome = tree.root.run_cell("r = await launch_subagent(1)")
-  [(child_key, depth, _)] = outcome.spawns
+  [(child_key, depth, prompt)] = outcome.spawns
   tree.root.resume({child_key: "fine"})
   child = tree.nodes[child_key]
-  assert depth == 1
+  assert depth == 1 and "delegate" not in prompt.rules  # No delegation advice at the max depth.
   outcome = child.run_cell("r = await launch_subagent(1)\nprint(r)")
   assert outcome.status == "output" and "refused" in outcome.text and "maximum" in outcome.text
 
@@ -144,7 +147,8 @@ def test_gather_propagates_errors_or_returns_them():
           "rs = await asyncio.gather(boom(), asyncio.sleep(0, 'slept'), return_exceptions=True)\n"
           "print([type(r).__name__ for r in rs], rs[1])")
   assert tree.root.run_cell(code).text == "['ValueError', 'str'] slept\n"
-  outcome = tree.root.run_cell("async def boom():\n  raise ValueError('x')\nawait asyncio.gather(boom())")
+  outcome = tree.root.run_cell(
+      "async def boom():\n  raise ValueError('x')\nawait asyncio.gather(boom())")
   assert outcome.status == "error" and outcome.text.endswith("ValueError: x")
   outcome = tree.root.run_cell("await asyncio.gather(1)")
   assert outcome.status == "error" and "awaitables" in outcome.text
@@ -171,7 +175,8 @@ def test_output_is_truncated_and_made_utf8_safe():
 
 
 def test_hostile_exception_str_does_not_break_the_report():
-  outcome = Tree().root.run_cell("class E(Exception):\n  def __str__(self):\n    raise E()\nraise E()")
+  outcome = Tree().root.run_cell(
+      "class E(Exception):\n  def __str__(self):\n    raise E()\nraise E()")
   assert outcome.status == "error" and outcome.text.endswith("E: <exception message unavailable>")
 
 
@@ -194,3 +199,10 @@ def test_cell_classes_may_set_attributes_but_shared_ones_may_not():
 def test_launches_per_cell_are_capped():
   outcome = Tree().root.run_cell("while True:\n  launch_subagent(1)")
   assert outcome.status == "error" and "at most" in outcome.text
+
+
+def test_gathered_tasks_per_cell_are_capped():
+  outcome = Tree().root.run_cell("await asyncio.gather(*[asyncio.sleep(0) for _ in range(20000)])")
+  assert outcome.status == "error" and "at most" in outcome.text
+  assert Tree().root.run_cell("r = await asyncio.gather(*[asyncio.sleep(0, i) for i in range(50)])"
+                              "\nsum(r)").text == "1225\n"

@@ -80,6 +80,8 @@ def test_delegation_round_trip(pool):
   done = pool.run_cells([(c, f"add({n})\nfinish('made {n}')")
                          for c, n in zip(children, (1, 2))])
   assert [r.success for r in done] == [1.0, 1.0]
+  with pytest.raises(TypeError, match="JSON serializable"):  # Nothing is sent; nothing changes.
+    pool.resume([(root, {children[0]: object()})])
   [resumed] = pool.resume([(root, {children[0]: "made 1", children[1]: "made 2"})])
   assert (resumed.status, resumed.text) == ("output", "['made 1', 'made 2']\n")
   [finished] = pool.run_cells([(root, "finish('all')")])

@@ -46,8 +46,8 @@ def test_rejected_cells_name_the_rule(code, fragment):
 
 @pytest.mark.parametrize("code", [
     "import math, json as j\nfrom collections import Counter, namedtuple",
-    "class P:\n  def __init__(self, x):\n    super().__init__()\n    self.x = x\n  def __repr__(self):\n"
-    "    return f'P({self.x})'",
+    "class P:\n  def __init__(self, x):\n    super().__init__()\n    self.x = x\n"
+    "  def __repr__(self):\n    return f'P({self.x})'",
     "P = namedtuple('P', 'a b')\np = P(1, 2)._replace(a=3)._asdict()",
     "name = type(1).__name__",
     "while True:\n  try:\n    break\n  finally:\n    for i in range(2):\n      continue",

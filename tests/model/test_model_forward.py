@@ -79,7 +79,7 @@ def test_every_parameter_has_logical_axes(tie):
     names.add(path[-1])
   assert ("kernel" in names) == (not tie)
   with nnx.logical_axis_rules([("vocab", "tensor"), ("embed", "fsdp"), ("heads", "tensor"),
-                               ("kv_heads", "tensor"), ("mlp", "tensor")]):
+                               ("kv_heads", "tensor"), ("mlp", "tensor"), ("head_dim", None)]):
     specs = nnx.get_partition_spec(params)
   assert specs["layers"][0]["attention"]["q_proj"].get_value() == jax.sharding.PartitionSpec(
       "fsdp", "tensor", None)

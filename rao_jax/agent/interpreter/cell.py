@@ -15,6 +15,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
+from rao_jax.agent.interpreter import awaitables
 from rao_jax.agent.interpreter import restrictions
 from rao_jax.agent.interpreter import sandbox_builtins
 from rao_jax.agent.interpreter import values
@@ -23,6 +24,9 @@ from rao_jax.envs.base import JSONLike, NodeEnvironment, PromptParts
 
 MAX_TRACEBACK_LINES = 5
 MAX_LAUNCHES_PER_CELL = 1000  # launch_subagent calls one cell may make (awaited or not).
+# Tasks (gathered awaitables) one cell may start: the scheduler runs sandbox code, which the time
+# limit does not interrupt, so its work per cell is bounded here instead.
+MAX_TASKS_PER_CELL = 10_000
 RANDOM_SEED = 0  # Every node's `random` starts from this seed (reproducible rollouts).
 
 
@@ -97,7 +101,7 @@ def describe_exception(error: BaseException, source: str) -> str:
   return "\n".join(["Traceback (most recent call last):", *entries[-MAX_TRACEBACK_LINES:], summary])
 
 
-class Tool(sandbox_builtins._Sealed):
+class Tool(sandbox_builtins.Sealed):
   """An environment function as cell code sees it: plain data in, plain data out, never raises."""
   __slots__ = ("_function", "_name")
 
@@ -124,73 +128,6 @@ class Tool(sandbox_builtins._Sealed):
     return f"<tool {object.__getattribute__(self, '_name')}>"
 
 
-class LaunchHandle(sandbox_builtins._Sealed):
-  """The awaitable returned by `launch_subagent(...)`; starts the child when first awaited."""
-  __slots__ = ("_node", "_arguments", "_state", "_value", "_waiters")
-
-  def __init__(self, node: "NodeRuntime", arguments: tuple[tuple, dict]):
-    for name, value in (("_node", node), ("_arguments", arguments), ("_state", "created"),
-                        ("_value", None), ("_waiters", [])):
-      object.__setattr__(self, name, value)
-
-  def __await__(self):
-    if self._state == "done":
-      return self._value
-    return (yield self)
-
-  def __repr__(self):
-    return f"<launch_subagent call ({self._state})>"
-
-
-class _Gather(sandbox_builtins._Sealed):
-  """The awaitable returned by `asyncio.gather(...)`."""
-  __slots__ = ("_awaitables", "_return_exceptions")
-
-  def __init__(self, awaitables: tuple, return_exceptions: bool):
-    object.__setattr__(self, "_awaitables", awaitables)
-    object.__setattr__(self, "_return_exceptions", return_exceptions)
-
-  def __await__(self):
-    return (yield self)
-
-
-class _Sleep(sandbox_builtins._Sealed):
-  __slots__ = ("_result",)
-
-  def __init__(self, result: Any):
-    object.__setattr__(self, "_result", result)
-
-  def __await__(self):
-    yield self
-    return self._result
-
-
-def _gather(*awaitables, return_exceptions: bool = False) -> _Gather:
-  """`asyncio.gather`: awaits every argument concurrently; results in argument order."""
-  for awaitable in awaitables:
-    if not inspect.isawaitable(awaitable):
-      raise TypeError(f"gather() arguments must be awaitables, got {type(awaitable).__name__}")
-  return _Gather(awaitables, bool(return_exceptions))
-
-
-def _sleep(delay: float = 0, result: Any = None) -> _Sleep:
-  """`asyncio.sleep`: yields to the other tasks once; the sandbox has no clock to wait on."""
-  del delay
-  return _Sleep(result)
-
-
-ASYNCIO = sandbox_builtins.ModuleProxy("asyncio", {
-    "gather": _gather,
-    "sleep": _sleep,
-    "run": sandbox_builtins.Unavailable("asyncio.run", "use `await` at the top level of the cell"),
-    "create_task": sandbox_builtins.Unavailable("asyncio.create_task", "use asyncio.gather"),
-})
-
-
-async def _await_one(awaitable: Any) -> Any:
-  return await awaitable
-
-
 class _Task:
   """A coroutine driven by the node's scheduler."""
 
@@ -204,7 +141,7 @@ class _Task:
     self.error: BaseException | None = None
 
 
-class _Finish(sandbox_builtins._Sealed):
+class _Finish(sandbox_builtins.Sealed):
   """`finish(value)`: ends the node with a JSON-like result."""
   __slots__ = ("_node",)
 
@@ -224,8 +161,8 @@ class _Finish(sandbox_builtins._Sealed):
     return "<function finish>"
 
 
-class _Launch(sandbox_builtins._Sealed):
-  """`launch_subagent(...)`: returns an awaitable handle (see LaunchHandle)."""
+class _Launch(sandbox_builtins.Sealed):
+  """`launch_subagent(...)`: returns an awaitable handle (see awaitables.LaunchHandle)."""
   __slots__ = ("_node",)
 
   def __init__(self, node: "NodeRuntime"):
@@ -239,7 +176,7 @@ class _Launch(sandbox_builtins._Sealed):
       raise TypeError(f"launch_subagent(): {error}") from None
     if len(node.cell_handles) >= MAX_LAUNCHES_PER_CELL:
       raise RuntimeError(f"a cell may call launch_subagent at most {MAX_LAUNCHES_PER_CELL} times")
-    handle = LaunchHandle(node, arguments)
+    handle = awaitables.LaunchHandle(arguments)
     node.cell_handles.append(handle)
     return handle
 
@@ -267,13 +204,13 @@ class NodeRuntime:
     self._make_child = make_child
     self.finished = False
     self.finish_value: JSONLike = None
-    self.cell_handles: list[LaunchHandle] = []
+    self.cell_handles: list[awaitables.LaunchHandle] = []
     self._output = OutputBuffer(max_output_chars)
     self._source = ""
     self._ready: collections.deque[_Task] = collections.deque()
     self._tasks: list[_Task] = []
     self._root: _Task | None = None
-    self._waiting: dict[int, LaunchHandle] = {}  # child key -> handle, for started launches
+    self._waiting: dict[int, awaitables.LaunchHandle] = {}  # child key -> its started launch
     self._new_spawns: list[tuple[int, int, PromptParts]] = []
     self._random: sandbox_builtins.ModuleProxy | None = None
     self.namespace = self._build_namespace()
@@ -289,14 +226,14 @@ class NodeRuntime:
     for name, function in self.env.tools().items():
       namespace[name] = Tool(name, function)
     namespace["finish"] = _Finish(self)
-    namespace["asyncio"] = ASYNCIO
+    namespace["asyncio"] = awaitables.ASYNCIO
     if self.delegation:
       namespace["launch_subagent"] = _Launch(self)
     return namespace
 
   def _node_module(self, name: str) -> Any:
     if name == "asyncio":
-      return ASYNCIO
+      return awaitables.ASYNCIO
     if name == "random":
       if self._random is None:
         self._random = sandbox_builtins.random_module(RANDOM_SEED)
@@ -361,7 +298,7 @@ class NodeRuntime:
     return self._advance()
 
   def close(self) -> None:
-    """Closes a suspended cell's coroutines (their `finally` blocks run under the caller's limit)."""
+    """Closes a suspended cell's coroutines (`finally` blocks run under the caller's limit)."""
     self._abandon_tasks()
 
   # -- scheduler ------------------------------------------------------------------------------
@@ -408,16 +345,16 @@ class NodeRuntime:
     except Exception as error:  # Cell errors end the task; BaseExceptions end the cell.
       self._complete(task, None, error)
       return
-    if isinstance(yielded, LaunchHandle):
+    if isinstance(yielded, awaitables.LaunchHandle):
       self._await_launch(task, yielded)
-    elif isinstance(yielded, _Gather):
+    elif isinstance(yielded, awaitables.Gather):
       self._await_gather(task, yielded)
-    elif isinstance(yielded, _Sleep):
+    elif isinstance(yielded, awaitables.Sleep):
       self._ready.append(task)
     else:
       task.throw_error = RuntimeError(
-          f"cannot await {type(yielded).__name__} objects in the sandbox; await launch_subagent(...), "
-          "asyncio.gather(...) or your own async functions")
+          f"cannot await {type(yielded).__name__} objects in the sandbox; await "
+          "launch_subagent(...), asyncio.gather(...) or your own async functions")
       self._ready.append(task)
 
   def _complete(self, task: _Task, result: Any, error: BaseException | None) -> None:
@@ -425,7 +362,7 @@ class NodeRuntime:
     if task.on_done is not None:
       task.on_done(task)
 
-  def _await_launch(self, task: _Task, handle: LaunchHandle) -> None:
+  def _await_launch(self, task: _Task, handle: awaitables.LaunchHandle) -> None:
     if handle._state == "created":
       self._start_launch(handle)
     if handle._state == "done":
@@ -434,14 +371,15 @@ class NodeRuntime:
     else:
       handle._waiters.append(task)
 
-  def _start_launch(self, handle: LaunchHandle) -> None:
+  def _start_launch(self, handle: awaitables.LaunchHandle) -> None:
     object.__setattr__(handle, "_state", "started")
     if self.depth >= self.max_depth:
       self._resolve(handle, f"Error: launch_subagent refused: this agent is at depth {self.depth}, "
                     "the maximum; it may not delegate. Do the work directly.")
       return
-    args, kwargs = handle._arguments
     try:
+      # Copied again here: a handle built by hand (`type(handle)(...)`) skipped `launch_subagent`.
+      args, kwargs = values.plain_copy(handle._arguments)
       child_env = self.env.fork(*args, **kwargs)
     except Exception as error:  # fork must not raise; if it does, the parent gets an error string.
       child_env = f"Error: launch_subagent failed: {type(error).__name__}: {error}"
@@ -450,7 +388,7 @@ class NodeRuntime:
       return
     try:
       child_key = self._make_child(child_env, self.depth + 1)
-      prompt = child_env.prompt_parts(self.delegation)
+      prompt = child_env.prompt_parts(self.delegation and self.depth + 1 < self.max_depth)
       prompt = PromptParts(*(values.clean_text(str(getattr(prompt, field.name)))
                              for field in dataclasses.fields(PromptParts)))
     except Exception as error:  # An environment bug costs this launch only.
@@ -459,7 +397,7 @@ class NodeRuntime:
     self._waiting[child_key] = handle
     self._new_spawns.append((child_key, self.depth + 1, prompt))
 
-  def _resolve(self, handle: LaunchHandle, value: JSONLike) -> None:
+  def _resolve(self, handle: awaitables.LaunchHandle, value: JSONLike) -> None:
     object.__setattr__(handle, "_state", "done")
     object.__setattr__(handle, "_value", value)
     for waiter in handle._waiters:
@@ -467,14 +405,19 @@ class NodeRuntime:
       self._ready.append(waiter)
     handle._waiters.clear()
 
-  def _await_gather(self, task: _Task, gather: _Gather) -> None:
-    awaitables = gather._awaitables
-    if not awaitables:
+  def _await_gather(self, task: _Task, gather: awaitables.Gather) -> None:
+    members = gather._awaitables
+    if not members:
       task.send_value = []
       self._ready.append(task)
       return
-    results: list[Any] = [None] * len(awaitables)
-    remaining = [len(awaitables)]
+    if len(self._tasks) + len(members) > MAX_TASKS_PER_CELL:
+      task.throw_error = RuntimeError(
+          f"a cell may run at most {MAX_TASKS_PER_CELL} awaitables through asyncio.gather")
+      self._ready.append(task)
+      return
+    results: list[Any] = [None] * len(members)
+    remaining = [len(members)]
     settled = [False]
 
     def on_done(index: int, child: _Task) -> None:
@@ -492,8 +435,8 @@ class NodeRuntime:
         task.send_value = results
         self._ready.append(task)
 
-    for index, awaitable in enumerate(awaitables):
-      coroutine = awaitable if inspect.iscoroutine(awaitable) else _await_one(awaitable)
+    for index, awaitable in enumerate(members):
+      coroutine = awaitable if inspect.iscoroutine(awaitable) else awaitables.await_one(awaitable)
       self._start_task(coroutine, lambda child, index=index: on_done(index, child))
 
   def _abandon_tasks(self) -> None:
@@ -512,6 +455,8 @@ class NodeRuntime:
 
   def _finished(self) -> Outcome:
     self._root = None
+    if not self.finished:  # NodeFinished raised by a hand-built `finish` of another object.
+      return Outcome("error", self._output.text("RuntimeError: finish() did not complete"))
     return Outcome("finished", self._output.text(), finish_value=self.finish_value)
 
   def timeout_outcome(self) -> Outcome:

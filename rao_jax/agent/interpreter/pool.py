@@ -1,9 +1,9 @@
 """The interpreter pool: the rollout engine's interface to sandboxed code execution.
 
 Nodes live in warm worker processes; a whole tree (a root and every descendant) is pinned to the
-worker that created its root, so its environment's shared state (TextCraft's inventory) is an ordinary
-object shared by reference. Each call sends at most one request per worker, the workers run their
-items in parallel, and results come back in input order. Calls are not thread-safe.
+worker that created its root, so its environment's shared state (TextCraft's inventory) is an
+ordinary object shared by reference. Each call sends at most one request per worker, the workers run
+their items in parallel, and results come back in input order. Calls are not thread-safe.
 
 A worker that dies, or makes no progress for `cell_time_limit_s + watchdog_grace_s` (a cell stuck in
 C code), is killed and restarted: the nodes it hosted get `crashed` results, and every later call on
@@ -80,7 +80,9 @@ class Spawn:
   child_id: int
   parent_id: int
   depth: int
-  prompt: PromptParts  # from the child environment's `prompt_parts(delegation)`
+  # The child environment's `prompt_parts(delegation)`, with delegation off at `max_depth` (where a
+  # launch would be refused).
+  prompt: PromptParts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,9 +136,9 @@ class _WorkerProcess:
         pass_fds=(parent_to_child_read, child_to_parent_write, progress_fd),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=scratch_dir,
         # A minimal environment: no trainer secrets, reproducible str hashing (set order).
-        env={"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONPATH": os.pathsep.join(sys.path),
-             "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
-             "OPENBLAS_NUM_THREADS": "1"},
+        env={"PATH": os.defpath, "LANG": "C.UTF-8",
+             "PYTHONPATH": os.pathsep.join(_absolute_sys_path()), "PYTHONHASHSEED": "0",
+             "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
         start_new_session=True)
     for fd in (parent_to_child_read, child_to_parent_write, progress_fd):
       os.close(fd)
@@ -166,6 +168,11 @@ class _WorkerProcess:
     except subprocess.TimeoutExpired:
       pass
     self.kill()
+
+
+def _absolute_sys_path() -> list[str]:
+  """This process's import path, made absolute (workers run in a scratch directory)."""
+  return [os.path.abspath(entry) for entry in sys.path]
 
 
 def _stop_all(workers: list[_WorkerProcess]) -> None:
@@ -200,7 +207,7 @@ class InterpreterPool:
     return dict(self._workers[0].sandbox)
 
   def create_roots(self, roots: Sequence[tuple[int, str, dict, dict]]) -> list[PromptParts | str]:
-    """Builds root nodes `(node_id, env_name, env_config, task)`; returns prompts or error strings."""
+    """Builds roots `(node_id, env_name, env_config, task)`; returns prompts or error strings."""
     self._check_open()
     results: list[PromptParts | str | None] = [None] * len(roots)
     batches: dict[int, list[tuple[int, list]]] = {}
@@ -216,7 +223,8 @@ class InterpreterPool:
       self._trees_per_worker[worker] += 1
       batches.setdefault(worker, []).append((position, [node_id, env_name, env_config, task]))
     replies = self._exchange(
-        {w: {"op": "create", "items": [item[1:] for _, item in batch]} for w, batch in batches.items()},
+        {w: {"op": "create", "items": [item[1:] for _, item in batch]}
+         for w, batch in batches.items()},
         self.config.create_timeout_s)
     for worker, batch in batches.items():
       reply = replies[worker]
@@ -227,15 +235,28 @@ class InterpreterPool:
           self._trees_per_worker[worker] -= 1
           results[position] = f"Error: {reply}"
           continue
-        created = reply[index]
-        if "error" in created:
+        try:
+          key, prompt = self._parse_created(reply[index])
+        except _MalformedReply as error:
           self._trees_per_worker[worker] -= 1
-          results[position] = str(created["error"])
+          results[position] = str(error)
           continue
-        self._nodes[node_id] = _Node(worker, self._generations[worker], int(created["key"]), "idle",
-                                     is_root=True)
-        results[position] = PromptParts(*created["prompt"])
+        self._nodes[node_id] = _Node(worker, self._generations[worker], key, "idle", is_root=True)
+        results[position] = prompt
     return results  # type: ignore[return-value]
+
+  @staticmethod
+  def _parse_created(created: Any) -> tuple[int, PromptParts]:
+    """A worker's answer for one root: (its key, its prompt), or _MalformedReply with the error."""
+    if not isinstance(created, dict):
+      raise _MalformedReply("Error: malformed interpreter reply")
+    if "error" in created:
+      raise _MalformedReply(str(created["error"]))
+    key, prompt = created.get("key"), created.get("prompt")
+    if type(key) is not int or not isinstance(prompt, list) or len(prompt) != 4 or any(
+        type(p) is not str for p in prompt):
+      raise _MalformedReply("Error: malformed interpreter reply")
+    return key, PromptParts(*prompt)
 
   def run_cells(self, cells: Sequence[tuple[int, str]]) -> list[CellResult]:
     """Runs one cell `(node_id, code)` per idle node, in parallel over workers; input order."""
@@ -328,7 +349,7 @@ class InterpreterPool:
     config["env_modules"] = list(self.config.env_modules)
     config["preload_environments"] = list(self.config.preload_environments)
     worker = self._workers[index]
-    protocol.write_frame(worker.to_child, {"config": config, "sys_path": list(sys.path),
+    protocol.write_frame(worker.to_child, {"config": config, "sys_path": _absolute_sys_path(),
                                            "scratch_dir": self._scratch.name})
     reply = protocol.read_frame(worker.from_child)
     if not isinstance(reply, dict) or not reply.get("ready"):
@@ -347,60 +368,74 @@ class InterpreterPool:
   def _exchange(self, requests: dict[int, dict], item_timeout_s: float) -> dict[int, list | str]:
     """Sends one request per worker; returns each worker's reply items, or why it failed.
 
-    A worker that sends nothing while completing no item for `item_timeout_s` is killed.
+    Every request is encoded before any is sent, so a value that is not JSON raises here with no
+    worker touched. A worker that sends nothing while completing no item for `item_timeout_s` is
+    killed; failed workers are restarted. If the wait is interrupted (KeyboardInterrupt), workers
+    that have not answered are restarted, so no stale reply is left in a pipe.
     """
+    frames = {index: protocol.encode(request) for index, request in requests.items()}
     selector = selectors.DefaultSelector()
     readers: dict[int, protocol.FrameReader] = {}
     progress: dict[int, tuple[int, float]] = {}
     replies: dict[int, list | str] = {}
-    for index, request in requests.items():
-      worker = self._workers[index]
-      try:
-        protocol.write_frame(worker.to_child, request)
-      except OSError as error:
-        replies[index] = f"the interpreter worker crashed ({error})"
-        continue
-      selector.register(worker.from_child, selectors.EVENT_READ, index)
-      readers[index] = protocol.FrameReader()
-      progress[index] = (worker.completed(), time.monotonic())
-    while readers:
-      for key, _ in selector.select(timeout=0.05):
-        index = key.data
-        failure = None
+    try:
+      for index, frame in frames.items():
+        worker = self._workers[index]
         try:
-          data = os.read(key.fd, 1 << 20)
-          message = readers[index].feed(data) if data else None
-          if data and message is protocol.FrameReader.INCOMPLETE:
-            continue
-          if message is None:
-            failure = f"the interpreter worker crashed (exit code {self._workers[index].process.poll()})"
-          else:
-            items = message.get("items") if isinstance(message, dict) else None
-            if not isinstance(items, list) or len(items) != len(requests[index].get("items", [])):
-              raise protocol.ProtocolError("reply without the requested items")
-            replies[index] = items
-        except (OSError, protocol.ProtocolError) as error:
-          failure = f"the interpreter worker sent a malformed reply ({error})"
-        selector.unregister(key.fd)
-        del readers[index]
-        if failure is not None:
-          replies[index] = failure
-      now = time.monotonic()
-      for index in list(readers):
-        completed = self._workers[index].completed()
-        last_completed, since = progress[index]
-        if completed != last_completed:
-          progress[index] = (completed, now)
-        elif now - since > item_timeout_s:
-          selector.unregister(self._workers[index].from_child)
-          del readers[index]
-          replies[index] = (f"the interpreter worker was killed after {item_timeout_s:g} s without "
-                            "progress (a cell or environment call hung)")
-    selector.close()
+          protocol.write_bytes(worker.to_child, frame)
+        except OSError as error:
+          replies[index] = f"the interpreter worker crashed ({error})"
+          continue
+        selector.register(worker.from_child, selectors.EVENT_READ, index)
+        readers[index] = protocol.FrameReader()
+        progress[index] = (worker.completed(), time.monotonic())
+      while readers:
+        for key, _ in selector.select(timeout=0.05):
+          index = key.data
+          reply = self._read_reply(index, readers[index], len(requests[index].get("items", [])))
+          if reply is not None:
+            selector.unregister(key.fd)
+            del readers[index]
+            replies[index] = reply
+        now = time.monotonic()
+        for index in list(readers):
+          completed = self._workers[index].completed()
+          last_completed, since = progress[index]
+          if completed != last_completed:
+            progress[index] = (completed, now)
+          elif now - since > item_timeout_s:
+            selector.unregister(self._workers[index].from_child)
+            del readers[index]
+            replies[index] = (f"the interpreter worker was killed after {item_timeout_s:g} s "
+                              "without progress (a cell or environment call hung)")
+    except BaseException:
+      for index in readers:
+        self._restart(index)
+      raise
+    finally:
+      selector.close()
     for index, reply in replies.items():
       if isinstance(reply, str):
         self._restart(index)
     return replies
+
+  def _read_reply(self, index: int, reader: protocol.FrameReader,
+                  expected_items: int) -> list | str | None:
+    """Reads what worker `index` has sent: its reply items, why it failed, or None (incomplete)."""
+    worker = self._workers[index]
+    try:
+      data = os.read(worker.from_child, 1 << 20)
+      if not data:
+        return f"the interpreter worker crashed (exit code {worker.process.poll()})"
+      message = reader.feed(data)
+      if message is protocol.FrameReader.INCOMPLETE:
+        return None
+      items = message.get("items") if isinstance(message, dict) else None
+      if not isinstance(items, list) or len(items) != expected_items:
+        raise protocol.ProtocolError("reply without the requested items")
+      return items
+    except (OSError, protocol.ProtocolError) as error:
+      return f"the interpreter worker sent a malformed reply ({error})"
 
   def _activate(self, op: str, items: list[tuple[int, Any]],
                 deliveries: dict[int, Mapping[int, JSONLike]] | None = None) -> list[CellResult]:
@@ -424,7 +459,8 @@ class InterpreterPool:
       for index, (position, node_id, _) in enumerate(batch):
         if isinstance(reply, str):
           self._nodes[node_id].state = "crashed"
-          results[position] = CellResult(node_id, "crashed", f"Error: {reply}; this node's state is lost")
+          results[position] = CellResult(node_id, "crashed",
+                                         f"Error: {reply}; this node's state is lost")
           continue
         try:
           results[position] = self._record(node_id, reply[index],

@@ -1,8 +1,8 @@
 """Length-prefixed JSON frames over pipes between the pool and its workers.
 
-JSON (not pickle) in both directions: a worker whose sandbox was breached can send malformed data but
-cannot make the trainer run code by unpickling. Every frame is an 8-byte big-endian length and a UTF-8
-JSON document.
+JSON (not pickle) in both directions: a worker whose sandbox was breached can send malformed data
+but cannot make the trainer run code by unpickling. Every frame is an 8-byte big-endian length and a
+UTF-8 JSON document.
 """
 from __future__ import annotations
 
@@ -24,11 +24,16 @@ def encode(message: Any) -> bytes:
   return _HEADER.pack(len(payload)) + payload
 
 
-def write_frame(fd: int, message: Any) -> None:
-  view = memoryview(encode(message))
+def write_bytes(fd: int, data: bytes) -> None:
+  """Writes all of `data` (an encoded frame) to `fd`."""
+  view = memoryview(data)
   while view:
     written = os.write(fd, view)
     view = view[written:]
+
+
+def write_frame(fd: int, message: Any) -> None:
+  write_bytes(fd, encode(message))
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:

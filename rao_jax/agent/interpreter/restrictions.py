@@ -4,9 +4,10 @@ A cell is parsed, checked against the rules below and rewritten before it is com
 
 * no name starting with `__` (dunders, `__builtins__`, `__import__`, ...);
 * no attribute starting with `_` (except namedtuple's `_asdict`/`_replace`/`_fields`/`_make`, a few
-  harmless dunders such as `__name__`, and `super().__init__`-style calls of allowed dunder methods), and
-  none of the introspection attributes that lead from a generator, coroutine, frame, traceback or code
-  object to host state (`gi_frame`, `f_back`, `tb_frame`, `co_code`, ...), nor `mro`;
+  harmless dunders such as `__name__`, and `super().__init__`-style calls of allowed dunder
+  methods), and none of the introspection attributes that lead from a generator, coroutine, frame,
+  traceback or code object to host state (`gi_frame`, `f_back`, `tb_frame`, `co_code`, ...), nor
+  `mro`;
 * imports only of allow-listed modules (`import m`, `import m as n`, `from m import name`);
 * classes without keywords (no `metaclass=`), defining only allow-listed dunder methods;
 * no `return`/`break`/`continue` inside `finally` (they would swallow the time-limit exception);
@@ -14,8 +15,8 @@ A cell is parsed, checked against the rules below and rewritten before it is com
 
 Rewrites: a bare `except:` becomes `except Exception:` (the time limit derives from BaseException);
 `x ** y` and `x << y` go through size-checked helpers; `.format`/`.format_map` reads go through a
-helper that checks format-string fields; a trailing bare expression is shown REPL-style. The helpers are
-named `__rao_*__`, which user code cannot name.
+helper that checks format-string fields; a trailing bare expression is shown REPL-style. The helpers
+are named `__rao_*__`, which user code cannot name.
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ ALLOWED_MODULES = frozenset({
 ALLOWED_DUNDER_METHODS = frozenset({
     "__init__", "__repr__", "__str__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
     "__hash__", "__len__", "__iter__", "__next__", "__contains__", "__getitem__", "__setitem__",
-    "__delitem__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
-    "__floordiv__", "__mod__", "__neg__", "__pos__", "__abs__", "__bool__", "__call__", "__int__",
-    "__float__", "__index__",
+    "__delitem__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+    "__truediv__", "__floordiv__", "__mod__", "__neg__", "__pos__", "__abs__", "__bool__",
+    "__call__", "__int__", "__float__", "__index__",
 })
 SAFE_DUNDER_ATTRIBUTES = frozenset({"__name__", "__qualname__", "__doc__"})
 NAMEDTUPLE_ATTRIBUTES = frozenset({"_asdict", "_replace", "_fields", "_make"})
@@ -84,7 +85,9 @@ def _jump_in_finally(statements: list[ast.stmt]) -> ast.stmt | None:
   def visit(node: ast.AST, in_loop: bool) -> ast.stmt | None:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
       return None
-    if isinstance(node, ast.Return) or (isinstance(node, (ast.Break, ast.Continue)) and not in_loop):
+    if isinstance(node, ast.Return):
+      return node
+    if isinstance(node, (ast.Break, ast.Continue)) and not in_loop:
       return node
     if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
       # break/continue in a loop's body stay inside it; its `else` clause is outside.
@@ -250,7 +253,8 @@ class _Rewriter(ast.NodeTransformer):
   def visit_AugAssign(self, node: ast.AugAssign):
     if isinstance(node.target, ast.Attribute):
       # `o.a += v` -> `__rao_setattr__(o, "a", o.a + v)` (evaluates `o` twice).
-      current = ast.Attribute(value=copy.deepcopy(node.target.value), attr=node.target.attr, ctx=ast.Load())
+      current = ast.Attribute(value=copy.deepcopy(node.target.value), attr=node.target.attr,
+                              ctx=ast.Load())
       updated = ast.copy_location(ast.BinOp(left=current, op=node.op, right=node.value), node)
       return self._set_attribute(node.target, updated, node)
     self.generic_visit(node)
@@ -258,7 +262,8 @@ class _Rewriter(ast.NodeTransformer):
     if helper is None:
       return node
     if not isinstance(node.target, ast.Name):
-      raise CellRejected(f"augmented '**='/'<<=' is only allowed on plain names (line {node.lineno})")
+      raise CellRejected(
+          f"augmented '**='/'<<=' is only allowed on plain names (line {node.lineno})")
     value = _helper_call(helper, ast.Name(id=node.target.id, ctx=ast.Load()), node.value)
     return ast.Assign(targets=[node.target], value=value)
 

@@ -2,8 +2,8 @@
 
 Everything a cell holds is either a plain value, an object it created itself, or one of the wrappers
 defined here (module proxies, tool wrappers in `cell.py`), none of which exposes a non-underscore
-attribute leading to host state. The helpers named `__rao_*__` are the targets of the AST rewrites in
-`restrictions.py`.
+attribute leading to host state. The helpers named `__rao_*__` are the targets of the AST rewrites
+in `restrictions.py`.
 """
 from __future__ import annotations
 
@@ -32,9 +32,14 @@ MAX_INT_BITS = 1_000_000  # `**` and `<<` refuse integer results larger than thi
 MAX_COMBINATORIAL_N = 100_000  # math.factorial / comb / perm argument limit.
 
 
-class _Sealed:
-  """Base of the sandbox's own objects: no copying, pickling or attribute assignment."""
+class Sealed:
+  """Base of the sandbox's own objects: no subclassing by cells, copying, pickling or assignment."""
   __slots__ = ()
+
+  def __init_subclass__(cls, **kwargs):
+    if not cls.__module__.startswith("rao_jax."):
+      raise TypeError("sandbox objects cannot be subclassed")
+    super().__init_subclass__(**kwargs)
 
   def __reduce_ex__(self, protocol):
     raise TypeError(f"{type(self).__name__} objects cannot be copied")
@@ -46,7 +51,7 @@ class _Sealed:
     raise AttributeError(f"{type(self).__name__} objects are read-only")
 
 
-class ModuleProxy(_Sealed):
+class ModuleProxy(Sealed):
   """A read-only stand-in for an allow-listed module: only the listed members are reachable."""
   __slots__ = ("_name", "_members")
 
@@ -68,7 +73,7 @@ class ModuleProxy(_Sealed):
     return f"<module {object.__getattribute__(self, '_name')!r} (sandboxed)>"
 
 
-class Unavailable(_Sealed):
+class Unavailable(Sealed):
   """A builtin the sandbox withholds; calling it explains why."""
   __slots__ = ("_name", "_hint")
 
@@ -108,7 +113,7 @@ class _CheckedFormatter(string.Formatter):
 _FORMATTER = _CheckedFormatter()
 
 
-class BoundFormat(_Sealed):
+class BoundFormat(Sealed):
   """`s.format` / `s.format_map` with checked fields."""
   __slots__ = ("_text", "_mapping_only")
 
@@ -125,7 +130,7 @@ class BoundFormat(_Sealed):
     return _FORMATTER.vformat(text, args, kwargs)
 
 
-class UnboundFormat(_Sealed):
+class UnboundFormat(Sealed):
   """`str.format` / `str.format_map` read from the class."""
   __slots__ = ("_mapping_only",)
 
@@ -280,8 +285,9 @@ _SHARED_MODULES: dict[str, ModuleProxy] = {
         "bisect", "bisect_left", "bisect_right", "insort", "insort_left", "insort_right"])),
     "copy": ModuleProxy("copy", _public(copy, ["copy", "deepcopy", "Error"])),
     "typing": ModuleProxy("typing", _public(typing, [
-        "Any", "Callable", "Dict", "FrozenSet", "Iterable", "Iterator", "List", "Mapping", "Optional",
-        "Sequence", "Set", "Tuple", "Union", "DefaultDict", "Deque", "NamedTuple", "Generator"])),
+        "Any", "Callable", "Dict", "FrozenSet", "Iterable", "Iterator", "List", "Mapping",
+        "Optional", "Sequence", "Set", "Tuple", "Union", "DefaultDict", "Deque", "NamedTuple",
+        "Generator"])),
 }
 _RANDOM_FUNCTIONS = ("random", "randint", "randrange", "choice", "choices", "shuffle", "sample",
                      "uniform", "gauss", "normalvariate", "seed", "getrandbits", "triangular",

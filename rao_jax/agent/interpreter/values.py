@@ -1,9 +1,9 @@
 """Copying values across the sandbox boundary as plain data.
 
 Whatever crosses between cell code and trusted code (tool arguments and results, `launch_subagent`
-arguments, finish values, environment variables) is rebuilt from exact builtin types, so no cell-defined
-class (with its hostile `__eq__`, `__hash__` or `__str__`) reaches an environment, and no environment
-object (with its internal state) reaches a cell.
+arguments, finish values, environment variables) is rebuilt from exact builtin types, so no
+cell-defined class (with its hostile `__eq__`, `__hash__` or `__str__`) reaches an environment, and
+no environment object (with its internal state) reaches a cell.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class NotPlainData(TypeError):
 
 
 def plain_copy(value: Any) -> Any:
-  """A deep copy of `value` made of exact None/bool/int/float/str/bytes/list/tuple/dict/set types."""
+  """A deep copy of `value` made of exact None/bool/int/float/str/bytes/list/tuple/dict/set."""
   budget = [MAX_ITEMS]
 
   def copy(item: Any, depth: int) -> Any:
@@ -42,8 +42,8 @@ def plain_copy(value: Any) -> Any:
       return {copy(k, depth + 1): copy(v, depth + 1) for k, v in item.items()}
     if kind in (set, frozenset):
       return kind(copy(x, depth + 1) for x in item)
-    raise NotPlainData(f"expected plain data (str, int, float, bool, None, list, tuple, dict, set), "
-                       f"got {kind.__name__}")
+    raise NotPlainData("expected plain data (str, int, float, bool, None, list, tuple, dict, "
+                       f"set), got {kind.__name__}")
 
   return copy(value, 0)
 

@@ -1,10 +1,10 @@
 """A warm worker process hosting the namespaces and environments of whole execution trees.
 
-Started by the pool as `python -m rao_jax.agent.interpreter.worker IN_FD OUT_FD PROGRESS_FD`. It reads
-one `init` frame (configuration, the parent's `sys.path`, modules to import), imports what it needs,
-closes the sandbox (`os_limits.harden`), then serves one request frame per batch: `create`, `run`,
-`resume`, `release`. After every item it bumps a counter in shared memory, which the pool's watchdog
-reads to tell a slow batch from a hung worker.
+Started by the pool as `python -m rao_jax.agent.interpreter.worker IN_FD OUT_FD PROGRESS_FD`. It
+reads one `init` frame (configuration, the parent's `sys.path`, modules to import), imports what it
+needs, closes the sandbox (`os_limits.harden`), then serves one request frame per batch: `create`,
+`run`, `resume`, `release`. After every item it bumps a counter in shared memory, which the pool's
+watchdog reads to tell a slow batch from a hung worker.
 """
 from __future__ import annotations
 
@@ -100,11 +100,10 @@ class Worker:
   def _create(self, env_name: str, env_config: dict, task: dict) -> dict[str, Any]:
     try:
       env = registry.make_root_environment(env_name, env_config, task)
-      key = self._new_node(env, 0)
-      prompt = env.prompt_parts(self._config["delegation"])
+      prompt = env.prompt_parts(self._config["delegation"] and self._config["max_depth"] > 0)
       fields = [values.clean_text(str(x)) for x in
                 (prompt.rules, prompt.delegation_rules, prompt.goal, prompt.tool_docs)]
-      return {"key": key, "prompt": fields}
+      return {"key": self._new_node(env, 0), "prompt": fields}
     except Exception as error:  # A bad task or environment costs this root only.
       return {"error": f"Error: could not create the environment: {type(error).__name__}: {error}"}
     finally:
@@ -134,6 +133,8 @@ class Worker:
         result["spawns"] = [[child, depth, [p.rules, p.delegation_rules, p.goal, p.tool_docs]]
                             for child, depth, p in outcome.spawns]
       if self._address_space.bytes() > MEMORY_HIGH_WATER * self._memory_limit:
+        for child, _, _ in outcome.spawns:
+          self._drop(child, "its parent used too much memory")
         self._drop(key, "it used too much memory")
         result = {"status": "crashed", "text": "Error: the node used too much memory; its "
                   "interpreter state was reset and the node cannot continue"}
@@ -211,7 +212,7 @@ def main(argv: list[str]) -> int:
   protocol.write_frame(out_fd, {"ready": True, "sandbox": sandbox})
   while True:
     request = protocol.read_frame(in_fd)
-    if request is None or request.get("op") == "close":
+    if request is None:  # The pool closed the pipe.
       return 0
     protocol.write_frame(out_fd, worker.handle(request))
 

@@ -8,18 +8,18 @@ the environment really returned. Two policies:
 - flat: one agent looks at the inventory and the recipes, crafts every missing item in tier order,
   and finishes;
 - recursive: a node delegates each craftable ingredient of its targets that is worth a child
-  (`min_delegate_crafts`) to a child via `launch_subagent`, then crafts its targets and finishes.
+  (largest first, until its own craft calls are at most `max_own_crafts`) to a child via `launch_subagent`, then crafts its targets and finishes.
   Children that are independent run in parallel (one `asyncio.gather` cell), else one at a time.
 
 **Independence rule.** Every node of a plan has an *allowance*: the units of pre-existing inventory
 its whole subtree may consume (the root's allowance is the inventory). A node nets its needs against
 its allowance, claims what it uses for its own crafts, and plans its children against the rest.
-Two children are independent iff (a) their claims fit together in what is left, and (b) neither
-subtree consumes an item type that a node of the other subtree is judged on (success counts a
-target's growth since the fork, so a concurrent consumer of the same item would spoil it). The
-children, in tier order, are grouped greedily into waves of mutually independent children: a wave
-is one `asyncio.gather` cell (or one plain `await` if alone), and a later wave is planned against
-what earlier waves left, their rounding leftovers included. If no plan with children fits, the node
+Two children are independent iff (a) their recipe trees share no craftable item, and (b) their
+claims fit together in what is left. (a) matters because success counts a target's growth since the
+fork: a concurrent sibling consuming or making the same item would spoil the count. The children, in
+tier order, are grouped greedily into waves of mutually independent children: a wave is one
+`asyncio.gather` cell (or one plain `await` if alone), and a later wave is planned against what
+earlier waves left, their rounding leftovers included. If no plan with children fits, the node
 crafts everything itself. A node never touches items outside its allowance, so its ancestors' and
 cousins' materials are safe whatever the interleaving.
 """
@@ -47,7 +47,8 @@ class SolverConfig:
   Attributes:
     delegate: recursive solver (True) or flat solver (False).
     max_depth: a node at this depth (root = 0) may not launch children.
-    min_delegate_crafts: delegate an ingredient only if making it takes at least this many crafts.
+    max_own_crafts: a delegating node hands ingredients to children (largest recipe tree first)
+      until its own craft calls are at most this; 1 delegates every craftable ingredient.
     crafts_per_cell: craft calls per code cell (1 = one craft per turn).
     use_get_info: look recipes up with get_info (as a real agent must) before crafting.
     info_batch: items per get_info call.
@@ -55,13 +56,13 @@ class SolverConfig:
 
   delegate: bool = False
   max_depth: int = 6
-  min_delegate_crafts: int = 2
+  max_own_crafts: int = 8
   crafts_per_cell: int = 1
   use_get_info: bool = True
   info_batch: int = 8
 
   def __post_init__(self):
-    for name in ("min_delegate_crafts", "crafts_per_cell", "info_batch"):
+    for name in ("max_own_crafts", "crafts_per_cell", "info_batch"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.max_depth < 0:
@@ -90,8 +91,6 @@ class NodePlan:
       `asyncio.gather` cell), waves run one after the other.
     claims: units of pre-existing inventory the whole subtree consumes.
     leftovers: units the subtree makes beyond what it consumes and delivers (rounding surplus).
-    consumes: crafted (non-base) item types that the subtree's crafts consume.
-    judged: the target item types of every node of the subtree.
   """
 
   targets: Counts
@@ -99,8 +98,6 @@ class NodePlan:
   waves: tuple[tuple["NodePlan", ...], ...]
   claims: Counts
   leftovers: Counts
-  consumes: frozenset[str]
-  judged: frozenset[str]
 
   @property
   def children(self) -> tuple["NodePlan", ...]:
@@ -131,100 +128,122 @@ def _closure(world: World, name: str) -> frozenset[str]:
   return frozenset(result)
 
 
-def crafts_to_make(world: World, item: str, units: int) -> int:
-  """Craft calls a flat agent needs to make `units` of `item` from base materials."""
-  return sum(tasks_lib.craft_counts(world, {item: units}).values())
+@dataclasses.dataclass
+class _Netting:
+  """The result of netting a node's needs against its allowance (see `_net`)."""
+
+  crafts: list[tuple[str, int]]  # (item, total units), lowest tier first.
+  delegated: Counts  # Delegated item -> units the node's children must deliver.
+  claims: Counts  # Units the node's own crafts take from the allowance.
+  leftovers: Counts  # Units the node's own crafts make beyond what it uses and delivers.
+  remaining: Counts  # What is left of the allowance for the children.
+
+
+def _net(world: World, targets: Mapping[str, int], allowance: Mapping[str, int],
+         delegate: frozenset[str]) -> _Netting:
+  """Nets needs against `allowance` in decreasing tier order (ingredients sit at lower tiers).
+
+  Targets must be made anew (only growth counts); every other need is first paid from the
+  allowance, then crafted, or left to children if the item is in `delegate`.
+  """
+  closure = set().union(*(_closure(world, target) for target in targets))
+  need: Counts = collections.Counter(targets)
+  result = _Netting(crafts=[], delegated={}, claims={}, leftovers={}, remaining=dict(allowance))
+  for name in sorted(closure, key=lambda name: (-world.item(name).tier, name)):
+    from_stock = max(0, min(result.remaining.get(name, 0), need[name] - targets.get(name, 0)))
+    _add(result.claims, {name: from_stock})
+    _add(result.remaining, {name: -from_stock})
+    missing = need[name] - from_stock
+    if missing <= 0:
+      continue
+    recipe = world.item(name).recipe
+    if recipe is None:
+      raise InfeasibleError(f"short of {missing} {name}")
+    if name in delegate:
+      result.delegated[name] = missing
+      continue
+    num_crafts = -(-missing // recipe.result_count)
+    result.crafts.append((name, num_crafts * recipe.result_count))
+    _add(result.leftovers, {name: num_crafts * recipe.result_count - missing})
+    for ingredient, units in recipe.ingredients:
+      need[ingredient] += num_crafts * units
+  result.crafts.reverse()
+  return result
 
 
 def plan_node(world: World, targets: Mapping[str, int], allowance: Mapping[str, int], depth: int,
               config: SolverConfig) -> NodePlan:
   """The plan of a node with `targets` that may consume `allowance`; InfeasibleError if none fits.
 
-  Tries delegation (parallel, then sequential children) when the config and depth allow it, and
-  falls back to crafting everything itself.
+  A delegating node hands its direct ingredients to children, largest recipe tree first, until
+  its own craft calls are at most `config.max_own_crafts`; if no plan with children fits the
+  allowance, it crafts everything itself.
   """
   if config.delegate and depth < config.max_depth:
     try:
-      return _plan_local(world, targets, allowance, depth, config, delegate=True)
+      return _plan(world, targets, allowance, depth, config, _delegated_set(world, targets, allowance, config))
     except InfeasibleError:
       pass
-  return _plan_local(world, targets, allowance, depth, config, delegate=False)
+  return _plan(world, targets, allowance, depth, config, frozenset())
 
 
-def _plan_local(world: World, targets: Mapping[str, int], allowance: Mapping[str, int], depth: int,
-                config: SolverConfig, *, delegate: bool) -> NodePlan:
-  """Nets needs against `allowance` in decreasing tier order (ingredients sit at lower tiers)."""
-  closure = set().union(*(_closure(world, target) for target in targets))
-  order = sorted(closure, key=lambda name: (-world.item(name).tier, name))
-  direct = {ingredient for target in targets for ingredient, _ in world.item(target).recipe.ingredients}
-  need: Counts = collections.Counter(targets)
-  stock = dict(allowance)
-  claims: Counts = {}
-  leftovers: Counts = {}
-  crafts: list[tuple[str, int]] = []
-  delegated: Counts = {}
-  for name in order:
-    from_stock = min(stock.get(name, 0), need[name] - targets.get(name, 0))
-    if from_stock > 0:
-      _add(claims, {name: from_stock})
-      _add(stock, {name: -from_stock})
-    missing = need[name] - max(from_stock, 0)
-    if missing <= 0:
-      continue
-    item = world.item(name)
-    if item.recipe is None:
-      raise InfeasibleError(f"short of {missing} {name}")
-    if (delegate and name in direct and name not in targets
-        and crafts_to_make(world, name, missing) >= config.min_delegate_crafts):
-      delegated[name] = missing
-      continue
-    num_crafts = -(-missing // item.recipe.result_count)
-    crafts.append((name, num_crafts * item.recipe.result_count))
-    _add(leftovers, {name: num_crafts * item.recipe.result_count - missing})
-    for ingredient, units in item.recipe.ingredients:
-      need[ingredient] += num_crafts * units
-  crafts.reverse()  # Lowest tier first.
-  waves = _plan_waves(world, delegated, stock, depth, config)
+def _delegated_set(world: World, targets: Mapping[str, int], allowance: Mapping[str, int],
+                   config: SolverConfig) -> frozenset[str]:
+  candidates = sorted(
+      {ingredient for target in targets for ingredient, _ in world.item(target).recipe.ingredients
+       if not world.item(ingredient).is_base and ingredient not in targets},
+      key=lambda name: (-len(_closure(world, name)), name))
+  delegate: frozenset[str] = frozenset()
+  for name in candidates:
+    if len(_net(world, targets, allowance, delegate).crafts) <= config.max_own_crafts:
+      break
+    delegate |= {name}
+  return delegate
+
+
+def _plan(world: World, targets: Mapping[str, int], allowance: Mapping[str, int], depth: int,
+          config: SolverConfig, delegate: frozenset[str]) -> NodePlan:
+  netting = _net(world, targets, allowance, delegate)
+  waves = _plan_waves(world, netting.delegated, netting.remaining, depth, config)
   children = [child for wave in waves for child in wave]
+  claims, leftovers = netting.claims, netting.leftovers
   for child in children:
     _add(claims, child.claims)
     _add(leftovers, child.leftovers)
-  consumes = {ingredient for name, _ in crafts for ingredient, _ in world.item(name).recipe.ingredients
-              if not world.item(ingredient).is_base}
-  return NodePlan(targets=dict(targets), crafts=tuple(crafts), waves=tuple(map(tuple, waves)),
-                  claims=claims, leftovers=leftovers,
-                  consumes=frozenset(consumes).union(*(child.consumes for child in children)),
-                  judged=frozenset(targets).union(*(child.judged for child in children)))
+  return NodePlan(targets=dict(targets), crafts=tuple(netting.crafts), waves=tuple(map(tuple, waves)),
+                  claims=claims, leftovers=leftovers)
 
 
-def _interfere(a: NodePlan, b: NodePlan) -> bool:
-  """Whether running `a` and `b` at once could spoil a judge: one consumes what the other counts."""
-  return bool(a.consumes & b.judged or b.consumes & a.judged)
+def _crafted_closure(world: World, name: str) -> frozenset[str]:
+  return frozenset(item for item in _closure(world, name) if not world.item(item).is_base)
 
 
 def _plan_waves(world: World, delegated: Mapping[str, int], remaining: Mapping[str, int],
                 depth: int, config: SolverConfig) -> list[list[NodePlan]]:
   """Children for `delegated` in tier order, grouped greedily into waves of independent children.
 
-  A child joins the current wave if it does not interfere with the wave's children and all their
-  claims fit what the wave may use; otherwise the wave closes and the next one may use what is
-  left after it, its leftovers included.
+  A child joins the current wave if its recipe tree shares no craftable item with the trees of the
+  wave's children and all their claims fit what the wave may use; otherwise the wave closes and the
+  next one may use what is left after it, its leftovers included.
   """
   waves: list[list[NodePlan]] = []
-  available, wave_claims = dict(remaining), {}
+  available, wave_claims, wave_items = dict(remaining), {}, frozenset()
   for name in sorted(delegated, key=lambda name: (world.item(name).tier, name)):
-    plan = plan_node(world, {name: delegated[name]}, available, depth + 1, config)
-    joins = bool(waves) and _fits(_add(dict(wave_claims), plan.claims), available) and not any(
-        _interfere(plan, other) for other in waves[-1])
-    if waves and not joins:
-      for other in waves[-1]:
-        _add(_add(available, other.claims, -1), other.leftovers)
-      wave_claims = {}
+    items = _crafted_closure(world, name)
+    plan = None
+    if waves and not items & wave_items:
       plan = plan_node(world, {name: delegated[name]}, available, depth + 1, config)
-    if not waves or not joins:
+      if not _fits(_add(dict(wave_claims), plan.claims), available):
+        plan = None
+    if plan is None:
+      for other in waves[-1] if waves else ():
+        _add(_add(available, other.claims, -1), other.leftovers)
       waves.append([])
+      wave_claims, wave_items = {}, frozenset()
+      plan = plan_node(world, {name: delegated[name]}, available, depth + 1, config)
     waves[-1].append(plan)
     _add(wave_claims, plan.claims)
+    wave_items |= items
   return waves
 
 

@@ -1,0 +1,202 @@
+"""Supervised warm start on the expert solvers' TextCraft-Synth transcripts.
+
+A toy model trained from scratch knows neither the turn format nor the tools nor `launch_subagent`, so RL
+would start from zero reward. The warm start trains the same packed rows and the same train step with a
+token cross-entropy on expert transcripts: every node of an expert tree becomes one sequence, rendered
+exactly as the rollout engine renders a node (`RolloutEngine._new_node` and `_observe`):
+
+    layout.start(system_prompt(parts, delegation), first_user_turn(parts, step_budget))    ENV
+    encode(turn.assistant_text())                                                          MODEL
+    layout.continuation_ids(observation_text(i), completion)   (not after the finish turn) ENV
+    ...
+
+so the loss falls on the policy's turns only. Prompt parts are those the engine's interpreter would give
+a node under the engine's `delegation` flag: TextCraft's rules and tool docs are the same at every node,
+so they come from the root environment with the node's own goal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from rao_jax import sharding as sharding_lib
+from rao_jax.agent import prompts
+from rao_jax.agent.chat import ChatLayout, Conversation
+from rao_jax.envs.base import PromptParts
+from rao_jax.envs.textcraft_synth import env as env_lib
+from rao_jax.envs.textcraft_synth import solvers
+from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES, Task
+from rao_jax.train import packing
+from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
+from rao_jax.train.train_step import Metrics, TrainStepConfig, create_train_state, make_train_step
+
+MIXTURES = ("flat", "recursive", "mixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTDataConfig:
+  """Which expert transcripts the warm start sees, and the engine settings they are rendered for.
+
+  Attributes:
+    mixture: "flat" (single-agent solver), "recursive" (delegating solver) or "mixed" (both, per task).
+    difficulties: task difficulties to keep ("easy", "medium", "hard", "extreme").
+    max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
+    world: TextCraft-Synth world preset of the tasks (the environment's `env_config["world"]`).
+    delegation, max_steps_per_node, max_depth, context_window: the rollout engine's settings
+      (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes the engine
+      could not have produced (more turns than the budget, longer than the window) are left out.
+    max_own_crafts, crafts_per_cell: the solvers' planning knobs (`solvers.SolverConfig`).
+  """
+
+  mixture: str = "mixed"
+  difficulties: tuple[str, ...] = ("easy", "medium")
+  max_tasks_per_difficulty: int = 0
+  world: str = "small"
+  delegation: bool = True
+  max_steps_per_node: int = 25
+  max_depth: int = 6
+  context_window: int = 2048
+  max_own_crafts: int = 8
+  crafts_per_cell: int = 1
+
+  def __post_init__(self):
+    if self.mixture not in MIXTURES:
+      raise ValueError(f"sft.mixture={self.mixture!r} is not one of {MIXTURES}")
+    unknown = sorted(set(self.difficulties) - set(DIFFICULTIES))
+    if unknown or not self.difficulties:
+      raise ValueError(f"sft.difficulties={self.difficulties} must be a non-empty subset of {DIFFICULTIES}")
+    if self.mixture != "flat" and not self.delegation:
+      raise ValueError(f"sft.mixture={self.mixture!r} holds delegating transcripts, which need delegation=True")
+    for name in ("max_steps_per_node", "context_window", "max_own_crafts", "crafts_per_cell"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
+    if self.max_tasks_per_difficulty < 0 or self.max_depth < 0:
+      raise ValueError("sft.max_tasks_per_difficulty and sft.max_depth must be >= 0")
+
+  def solver_configs(self) -> tuple[solvers.SolverConfig, ...]:
+    flat = solvers.SolverConfig(delegate=False, max_depth=self.max_depth, max_own_crafts=self.max_own_crafts,
+                                crafts_per_cell=self.crafts_per_cell)
+    recursive = dataclasses.replace(flat, delegate=True)
+    return {"flat": (flat,), "recursive": (recursive,), "mixed": (flat, recursive)}[self.mixture]
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  """The warm start's optimisation: `num_steps` steps of `rows_per_batch` packed rows of `row_length`."""
+
+  optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-3, weight_decay=0.0)
+  num_steps: int = 200
+  rows_per_batch: int = 8
+  row_length: int = 2048
+  num_micro_batches: int = 1
+  logits_chunk_size: int = 0
+  vocab_limit: int | None = None
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ("num_steps", "rows_per_batch", "row_length", "num_micro_batches"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
+
+
+def node_conversation(node: solvers.Transcript, parts: PromptParts, layout: ChatLayout, *,
+                      delegation: bool, step_budget: int) -> Conversation:
+  """One expert node as the token sequence the rollout engine would have built for it (see module doc)."""
+  system = prompts.system_prompt(parts, delegation=delegation)
+  user = prompts.first_user_turn(parts, step_budget=step_budget)
+  conversation = layout.start(system, user)
+  for index, turn in enumerate(node.turns, start=1):
+    completion = layout.tokenizer.encode(turn.assistant_text())
+    observation = None if turn.output is None else node.observation_text(index)
+    layout.add_turn(conversation, completion, None, observation)
+  return conversation
+
+
+def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
+  """The tasks of the configured difficulties, at most `max_tasks_per_difficulty` of each, in order."""
+  kept, per_difficulty = [], {}
+  for task in tasks:
+    count = per_difficulty.get(task.difficulty, 0)
+    if task.difficulty in config.difficulties and (
+        not config.max_tasks_per_difficulty or count < config.max_tasks_per_difficulty):
+      kept.append(task)
+      per_difficulty[task.difficulty] = count + 1
+  return kept
+
+
+def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDataConfig
+                        ) -> list[Conversation]:
+  """One `Conversation` per node of every expert tree (solver(s) of `config.mixture` on each task).
+
+  Trees whose root the solver could not solve are skipped, as are nodes the engine could not have
+  produced (more turns than `max_steps_per_node`, or a sequence longer than `context_window`).
+  MODEL tokens carry NaN sampler log-probs (no sampler produced them).
+  """
+  env_config = {"world": config.world}
+  conversations: list[Conversation] = []
+  skipped_trees = skipped_nodes = 0
+  for task in select_tasks(tasks, config):
+    for solver_config in config.solver_configs():
+      root = env_lib.make_root_environment(env_config, task.to_dict())
+      parts = root.prompt_parts(config.delegation)
+      try:
+        transcript = solvers.solve(root, solver_config)
+      except solvers.InfeasibleError:
+        skipped_trees += 1
+        continue
+      if transcript.success < 1.0:
+        skipped_trees += 1
+        continue
+      for node in transcript.nodes():
+        conversation = node_conversation(node, dataclasses.replace(parts, goal=node.goal), layout,
+                                         delegation=config.delegation, step_budget=config.max_steps_per_node)
+        if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
+          skipped_nodes += 1
+          continue
+        conversations.append(conversation)
+  if skipped_trees or skipped_nodes:
+    logging.warning("sft: left out %d unsolved trees and %d nodes over the engine's limits",
+                    skipped_trees, skipped_nodes)
+  return conversations
+
+
+def _batches(sequences: Sequence[packing.NodeSequence], config: SFTConfig) -> Iterator[packing.PackedBatch]:
+  """Endless packed batches: every epoch a fresh shuffle of `sequences`, first-fit into full batches."""
+  rng = np.random.default_rng(config.seed)
+  while True:
+    order = rng.permutation(len(sequences))
+    for batch, _ in packing.pack_stream((sequences[i] for i in order), config.rows_per_batch,
+                                        config.row_length):
+      yield batch
+
+
+def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: SFTConfig, *,
+              mesh: Mesh | None = None, on_step: Callable[[int, Metrics], None] | None = None
+              ) -> tuple[nnx.Module, np.ndarray]:
+  """`config.num_steps` cross-entropy steps on `conversations`; returns the trained model and the loss curve.
+
+  The loss curve is [num_steps] float32, the token-mean loss of each step's batch (before its update).
+  `on_step(step, metrics)` is called after each step with device scalars (calling it forces a sync).
+  """
+  if not conversations:
+    raise ValueError("train_sft needs at least one conversation")
+  mesh = sharding_lib.make_mesh() if mesh is None else mesh
+  tx = make_optimizer(config.optimizer)
+  graphdef, state = create_train_state(model, tx, mesh)
+  step_config = TrainStepConfig(loss="cross_entropy", num_micro_batches=config.num_micro_batches,
+                                logits_chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit)
+  step = make_train_step(graphdef, state, tx, step_config, mesh)
+  sequences = [packing.conversation_sequence(c) for c in conversations]
+  losses = []
+  for index, batch in zip(range(config.num_steps), _batches(sequences, config)):
+    state, metrics = step(state, batch)
+    losses.append(metrics["loss"])
+    if on_step is not None:
+      on_step(index, metrics)
+  return nnx.merge(graphdef, state.params), np.asarray(jax.device_get(losses), np.float32)

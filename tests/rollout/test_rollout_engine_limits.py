@@ -1,0 +1,152 @@
+"""The engine under hostile cells, random policies and every limit of the method spec."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from rao_jax.agent.chat import layout_for
+from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
+from rao_jax.model.config import ModelConfig
+from rao_jax.model.transformer import Transformer
+from rao_jax.rollout.config import RolloutConfig
+from rao_jax.rollout.engine import RolloutEngine
+from rao_jax.rollout.sampling import SamplingConfig
+from rao_jax.rollout.trees import EndReason
+
+ENV_NAME, ENV_CONFIG = "textcraft_synth", {"world": "small"}
+MAX_DEPTH = 2
+
+
+@pytest.fixture(scope="module")
+def pool():
+  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256,
+                             max_depth=MAX_DEPTH)
+  with InterpreterPool(config) as pool:
+    yield pool
+
+
+@pytest.fixture(scope="module")
+def model(toy_tokenizer):
+  config = ModelConfig(vocab_size=toy_tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                       num_kv_heads=1, head_dim=16, intermediate_size=64)
+  return Transformer(config, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def tasks(small_tasks):
+  return [t.to_dict() for t in small_tasks["easy"][:2]]
+
+
+def _engine(model, tokenizer, pool, **overrides):
+  settings = dict(num_slots=4, context_window=2048, completion_limit=48, max_steps_per_node=3,
+                  max_depth=MAX_DEPTH, decode_steps_per_round=64, prefill_chunk_buckets=(64, 256),
+                  prefill_row_buckets=(4,), sampling=SamplingConfig(temperature=0.0))
+  settings.update(overrides)
+  return RolloutEngine(model, layout_for(tokenizer), pool, RolloutConfig(**settings))
+
+
+def _script(tokenizer, turns_by_path):
+  """A forcer playing fixed cells: turns_by_path[path or "*"][turn] is the code (None: sample)."""
+  def force(group, path, turn):
+    turns = turns_by_path.get(path, turns_by_path.get("*", []))
+    if turn >= len(turns) or turns[turn] is None:
+      return None
+    return tokenizer.encode(f"<thought>scripted</thought>\n<python>\n{turns[turn]}\n</python>")
+  return force
+
+
+def _statuses(trees, node):
+  return [turn["status"] for turn in trees.records[node]["turns"]]
+
+
+def test_hostile_cells_end_as_observations(model, toy_tokenizer, pool, tasks):
+  cells = [
+      "while True:\n    pass",
+      "import os\nos.system('echo pwned')",
+      "print('x' * 100000)",
+      "launch_subagent({'m0_ore': 1})",
+      "finish({1, 2})",
+      "raise SystemExit(3)",
+      "r = await launch_subagent({'NOT_AN_ITEM': 1})\nprint(r)",
+      "finish('done')",
+  ]
+  engine = _engine(model, toy_tokenizer, pool, max_steps_per_node=len(cells), completion_limit=64)
+  result = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
+                      forcer=_script(toy_tokenizer, {(): cells}))
+  trees = result.trees
+  assert trees.num_nodes == 1 and trees.end_reason[0] == EndReason.FINISHED
+  assert trees.success[0] == 0.0  # finished without crafting its targets
+  statuses = _statuses(trees, 0)
+  assert statuses == ["error", "error", "output", "error", "error", "error", "output", "finished"]
+  observations = [t["observation"] for t in trees.records[0]["turns"]]
+  assert len(observations[2]) < 600  # the huge print was truncated
+  assert engine.num_busy_slots() == 0
+
+
+def test_depth_cap_refuses_launches(model, toy_tokenizer, pool, tasks):
+  script = {"*": ["r = await launch_subagent({'m0_ore': 1})\nprint(r)", "finish('ok')"]}
+  result = _engine(model, toy_tokenizer, pool).run(ENV_NAME, ENV_CONFIG, tasks[:1], 2, jax.random.key(0),
+                                                   forcer=_script(toy_tokenizer, script))
+  trees = result.trees
+  assert trees.num_nodes == 2 * (MAX_DEPTH + 1)  # a chain per tree, cut at the depth cap
+  assert trees.depth.max() == MAX_DEPTH
+  deepest = np.flatnonzero(trees.depth == MAX_DEPTH)
+  assert np.all(trees.num_children[deepest] == 0)
+  for node in deepest:
+    assert "refused" in trees.records[node]["turns"][0]["observation"]
+  assert np.all(trees.end_reason == EndReason.FINISHED)
+
+
+def test_step_cap_and_context_overflow(model, toy_tokenizer, pool, tasks):
+  result = _engine(model, toy_tokenizer, pool).run(
+      ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0), forcer=_script(toy_tokenizer, {"*": ["print(1)"] * 9}))
+  assert result.trees.end_reason.tolist() == [EndReason.STEP_LIMIT]
+  assert result.trees.steps.tolist() == [3]
+
+  engine = _engine(model, toy_tokenizer, pool, max_steps_per_node=25, completion_limit=64)
+  result = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
+                      forcer=_script(toy_tokenizer, {"*": ["print(list(range(300)))"] * 25}))
+  trees = result.trees
+  assert trees.end_reason.tolist() == [EndReason.CONTEXT_OVERFLOW] and trees.success[0] == 0
+  tokens, _, _ = trees.node_sequence(0)
+  # The sequence stops at the last completion (the observation that did not fit was never fed).
+  assert len(tokens) <= 2048 - 64
+  assert trees.records[0]["turns"][-1]["observation"].startswith("[Cell")
+
+
+def test_random_policy_ends_every_node_and_never_leaks_slots(model, toy_tokenizer, pool, tasks):
+  engine = _engine(model, toy_tokenizer, pool, sampling=SamplingConfig(temperature=1.0))
+  result = engine.run(ENV_NAME, ENV_CONFIG, tasks, 3, jax.random.key(1))
+  trees = result.trees
+  assert trees.num_nodes == 6
+  assert set(trees.end_reason.tolist()) <= {EndReason.STEP_LIMIT, EndReason.CONTEXT_OVERFLOW,
+                                           EndReason.FINISHED}
+  assert all(_statuses(trees, i) for i in range(trees.num_nodes))
+  # Completions that hit the limit without </python> are cut at exactly completion_limit tokens.
+  assert trees.tokens_generated.max() <= 3 * 48
+  assert engine.num_busy_slots() == 0
+
+
+def test_tree_timeout(model, toy_tokenizer, pool, tasks):
+  engine = _engine(model, toy_tokenizer, pool, tree_timeout_s=1e-6)
+  result = engine.run(ENV_NAME, ENV_CONFIG, tasks, 1, jax.random.key(0))
+  assert np.all(result.trees.end_reason == EndReason.TIMEOUT)
+  assert engine.num_busy_slots() == 0
+
+
+def test_greedy_trees_identical_across_slot_counts_with_eviction(model, toy_tokenizer, pool, tasks):
+  """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict."""
+  launch = ("a, b, c = await asyncio.gather(launch_subagent({'m0_ore': 1}), "
+            "launch_subagent({'m1_ore': 1}), launch_subagent({'m2_ore': 1}))\nprint(a, b, c)")
+  script = {(): [launch, None, None]}   # children and the root's later turns sample greedily
+  sequences = []
+  for num_slots in (2, 6):
+    engine = _engine(model, toy_tokenizer, pool, num_slots=num_slots, prefill_row_buckets=(num_slots,),
+                     completion_limit=96)
+    result = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
+                        forcer=_script(toy_tokenizer, script))
+    trees = result.trees
+    assert trees.num_nodes == 4
+    assert (result.timings.evictions > 0) == (num_slots == 2)
+    sequences.append([trees.node_sequence(i)[0].tolist() for i in range(trees.num_nodes)])
+  assert sequences[0] == sequences[1]

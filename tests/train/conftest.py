@@ -1,0 +1,49 @@
+"""Fixtures for the train tests: tiny models filled from numpy (fast to build on CPU) and random sequences."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rao_jax.model.config import ModelConfig
+from rao_jax.model.transformer import Transformer
+
+TINY = ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                   intermediate_size=48, rope_theta=10_000.0)
+
+
+def random_model(config: ModelConfig = TINY, seed: int = 0) -> Transformer:
+  """A Transformer with N(0, 0.1) weights and norm scales near 1 (no per-shape initialiser compiles)."""
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+  generator = np.random.default_rng(seed)
+
+  def fill(path, variable):
+    value = variable.get_value()
+    offset = 1.0 if path[-1] == "scale" else 0.0
+    return variable.replace(jnp.asarray(offset + 0.1 * generator.standard_normal(value.shape), value.dtype))
+
+  return nnx.merge(graphdef, nnx.map_state(fill, abstract))
+
+
+def random_sequences(lengths, vocab_size: int = TINY.vocab_size, seed: int = 0, model_fraction: float = 0.6):
+  """(tokens, loss_mask, sampler log-probs) per length; the first token is always a prompt token."""
+  rng = np.random.default_rng(seed)
+  sequences = []
+  for length in lengths:
+    tokens = rng.integers(0, vocab_size, length).astype(np.int32)
+    mask = rng.random(length) < model_fraction
+    mask[0] = False
+    log_probs = np.where(mask, -rng.random(length) * 4, 0.0).astype(np.float32)
+    sequences.append((tokens, mask, log_probs))
+  return sequences
+
+
+@pytest.fixture(scope="session")
+def make_model():
+  """Factory: make_model(config=TINY, seed=0) -> Transformer with random weights."""
+  return random_model
+
+
+@pytest.fixture(scope="session")
+def make_sequences():
+  """Factory: make_sequences(lengths, vocab_size=64, seed=0) -> [(tokens, loss_mask, log-probs)]."""
+  return random_sequences
