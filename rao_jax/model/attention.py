@@ -23,6 +23,8 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array)
   """
   batch, length, num_heads, head_dim = q.shape
   num_kv_heads = k.shape[2]
+  if length == 1:
+    return _single_query_attention(q, k, v, mask)
   q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)  # [B, T, K, G, D]
   logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
   logits = logits * (head_dim ** -0.5)
@@ -30,6 +32,23 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
   return out.reshape(batch, length, num_heads, head_dim)
+
+
+def _single_query_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """`grouped_attention` for T = 1 (a decode step), as broadcast-multiply-reduce over the cache.
+
+  One query per row makes attention a memory-bound mat-vec over the KV cache. Written as einsums, XLA first
+  transposes the layer's [B, S, K, D] cache into a batched-matmul layout (a copy of the cache per layer per
+  step); written as products reduced over D and then S, it fuses into passes over the cache as stored.
+  """
+  batch, _, num_heads, head_dim = q.shape
+  num_kv_heads, out_dtype = k.shape[2], q.dtype
+  q = q.reshape(batch, 1, num_kv_heads, num_heads // num_kv_heads, head_dim).astype(jnp.float32)  # [B,1,K,G,D]
+  logits = jnp.sum(q * k[:, :, :, None, :].astype(jnp.float32), axis=-1) * (head_dim ** -0.5)  # [B, S, K, G]
+  logits = jnp.where(mask[:, 0, :, None, None], logits, _MASKED_LOGIT)
+  probs = jax.nn.softmax(logits, axis=1)  # over S
+  out = jnp.sum(probs[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)  # [B, K, G, D]
+  return out.reshape(batch, 1, num_heads, head_dim).astype(out_dtype)
 
 
 class Attention(nnx.Module):

@@ -12,18 +12,14 @@ gradients.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 
-class PolicyLoss(Protocol):
-  """(log_probs, old_log_probs, advantages, mask, **hyper-parameters) -> (loss_sum, token_count)."""
-
-  def __call__(self, log_probs: jax.Array, old_log_probs: jax.Array, advantages: jax.Array,
-               mask: jax.Array, **kwargs: float) -> tuple[jax.Array, jax.Array]:
-    ...
+# (log_probs, old_log_probs, advantages, mask, *, hyper-parameters) -> (loss_sum, token_count).
+PolicyLoss = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def _masked_inputs(log_probs: jax.Array, advantages: jax.Array,

@@ -7,7 +7,7 @@ from flax import nnx
 from rao_jax.model.config import ModelConfig
 from rao_jax.model.transformer import Transformer
 
-TINY = ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+TINY = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8,
                    intermediate_size=48, rope_theta=10_000.0)
 
 

@@ -202,7 +202,8 @@ class TextCraftNode:
 
   @_safe_tool
   def get_info(self, items) -> list[dict] | str:
-    """Per item: name, can_craft, is_base, in_inventory, crafting_depth, recipes (or unknown)."""
+    """Per item: name, can_craft (has a recipe), is_base, in_inventory, crafting_depth (tier label),
+    recipes; an unknown name gets {"name", "error"}. A single name is accepted as a one-item list."""
     names = [items] if type(items) is str else _plain_list(items)
     if names is None:
       raise ToolError(f"items must be a list of item names, got {_show(items)}")

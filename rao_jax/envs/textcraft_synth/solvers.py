@@ -7,9 +7,10 @@ the environment really returned. Two policies:
 
 - flat: one agent looks at the inventory and the recipes, crafts every missing item in tier order,
   and finishes;
-- recursive: a node delegates each craftable ingredient of its targets that is worth a child
-  (largest first, until its own craft calls are at most `max_own_crafts`) to a child via `launch_subagent`, then crafts its targets and finishes.
-  Children that are independent run in parallel (one `asyncio.gather` cell), else one at a time.
+- recursive: a node hands craftable ingredients of its targets to children via `launch_subagent`
+  (largest recipe tree first, until its own craft calls are at most `max_own_crafts`), then crafts
+  the rest and its targets, and finishes. Independent children run in parallel (one
+  `asyncio.gather` cell), the others one at a time.
 
 **Independence rule.** Every node of a plan has an *allowance*: the units of pre-existing inventory
 its whole subtree may consume (the root's allowance is the inventory). A node nets its needs against
@@ -33,7 +34,6 @@ from typing import Any, Iterable, Mapping
 
 from rao_jax.agent import turn_format
 from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth import tasks as tasks_lib
 from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
 from rao_jax.envs.textcraft_synth.world import World
 
@@ -205,11 +205,19 @@ def _plan(world: World, targets: Mapping[str, int], allowance: Mapping[str, int]
           config: SolverConfig, delegate: frozenset[str]) -> NodePlan:
   netting = _net(world, targets, allowance, delegate)
   waves = _plan_waves(world, netting.delegated, netting.remaining, depth, config)
-  children = [child for wave in waves for child in wave]
+  # Claims and leftovers of the subtree: a child's claim paid from an earlier child's leftovers is
+  # a transfer inside the subtree, not a claim on the allowance.
   claims, leftovers = netting.claims, netting.leftovers
-  for child in children:
-    _add(claims, child.claims)
-    _add(leftovers, child.leftovers)
+  pool: Counts = {}
+  for wave in waves:
+    for child in wave:
+      for item, units in child.claims.items():
+        from_pool = min(units, pool.get(item, 0))
+        _add(pool, {item: -from_pool})
+        _add(claims, {item: units - from_pool})
+    for child in wave:
+      _add(pool, child.leftovers)
+  _add(leftovers, pool)
   return NodePlan(targets=dict(targets), crafts=tuple(netting.crafts), waves=tuple(map(tuple, waves)),
                   claims=claims, leftovers=leftovers)
 

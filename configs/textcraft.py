@@ -1,0 +1,169 @@
+"""Config of `experiments/train_textcraft.py` and `experiments/evaluate.py` (RAO on TextCraft-Synth).
+
+  python experiments/train_textcraft.py --config configs/textcraft.py:tiny
+  python experiments/train_textcraft.py --config configs/textcraft.py:tiny_linear    # delegation off
+  python experiments/train_textcraft.py --config configs/textcraft.py:qwen3_4b \
+      --config.model.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=gs://bucket/run1
+
+Presets:
+  tiny:        CPU, minutes. A small world, a ~1M-parameter model warm-started by SFT on expert
+               transcripts, then RAO steps on easy + medium training tasks; greedy eval per tier.
+  tiny_linear: the same with delegation off (the single-agent baseline: same model, budget, window).
+  qwen3_4b:    the paper's hyper-parameters (16 tasks × G = 8, CISPO, Adam lr 3e-6 constant,
+               β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
+               inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint.
+Every field is validated by `rao_jax.train.trainer.settings_from_config` before anything compiles.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from rao_jax import config_utils
+from rao_jax.model import config as model_config
+
+PRESETS = ("tiny", "tiny_linear", "qwen3_4b")
+
+# A ~1M-parameter decoder for CPU runs (the vocabulary is the in-repo tokenizer's upper bound).
+_TINY_MODEL = model_config.ModelConfig(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=4,
+                                       num_kv_heads=2, head_dim=32, intermediate_size=384,
+                                       rope_theta=10_000.0, tie_embeddings=True)
+
+
+def _tiny() -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.seed = 0
+  cfg.workdir = "workdir/textcraft_tiny"
+
+  cfg.env = ml_collections.ConfigDict()
+  cfg.env.name = "textcraft_synth"
+  cfg.env.world = "small"                # TextCraft-Synth world preset (the environment's env_config)
+  cfg.env.dataset = "small"              # tfds builder config of the tasks (built in {workdir}/data)
+
+  cfg.data = ml_collections.ConfigDict()
+  cfg.data.train_difficulties = ("easy", "medium")
+  cfg.data.max_train_tasks = 0           # 0: every training task of those difficulties
+
+  cfg.model = ml_collections.ConfigDict(_TINY_MODEL.to_dict())
+  cfg.model.checkpoint = ""              # Hugging Face Qwen3 directory; empty: SFT warm start
+
+  cfg.tokenizer = ml_collections.ConfigDict()
+  cfg.tokenizer.path = ""                # empty: SentencePiece trained in {workdir}/tokenizer
+  cfg.tokenizer.vocab_size = 1024
+  cfg.tokenizer.corpus_examples = 1000
+  cfg.tokenizer.transcript_tasks = 24
+
+  cfg.warm_start = ml_collections.ConfigDict()
+  cfg.warm_start.mixture = "mixed"       # expert transcripts: "flat", "recursive" or "mixed"
+  cfg.warm_start.difficulties = ("easy", "medium")
+  cfg.warm_start.max_tasks_per_difficulty = 48
+  cfg.warm_start.max_own_crafts = 8      # the delegating expert delegates goals needing more crafts
+  cfg.warm_start.crafts_per_cell = 2     # crafts per expert cell (fewer, longer turns)
+  cfg.warm_start.num_steps = 150
+  cfg.warm_start.rows_per_batch = 4
+  cfg.warm_start.row_length = 2048
+  cfg.warm_start.learning_rate = 2e-3
+  cfg.warm_start.warmup_steps = 10
+
+  cfg.rollout = ml_collections.ConfigDict()
+  cfg.rollout.num_slots = 16
+  cfg.rollout.context_window = 2048
+  cfg.rollout.completion_limit = 160
+  cfg.rollout.max_steps_per_node = 12
+  cfg.rollout.max_depth = 2
+  cfg.rollout.delegation = True
+  cfg.rollout.decode_steps_per_round = 64
+  cfg.rollout.temperature = 1.0          # training samples; evaluation is greedy
+  cfg.rollout.top_p = 1.0
+  cfg.rollout.prefill_chunk_buckets = (128, 512, 2048)
+  cfg.rollout.prefill_row_buckets = (1, 4, 16)
+
+  cfg.interpreter = ml_collections.ConfigDict()
+  cfg.interpreter.num_workers = 1
+  cfg.interpreter.cell_time_limit_s = 3.0
+  cfg.interpreter.memory_limit_mb = 1024
+
+  cfg.rl = ml_collections.ConfigDict()
+  cfg.rl.num_steps = 16
+  cfg.rl.tasks_per_step = 4              # B root tasks per step
+  cfg.rl.samples_per_task = 4            # G trees per task
+  cfg.rl.loss = "cispo"                  # "cispo" | "ppo_clip" | "reinforce"
+  cfg.rl.cispo_clip_max = 5.0
+  cfg.rl.bonus_weight = 0.0              # λ of the delegation bonus (0 for TextCraft-Synth)
+  cfg.rl.baseline = "leave_one_out"
+  cfg.rl.depth_weighting = "inverse_frequency"
+  cfg.rl.row_length = 2048               # packed training rows (= the context window)
+  cfg.rl.rows_per_micro_batch = 4        # the step accumulates as many micro-batches as the trees need
+  cfg.rl.logits_chunk_size = 0
+
+  cfg.optimizer = ml_collections.ConfigDict()
+  cfg.optimizer.learning_rate = 2e-4
+  cfg.optimizer.b1 = 0.9
+  cfg.optimizer.b2 = 0.95
+  cfg.optimizer.eps = 1e-8
+  cfg.optimizer.weight_decay = 0.017
+  cfg.optimizer.max_grad_norm = 1.0
+  cfg.optimizer.schedule = "constant"
+  cfg.optimizer.warmup_steps = 0
+
+  cfg.eval = ml_collections.ConfigDict()
+  cfg.eval.every_steps = 8               # also before the first step and after the last
+  cfg.eval.split = "val"
+  cfg.eval.difficulties = ("easy", "medium", "hard")
+  cfg.eval.tasks_per_difficulty = 6
+
+  cfg.checkpoint = ml_collections.ConfigDict()
+  cfg.checkpoint.every_steps = 1
+  cfg.checkpoint.max_to_keep = 2
+
+  cfg.log = ml_collections.ConfigDict()
+  cfg.log.tensorboard = True
+  cfg.log.train_trees_every = 8          # write the training trees of every k-th step (0: never)
+  cfg.log.progress_bar = True
+  return cfg
+
+
+def _qwen3_4b() -> ml_collections.ConfigDict:
+  cfg = _tiny()
+  cfg.workdir = "workdir/textcraft_qwen3_4b"
+  cfg.env.world = "paper"
+  cfg.env.dataset = "paper"
+  cfg.data.train_difficulties = ("medium",)
+  cfg.model = ml_collections.ConfigDict(model_config.get_preset("qwen3_4b").to_dict())
+  cfg.model.checkpoint = ""              # required: --config.model.checkpoint=/path/to/Qwen3-4B
+  cfg.tokenizer.path = ""                # empty: the checkpoint's tokenizer
+  cfg.warm_start.row_length = 8192       # unused: the imported checkpoint is the starting policy
+  cfg.rollout.num_slots = 128
+  cfg.rollout.context_window = 8192
+  cfg.rollout.completion_limit = 2048
+  cfg.rollout.max_steps_per_node = 25
+  cfg.rollout.max_depth = 6
+  cfg.rollout.decode_steps_per_round = 256
+  cfg.rollout.prefill_chunk_buckets = (256, 1024, 4096)
+  cfg.rollout.prefill_row_buckets = (1, 8, 32, 128)
+  cfg.interpreter.num_workers = 16
+  cfg.rl.num_steps = 540                 # ~10 epochs over the paper's 852 medium tasks
+  cfg.rl.tasks_per_step = 16
+  cfg.rl.samples_per_task = 8
+  cfg.rl.row_length = 8192
+  cfg.rl.rows_per_micro_batch = 16
+  cfg.rl.logits_chunk_size = 1024
+  cfg.optimizer.learning_rate = 3e-6
+  cfg.eval.every_steps = 20
+  cfg.eval.difficulties = ("easy", "medium", "hard", "extreme")
+  cfg.eval.tasks_per_difficulty = 50
+  cfg.checkpoint.every_steps = 10
+  cfg.checkpoint.max_to_keep = 3
+  cfg.log.train_trees_every = 20
+  return cfg
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """The training config of `preset` (default "tiny")."""
+  name = config_utils.parse_preset(preset, PRESETS, default="tiny")
+  cfg = _qwen3_4b() if name == "qwen3_4b" else _tiny()
+  if name == "tiny_linear":
+    cfg.workdir = "workdir/textcraft_tiny_linear"
+    cfg.rollout.delegation = False
+    cfg.warm_start.mixture = "flat"
+  cfg.preset = name
+  return cfg

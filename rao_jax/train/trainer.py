@@ -1,0 +1,305 @@
+"""The RAO training loop on TextCraft-Synth: rollouts → tree advantages → packed rows → train step.
+
+One step s (0-based; the params after it are those of step s + 1):
+  1. the B root tasks at positions [s·B, (s+1)·B) of the training stream (each epoch a permutation
+     seeded by (seed, epoch)) are rolled out G times each with PRNG key fold_in(train_key, s);
+  2. node rewards and advantages (RAO Eq. 1, 3, 4) are computed on the flat node arrays; nodes of groups
+     without signal are dropped, the rest are packed into rows (micro-batches of a fixed row count, as
+     many as the trees need) and one optimiser step is taken;
+  3. the rollout engines receive the new parameters.
+Greedy evaluation per difficulty tier runs before step 0 (the warm-start policy), every `every_steps`
+steps and after the last. Checkpoints hold the train state and the step (from which the data position
+and every PRNG key follow), so a run killed at any moment and rerun resumes from its last checkpoint
+and reproduces the uninterrupted run (same seed, same devices).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+import tqdm
+from flax import nnx
+
+from rao_jax import sharding as sharding_lib
+from rao_jax.agent.chat import layout_for
+from rao_jax.agent.interpreter.pool import InterpreterPool
+from rao_jax.envs.textcraft_synth.dataset import load_tasks
+from rao_jax.envs.textcraft_synth.tasks import Task
+from rao_jax.rl.advantages import advantages_from_trees
+from rao_jax.rollout.engine import RolloutEngine
+from rao_jax.rollout.metrics import batch_metrics, timing_metrics
+from rao_jax.rollout.trees import Trees
+from rao_jax.train import packing, warm_start
+from rao_jax.train.checkpoint import Checkpoints, Progress, RunIdentity, tokenizer_fingerprint
+from rao_jax.train.metrics_log import MetricsLog, read_records
+from rao_jax.train.optimizer import make_optimizer
+from rao_jax.train.settings import Settings
+from rao_jax.train.train_step import TrainState, create_train_state, make_train_step
+
+EVAL_KEY_OFFSET = 1 << 30  # eval keys fold_in(base, offset + step), disjoint from the training keys
+_COMPILED_STEPS: dict = {}  # (graphdef, optimizer, step config, mesh) -> compiled train step
+
+
+def stream_tasks(tasks: Sequence[Task], start: int, count: int, seed: int) -> list[Task]:
+  """Positions [start, start + count) of the endless training stream: epoch e is a permutation of
+  `tasks` drawn from numpy's generator seeded by (seed, e)."""
+  n = len(tasks)
+  if not n:
+    raise ValueError("no training tasks")
+  batch = []
+  for position in range(start, start + count):
+    epoch, index = divmod(position, n)
+    batch.append(tasks[int(np.random.default_rng((seed, epoch)).permutation(n)[index])])
+  return batch
+
+
+def eval_tasks(tasks: Sequence[Task], difficulties: Sequence[str], per_difficulty: int) -> list[Task]:
+  """The first `per_difficulty` tasks of each difficulty, in split order, grouped by difficulty."""
+  chosen = []
+  for difficulty in difficulties:
+    chosen += [t for t in tasks if t.difficulty == difficulty][:per_difficulty]
+  return chosen
+
+
+def _next_power_of_two(n: int) -> int:
+  return 1 << max(0, n - 1).bit_length()
+
+
+@dataclasses.dataclass
+class Run:
+  """The built parts of a run: data, tokenizer, policy and its train state."""
+
+  settings: Settings
+  train_tasks: list[Task]
+  tokenizer: object
+  layout: object
+  model: nnx.Module
+  mesh: jax.sharding.Mesh
+  graphdef: nnx.GraphDef
+  state: TrainState
+  identity: RunIdentity
+
+
+def build_run(settings: Settings) -> Run:
+  """Builds (or reuses from the work directory) the dataset, tokenizer and warm-start policy."""
+  workdir = settings.workdir
+  data_dir = os.path.join(workdir, "data")
+  tasks = [t for t in load_tasks(settings.dataset, "train", data_dir)
+           if t.difficulty in settings.train_difficulties]
+  if settings.max_train_tasks:
+    tasks = tasks[:settings.max_train_tasks]
+  if not tasks:
+    raise ValueError(f"dataset {settings.dataset!r} has no training tasks of {settings.train_difficulties}")
+  tokenizer_config = settings.tokenizer
+  if settings.model_checkpoint and not tokenizer_config.path:
+    tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.model_checkpoint)
+  tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, tasks,
+                                         settings.world, step_budget=settings.rollout.max_steps_per_node)
+  if tokenizer.vocab_size > settings.model.vocab_size:
+    raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but config.model.vocab_size is "
+                     f"{settings.model.vocab_size}")
+  layout = layout_for(tokenizer)
+  mesh = sharding_lib.make_mesh()
+  if settings.model_checkpoint:
+    model = warm_start.imported_model(settings.model_checkpoint, settings.model)
+  else:
+    sft_config = dataclasses.replace(settings.sft, vocab_limit=tokenizer.vocab_size)
+    model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, tasks,
+                                      settings.sft_data, sft_config, seed=settings.seed, mesh=mesh)
+  graphdef, state = create_train_state(model, make_optimizer(settings.optimizer), mesh)
+  identity = RunIdentity(model_config=settings.model.to_dict(),
+                         tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
+  return Run(settings=settings, train_tasks=tasks, tokenizer=tokenizer, layout=layout, model=model, mesh=mesh,
+             graphdef=graphdef, state=state, identity=identity)
+
+
+class Trainer:
+  """Runs RAO steps, evaluation, logging and checkpointing for one `Run` (a context manager: it owns
+  the interpreter pool's worker processes)."""
+
+  def __init__(self, run: Run):
+    self.run_parts = run
+    self.settings = settings = run.settings
+    self.tx = make_optimizer(settings.optimizer)
+    self.state = run.state
+    self.pool = InterpreterPool(settings.interpreter)
+    engine_mesh = run.mesh if jax.device_count() > 1 else None
+    self.engine = RolloutEngine(run.model, run.layout, self.pool, settings.rollout, mesh=engine_mesh)
+    self.eval_engine = RolloutEngine(run.model, run.layout, self.pool, settings.greedy_rollout,
+                                     mesh=engine_mesh)
+    self._set_policy(self.state.params)
+    self.checkpoints = Checkpoints(os.path.join(settings.workdir, "checkpoints"), run.identity,
+                                   max_to_keep=settings.max_checkpoints)
+    self.base_key = jax.random.key(settings.seed)
+    self.step = 0
+    self.log: MetricsLog | None = None
+
+  def __enter__(self) -> Trainer:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def close(self) -> None:
+    self.checkpoints.close()
+    self.pool.close()
+    if self.log is not None:
+      self.log.close()
+
+  # ------------------------------------------------------------------ state
+
+  def _set_policy(self, params: nnx.State) -> None:
+    self.engine.set_params(params)
+    self.eval_engine.set_params(params)
+
+  def restore(self, step: int | None = None) -> bool:
+    """Loads the checkpoint at `step` (default: the latest) if there is one; True if one was loaded."""
+    if step is None and self.checkpoints.latest_step() is None:
+      return False
+    self.state, progress = self.checkpoints.restore(self.state, step)
+    expected_position = progress.step * self.settings.tasks_per_step
+    if progress.data_position != expected_position:
+      raise ValueError(f"checkpoint step {progress.step} consumed {progress.data_position} tasks, but "
+                       f"config.rl.tasks_per_step={self.settings.tasks_per_step} gives {expected_position}: "
+                       "resume with the tasks_per_step the run started with")
+    self.base_key = jax.random.wrap_key_data(progress.rng_key_data)
+    self.step = progress.step
+    self._set_policy(self.state.params)
+    return True
+
+  def save(self) -> None:
+    self.checkpoints.save(self.state, Progress(
+        step=self.step, data_position=self.step * self.settings.tasks_per_step,
+        rng_key_data=np.asarray(jax.random.key_data(self.base_key))))
+
+  # ------------------------------------------------------------------ one RAO step
+
+  def _compiled_step(self, num_micro_batches: int):
+    config = dataclasses.replace(self.settings.train_step, num_micro_batches=num_micro_batches,
+                                 vocab_limit=self.run_parts.tokenizer.vocab_size)
+    key = (self.run_parts.graphdef, self.settings.optimizer, config, self.run_parts.mesh)
+    if key not in _COMPILED_STEPS:  # shared by trainers of one process (resumed runs, tests)
+      _COMPILED_STEPS[key] = make_train_step(self.run_parts.graphdef, self.state, self.tx, config,
+                                             self.run_parts.mesh)
+    return _COMPILED_STEPS[key]
+
+  def train_batch(self, trees: Trees) -> dict[str, float]:
+    """Advantages, packing and one optimiser step on `trees`; returns scalar metrics."""
+    s = self.settings
+    advantages = advantages_from_trees(trees, s.advantage, pad_to=_next_power_of_two(trees.num_nodes))
+    node_advantage, valid = (np.asarray(x)[:trees.num_nodes] for x in jax.device_get(
+        (advantages.advantage, advantages.valid)))
+    sequences = packing.trees_sequences(trees)
+    kept = [i for i in np.flatnonzero(valid) if sequences[i][1].any()]
+    metrics = {"adv/kept_node_fraction": len(kept) / max(1, trees.num_nodes),
+               "adv/abs_mean": float(np.abs(node_advantage[kept]).mean()) if kept else 0.0,
+               "adv/reward_mean": float(np.asarray(advantages.reward)[:trees.num_nodes].mean())}
+    if not kept:  # every group's trees scored alike: no signal, no update
+      return {**metrics, "train/updated": 0.0, "train/skipped_nonfinite": 0.0}
+    kept_sequences = [sequences[i] for i in kept]
+    lengths = np.minimum([len(q[0]) for q in kept_sequences], s.row_length)
+    rows_needed = int(packing.first_fit_decreasing(lengths, len(lengths), s.row_length).max()) + 1
+    num_micro = math.ceil(rows_needed / s.rows_per_micro_batch)
+    batch, stats = packing.pack_sequences(kept_sequences, num_micro * s.rows_per_micro_batch, s.row_length,
+                                          node_advantages=node_advantage[kept])
+    self.checkpoints.wait()  # an async save may still read the buffers the step donates
+    self.state, step_metrics = self._compiled_step(num_micro)(self.state, batch)
+    step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+    if step_metrics["skipped"]:
+      logging.warning("step %d: non-finite loss (%s) or gradient norm (%s); the update was skipped",
+                      self.step, step_metrics["loss"], step_metrics["grad_norm"])
+    metrics.update({f"train/{k}": v for k, v in step_metrics.items() if k != "skipped"})
+    metrics.update({"train/updated": 1.0 - step_metrics["skipped"],
+                    "train/skipped_nonfinite": step_metrics["skipped"],
+                    "train/micro_batches": float(num_micro), "train/pack_fill": stats.fill})
+    return metrics
+
+  def rl_step(self) -> dict[str, float]:
+    """Rolls out step `self.step`'s batch, trains on it, and advances the step."""
+    s = self.settings
+    started = time.perf_counter()
+    tasks = stream_tasks(self.run_parts.train_tasks, self.step * s.tasks_per_step, s.tasks_per_step, s.seed)
+    result = self.engine.run(s.env_name, s.env_config, [t.to_dict() for t in tasks], s.samples_per_task,
+                             jax.random.fold_in(self.base_key, self.step))
+    metrics = {f"rollout/{k}": v for k, v in
+               batch_metrics(result.trees, [t.difficulty for t in tasks]).items()}
+    metrics.update({f"rollout/{k}": v for k, v in timing_metrics(result.timings).items()})
+    train_started = time.perf_counter()
+    metrics.update(self.train_batch(result.trees))
+    self._set_policy(self.state.params)
+    metrics["time/train_s"] = time.perf_counter() - train_started
+    metrics["time/step_s"] = time.perf_counter() - started
+    if s.train_trees_every and self.step % s.train_trees_every == 0:
+      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"))
+    self.step += 1
+    return metrics
+
+  # ------------------------------------------------------------------ evaluation
+
+  def trees_path(self, name: str) -> str:
+    directory = os.path.join(self.settings.workdir, "trees")
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, f"{name}.jsonl")
+
+  def evaluate(self, split: str | None = None, difficulties: Sequence[str] | None = None,
+               tasks_per_difficulty: int | None = None) -> tuple[dict[str, float], Trees]:
+    """Greedy success per difficulty on held-out tasks with the current policy (one tree per task)."""
+    s = self.settings
+    split = split or s.eval.split
+    tasks = eval_tasks(load_tasks(s.dataset, split, os.path.join(s.workdir, "data")),
+                       difficulties or s.eval.difficulties, tasks_per_difficulty or s.eval.tasks_per_difficulty)
+    if not tasks:
+      raise ValueError(f"split {split!r} has no tasks of difficulties {difficulties or s.eval.difficulties}")
+    result = self.eval_engine.run(s.env_name, s.env_config, [t.to_dict() for t in tasks], 1,
+                                  jax.random.fold_in(self.base_key, EVAL_KEY_OFFSET + self.step))
+    metrics = batch_metrics(result.trees, [t.difficulty for t in tasks])
+    metrics["time/eval_s"] = result.timings.total_s
+    return metrics, result.trees
+
+  def _evaluate_and_log(self) -> dict:
+    metrics, trees = self.evaluate()
+    trees.to_jsonl(self.trees_path(f"eval_{self.settings.eval.split}_step{self.step:06d}"))
+    return self.log.write(self.step, "eval", metrics)
+
+  # ------------------------------------------------------------------ the loop
+
+  def train(self) -> list[dict]:
+    """Runs (or resumes) the configured number of steps; returns the records written by this call."""
+    s = self.settings
+    resumed = self.restore()
+    if self.step >= s.num_steps and any(
+        r["kind"] == "eval" and r["step"] == self.step for r in read_records(os.path.join(s.workdir, "metrics.jsonl"))):
+      logging.info("the run in %s is complete (step %d)", s.workdir, self.step)
+      return []
+    if resumed:
+      logging.info("resuming from the checkpoint at step %d", self.step)
+    self.log = MetricsLog(s.workdir, start_step=self.step, tensorboard=s.tensorboard)
+    records = []
+    bar = tqdm.tqdm(total=s.num_steps, initial=self.step, desc="RAO", disable=not s.progress_bar,
+                    dynamic_ncols=True)
+    eval_success = float("nan")
+    while self.step < s.num_steps:
+      if self.step % s.eval.every_steps == 0:
+        records.append(self._evaluate_and_log())
+        eval_success = records[-1]["success"]
+      step = self.step
+      metrics = self.rl_step()
+      records.append(self.log.write(step, "train", metrics))
+      if self.step % s.checkpoint_every == 0 or self.step == s.num_steps:
+        self.save()
+      bar.update(1)
+      bar.set_postfix(success=f"{metrics['rollout/success']:.2f}",
+                      nodes=f"{metrics['rollout/nodes_per_tree']:.1f}",
+                      depth=f"{metrics['rollout/max_depth_mean']:.1f}",
+                      loss=f"{metrics.get('train/loss', float('nan')):.3f}",
+                      eval=f"{eval_success:.2f}")
+    records.append(self._evaluate_and_log())
+    bar.close()
+    self.checkpoints.wait()
+    return records

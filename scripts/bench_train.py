@@ -1,0 +1,141 @@
+"""Train-step throughput: tokens/s and achieved FLOP/s against this machine's measured matmul peak.
+
+    python scripts/bench_train.py            # tiny and small presets
+    python scripts/bench_train.py --quick    # smaller batches, fewer steps
+
+FLOPs per step (the dense work the step performs, padding positions included, stated per token):
+    6 · P_matmul                        forward + backward of every weight matrix (P_matmul = parameters
+                                        used in matmuls: all but the input embedding when untied)
+  + 12 · layers · heads · head_dim · T  attention scores and values over the full T × T (masked) square
+achieved FLOP/s = FLOPs per step / step time; peak = a large float32 `jnp.dot` timed in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rao_jax import sharding
+from rao_jax.model.config import ModelConfig, get_preset
+from rao_jax.model.transformer import Transformer
+from rao_jax.train import packing, train_step as ts
+from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  preset: str
+  rows: int
+  row_length: int
+  num_micro_batches: int = 1
+  logits_chunk_size: int = 0
+
+
+def random_model(config: ModelConfig, seed: int = 0) -> Transformer:
+  """Random N(0, 0.02) weights filled from numpy (no per-shape initialiser compiles)."""
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+  return nnx.merge(graphdef, nnx.map_state(lambda path, v: v.replace(jnp.asarray(
+      (path[-1] == "scale") + 0.02 * rng.standard_normal(v.get_value().shape), v.get_value().dtype)), abstract))
+
+
+def flops_per_step(config: ModelConfig, rows: int, row_length: int) -> float:
+  matmul_params = config.num_params - (0 if config.tie_embeddings else config.vocab_size * config.hidden_size)
+  per_token = 6 * matmul_params + 12 * config.num_layers * config.num_heads * config.head_dim * row_length
+  return float(per_token) * rows * row_length
+
+
+def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0) -> packing.PackedBatch:
+  """Node-like sequences (a quarter to a full row long, 60% policy tokens) packed into exactly `rows` rows."""
+  rng = np.random.default_rng(seed)
+  sequences, used = [], 0
+  while used < rows * row_length * 0.9:
+    length = int(rng.integers(row_length // 4, row_length + 1))
+    tokens = rng.integers(0, config.vocab_size, length).astype(np.int32)
+    mask = rng.random(length) < 0.6
+    sequences.append((tokens, mask, np.where(mask, -2.0, 0.0).astype(np.float32)))
+    used += length
+  while True:
+    try:
+      batch, _ = packing.pack_sequences(sequences, rows, row_length)
+      break
+    except ValueError:
+      sequences.pop()
+  return batch.with_node_advantages(rng.standard_normal(len(sequences)).astype(np.float32))
+
+
+def matmul_peak(size: int, repeats: int) -> float:
+  """FLOP/s of the best of `repeats` float32 [size, size] @ [size, size] products."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * size ** 3 / best
+
+
+def time_case(case: Case, steps: int) -> dict:
+  config = get_preset(case.preset)
+  mesh = sharding.make_mesh()
+  tx = make_optimizer(OptimizerConfig(learning_rate=1e-4))
+  graphdef, state = ts.create_train_state(random_model(config), tx, mesh)
+  step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=case.num_micro_batches,
+                                   logits_chunk_size=case.logits_chunk_size)
+  step = ts.make_train_step(graphdef, state, tx, step_config, mesh)
+  batch = random_batch(config, case.rows, case.row_length)
+  start = time.perf_counter()
+  state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  step_s = float(np.median(times))
+  tokens = case.rows * case.row_length
+  return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s,
+              tokens_per_s=tokens / step_s, loss_tokens_per_s=float(batch.loss_mask.sum()) / step_s,
+              flops_per_s=flops_per_step(config, case.rows, case.row_length) / step_s)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="smaller batches and fewer timed steps")
+  args = parser.parse_args()
+  if args.quick:
+    cases = [Case("tiny", 4, 256), Case("tiny", 4, 256, num_micro_batches=2, logits_chunk_size=64),
+             Case("small", 2, 256)]
+    steps, matmul_size = 3, 1024
+  else:
+    cases = [Case("tiny", 8, 512), Case("tiny", 8, 512, num_micro_batches=4, logits_chunk_size=128),
+             Case("small", 4, 512), Case("small", 4, 512, num_micro_batches=2, logits_chunk_size=128)]
+    steps, matmul_size = 5, 2048
+  peak = matmul_peak(matmul_size, repeats=5)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, host cores: {os.cpu_count()}, "
+        f"load average: {os.getloadavg()[0]:.1f}")
+  print(f"baseline: float32 [{matmul_size}]^2 matmul peak = {peak / 1e9:.1f} GFLOP/s\n")
+  print("| preset | params | rows × T | micro-batches | logits chunk | compile s | step ms | tokens/s "
+        "| loss tokens/s | GFLOP/s | ratio to matmul peak |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  for case in cases:
+    r = time_case(case, steps)
+    print(f"| {case.preset} | {r['params'] / 1e6:.1f}M | {case.rows} × {case.row_length} | "
+          f"{case.num_micro_batches} | {case.logits_chunk_size or 'off'} | {r['compile_s']:.1f} | "
+          f"{r['step_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | {r['loss_tokens_per_s']:,.0f} | "
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['flops_per_s'] / peak:.2f} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,107 @@
+"""The supervised warm start: expert transcripts rendered as the rollout engine renders nodes, loss on the
+policy's turns only, and a few steps on a tiny model lowering the loss."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rao_jax import tokenizer as tokenizer_lib
+from rao_jax.agent import prompts, turn_format
+from rao_jax.agent.chat import Provenance, layout_for
+from rao_jax.envs.textcraft_synth import env as env_lib
+from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib, world as world_lib
+from rao_jax.model.config import ModelConfig
+from rao_jax.train import sft
+from rao_jax.train.optimizer import OptimizerConfig
+
+# max_own_crafts=1 makes the recursive solver delegate even on easy tasks.
+DATA = sft.SFTDataConfig(mixture="mixed", difficulties=("easy",), max_tasks_per_difficulty=2, max_own_crafts=1)
+
+
+@pytest.fixture(scope="module")
+def easy_tasks():
+  splits = tasks_lib.build_splits(world_lib.get_world("small"), tasks_lib.TaskConfig(num_train=24, num_val=4))
+  return splits["train"]
+
+
+@pytest.fixture(scope="module")
+def layout(easy_tasks, tmp_path_factory):
+  """A toy SentencePiece tokenizer trained on the prompts and turns it will encode."""
+  texts = list(tokenizer_lib.builtin_corpus(num_examples=200))
+  for task in sft.select_tasks(easy_tasks, DATA):
+    root = env_lib.make_root_environment({"world": DATA.world}, task.to_dict())
+    transcript = solvers.solve(root, DATA.solver_configs()[1])
+    parts = root.prompt_parts(True)
+    texts += [prompts.system_prompt(parts, delegation=True), prompts.first_user_turn(parts, step_budget=25)]
+    for node in transcript.nodes():
+      texts += [t.assistant_text() for t in node.turns]
+      texts += [node.observation_text(i) for i in range(1, len(node.turns))]
+  prefix = str(tmp_path_factory.mktemp("sft_tokenizer") / "toy")
+  return layout_for(tokenizer_lib.train_sentencepiece(texts, model_prefix=prefix, vocab_size=1024))
+
+
+def _model_spans(layout, conversation):
+  return [layout.tokenizer.decode(conversation.ids[a:b]) for p, a, b in conversation.spans()
+          if p == Provenance.MODEL]
+
+
+def test_sequences_follow_the_engine_layout_with_loss_on_model_turns_only(easy_tasks, layout):
+  conversations = sft.build_sft_sequences(easy_tasks, layout, DATA)
+  tasks = sft.select_tasks(easy_tasks, DATA)
+  assert len(tasks) == 2 and all(t.difficulty == "easy" for t in tasks)
+  # The first sequence is the first task's flat root: its prompt is exactly what the engine prefills.
+  root = env_lib.make_root_environment({"world": DATA.world}, tasks[0].to_dict())
+  parts = root.prompt_parts(True)
+  prompt = layout.prompt_ids(prompts.system_prompt(parts, delegation=True),
+                             prompts.first_user_turn(parts, step_budget=DATA.max_steps_per_node))
+  assert conversations[0].ids[:len(prompt)] == prompt
+  assert conversations[0].provenance[len(prompt)] == Provenance.MODEL
+  for conversation in conversations:
+    spans = conversation.spans()
+    assert spans[0][0] == Provenance.ENV and spans[-1][0] == Provenance.MODEL  # ends with its finish turn
+    turns = _model_spans(layout, conversation)
+    assert all(t.startswith(turn_format.THOUGHT_OPEN) and t.endswith(turn_format.CODE_CLOSE) for t in turns)
+    assert "finish(" in turns[-1]
+    for index, (p, a, b) in enumerate(spans[2::2], start=1):  # observations between the turns
+      text = layout.tokenizer.decode(conversation.ids[a:b])
+      assert turn_format.observation_header(index) in text and text.endswith(tokenizer_lib.TOY_ASSISTANT)
+    mask = conversation.loss_mask()
+    assert mask.sum() == sum(b - a for p, a, b in spans if p == Provenance.MODEL)
+    assert np.isnan(conversation.sampler_logprobs()[mask]).all()
+
+
+def test_mixture_selects_the_solvers(easy_tasks, layout):
+  counts = {}
+  for mixture in sft.MIXTURES:
+    conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture=mixture))
+    delegating = sum(any("launch_subagent" in t for t in _model_spans(layout, c)) for c in conversations)
+    counts[mixture] = (len(conversations), delegating)
+  assert counts["flat"] == (2, 0)  # one node per task, never delegating
+  assert counts["recursive"][0] > 2 and counts["recursive"][1] >= 1  # children are sequences too
+  assert counts["mixed"] == (counts["flat"][0] + counts["recursive"][0], counts["recursive"][1])
+
+
+def test_nodes_beyond_the_engine_limits_are_left_out(easy_tasks, layout):
+  assert sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, max_steps_per_node=2)) == []
+  assert sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, context_window=64)) == []
+
+
+def test_bad_data_configs_raise():
+  with pytest.raises(ValueError, match="mixture"):
+    sft.SFTDataConfig(mixture="both")
+  with pytest.raises(ValueError, match="difficulties"):
+    sft.SFTDataConfig(difficulties=("trivial",))
+  with pytest.raises(ValueError, match="delegation"):
+    sft.SFTDataConfig(mixture="recursive", delegation=False)
+
+
+def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
+  conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture="flat"))
+  config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                       num_kv_heads=1, head_dim=16, intermediate_size=64)
+  sft_config = sft.SFTConfig(optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0), num_steps=8,
+                             rows_per_batch=2, row_length=1280, num_micro_batches=2, logits_chunk_size=256)
+  model, losses = sft.train_sft(make_model(config), conversations, sft_config)
+  assert losses.shape == (8,) and np.isfinite(losses).all()
+  assert losses[-2:].mean() < losses[0] - 1.0, losses
+  assert model.config == config
