@@ -80,7 +80,7 @@ def logical_to_mesh_spec(logical_axes: Sequence[str | None],
   return PartitionSpec(*spec)
 
 
-def _fits(shape: Sequence[int], spec: PartitionSpec, mesh: Mesh) -> PartitionSpec:
+def divisible_spec(shape: Sequence[int], spec: PartitionSpec, mesh: Mesh) -> PartitionSpec:
   """`spec` with every dimension that its mesh axes do not divide evenly left replicated."""
   fitted = []
   for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
@@ -106,7 +106,7 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Mapping[str, Any] = LOGICAL_AXI
       shape = tuple(leaf.get_value().shape)
       if not logical:
         return leaf.replace(replicated)
-      return leaf.replace(NamedSharding(mesh, _fits(shape, logical_to_mesh_spec(logical, rules), mesh)))
+      return leaf.replace(NamedSharding(mesh, divisible_spec(shape, logical_to_mesh_spec(logical, rules), mesh)))
     return replicated
 
   return jax.tree.map(sharding_of, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))

@@ -31,6 +31,13 @@ def _parse_ints(text: str) -> list[int]:
   return [int(x) for x in text.split(",") if x]
 
 
+def _per_preset(text: str, presets: list[str]) -> dict[str, str]:
+  """"tiny=a,small=b" -> {"tiny": "a", "small": "b"}; a value without "=" applies to every preset."""
+  if "=" not in text:
+    return {p: text for p in presets}
+  return dict(item.split("=", 1) for item in text.split(",") if item)
+
+
 def _timed(fn) -> tuple[float, object]:
   start = time.perf_counter()
   result = fn()
@@ -91,8 +98,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--presets", default="tiny,small")
   parser.add_argument("--batch_sizes", default="1,16,64,256")
-  parser.add_argument("--uncached_batch_sizes", default="1,16",
-                      help="batch sizes at which the uncached baseline is also timed")
+  parser.add_argument("--uncached_batch_sizes", default="tiny=1:16,small=1",
+                      help="batch sizes at which the uncached baseline is also timed, per preset "
+                           "(name=b1:b2,...) or one list for all (b1:b2)")
   parser.add_argument("--prompt_len", type=int, default=16)
   parser.add_argument("--new_tokens", default="tiny=240,small=112",
                       help="tokens generated per row, per preset (name=n,...) or one number for all")
@@ -100,19 +108,18 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="tiny preset, batch 1 and 8, 24 new tokens")
   args = parser.parse_args()
   if args.quick:
-    args.presets, args.batch_sizes, args.uncached_batch_sizes, args.new_tokens = "tiny", "1,8", "1,8", "24"
+    args.presets, args.batch_sizes, args.uncached_batch_sizes, args.new_tokens = "tiny", "1,8", "1:8", "24"
   presets = [p for p in args.presets.split(",") if p]
-  if "=" in args.new_tokens:
-    new_tokens = {k: int(v) for k, v in (item.split("=") for item in args.new_tokens.split(","))}
-  else:
-    new_tokens = {p: int(args.new_tokens) for p in presets}
+  new_tokens = {p: int(v) for p, v in _per_preset(args.new_tokens, presets).items()}
+  uncached_batch_sizes = {p: [int(b) for b in v.split(":") if b]
+                          for p, v in _per_preset(args.uncached_batch_sizes, presets).items()}
 
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}, load average at start "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
   rows = []
   for preset in presets:
-    rows += bench_preset(preset, _parse_ints(args.batch_sizes), _parse_ints(args.uncached_batch_sizes),
+    rows += bench_preset(preset, _parse_ints(args.batch_sizes), uncached_batch_sizes.get(preset, []),
                          args.prompt_len, new_tokens[preset], args.seed)
   print()
   print(markdown_table(rows, {p: args.prompt_len for p in presets}, new_tokens))

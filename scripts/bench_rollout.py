@@ -19,9 +19,9 @@ launches `fanout[0]` children in parallel with `asyncio.gather(launch_subagent(.
 d launches `fanout[d]` children, and leaves look an item up with `get_info` before they finish; every
 cell runs in the sandboxed interpreter pool against the real environment.
 
-Usage:
-  python scripts/bench_rollout.py            # S = 256 and 64, naive, tunix
-  python scripts/bench_rollout.py --quick    # S = 64 only, smaller workload
+Usage (wall times on 2 shared CPU cores; the prompts are ~830 tokens, so prefill dominates on CPU):
+  python scripts/bench_rollout.py            # 128 trees (512 nodes); S = 256 and 64, naive, tunix
+  python scripts/bench_rollout.py --quick    # 16 trees (64 nodes); S = 64, naive, one tunix batch
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ from rao_jax.model.config import get_preset
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.decode_state import DecodeState
+from rao_jax.rollout.device import DeviceProgram
 from rao_jax.rollout.engine import RolloutEngine, RolloutResult
 from rao_jax.rollout.sampling import SamplingConfig
 from rao_jax.rollout.trees import EndReason, Trees
@@ -162,8 +163,8 @@ def engine_config(num_slots: int, args: argparse.Namespace) -> RolloutConfig:
       num_slots=num_slots, context_window=args.context_window, completion_limit=args.completion_limit,
       max_steps_per_node=4, max_depth=len(args.fanout) + 1,
       decode_steps_per_round=args.decode_steps_per_round, refill_fraction=args.refill_fraction,
-      prefill_chunk_buckets=(64, 1024), prefill_row_buckets=tuple(sorted({min(4, num_slots),
-                                                                           min(32, num_slots)})),
+      prefill_chunk_buckets=tuple(args.prefill_chunks), prefill_row_buckets=tuple(sorted({min(4, num_slots),
+                                                                           min(args.prefill_rows, num_slots)})),
       sampling=SamplingConfig(temperature=1.0))
 
 
@@ -210,6 +211,25 @@ def check_trees(setting: str, trees: Trees, workload: Workload) -> None:
   if trees.num_nodes != workload.num_trees * per_tree or set(reasons) != {"FINISHED"}:
     raise RuntimeError(f"{setting}: expected {workload.num_trees * per_tree} finished nodes, got "
                        f"{trees.num_nodes} with end reasons {dict(reasons)}")
+
+
+def decode_step_ms(model: Transformer, num_slots: int, args: argparse.Namespace, steps: int) -> float:
+  """Milliseconds per decode step of the engine's program with every slot generating (no host work)."""
+  config = engine_config(num_slots, args)
+  graphdef, params = nnx.split(model)
+  program = DeviceProgram.cached(graphdef, config.sampling, model.config.vocab_size)
+  state = DecodeState.init(model.config, num_slots, config.context_window, config.completion_limit,
+                           jax.random.key(0))
+  state = state.replace(generating=np.ones((num_slots,), bool),
+                        lengths=np.full((num_slots,), config.context_window // 2, np.int32),
+                        completion_limit=np.full((num_slots,), config.context_window, np.int32))
+  no_stop = np.full((1, 1), -1, np.int32)
+  state, _ = program.decode(params, state, no_stop, np.int32(1), np.int32(num_slots + 1))  # compile
+  jax.block_until_ready(state.lengths)
+  started = time.perf_counter()
+  state, stats = program.decode(params, state, no_stop, np.int32(steps), np.int32(num_slots + 1))
+  jax.block_until_ready(state.lengths)
+  return 1e3 * (time.perf_counter() - started) / int(stats.steps)
 
 
 # --------------------------------------------------------------------------------------- tunix
@@ -342,24 +362,37 @@ def format_splits(results: dict[str, RolloutResult]) -> str:
   return "\n".join(lines)
 
 
+def format_probe(probe: dict[int, float]) -> str:
+  lines = ["| decode probe: S | ms / step | ms / slot-step | tokens/s at full occupancy |",
+           "|---:|---:|---:|---:|"]
+  for num_slots, ms in probe.items():
+    lines.append(f"| {num_slots} | {ms:.1f} | {ms / num_slots:.2f} | {1e3 * num_slots / ms:.0f} |")
+  return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="S = 64 only and a smaller workload")
   parser.add_argument("--slots", type=int, nargs="+", help="engine slot counts (default 256 64; quick 64)")
-  parser.add_argument("--tasks", type=int, help="root tasks, alternating easy/medium (default 64; quick 16)")
+  parser.add_argument("--tasks", type=int, help="root tasks, alternating easy/medium (default 64; quick 8)")
   parser.add_argument("--samples", type=int, default=2, help="trees per task")
   parser.add_argument("--fanout", type=int, nargs="+", default=[3], help="children per node by depth")
   parser.add_argument("--naive_tasks", type=int, default=2, help="root tasks the naive loop runs")
-  parser.add_argument("--tunix_batches", type=int, default=2, help="flat batches tunix runs (0: skip)")
+  parser.add_argument("--tunix_batches", type=int, help="flat batches tunix runs, 0: skip (default 2; quick 1)")
   parser.add_argument("--tunix_batch_size", type=int, default=64, help="turns per tunix batch")
   parser.add_argument("--context_window", type=int, default=1152)
   parser.add_argument("--completion_limit", type=int, default=96)
   parser.add_argument("--decode_steps_per_round", type=int, default=64)
   parser.add_argument("--refill_fraction", type=float, default=0.25)
+  parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[64, 1024],
+                      help="prefill chunk buckets (longer chunks are split into passes)")
+  parser.add_argument("--prefill_rows", type=int, default=32, help="largest prefill row bucket")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   args.slots = args.slots or ([64] if args.quick else [256, 64])
-  args.tasks = args.tasks or (16 if args.quick else 64)
+  args.tasks = args.tasks or (8 if args.quick else 64)
+  if args.tunix_batches is None:
+    args.tunix_batches = 1 if args.quick else 2
   args.fanout = tuple(args.fanout)
   return args
 
@@ -401,10 +434,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as error:  # report why tunix could not run, keep the engine numbers
       print(f"tunix sampler failed: {type(error).__name__}: {error}", file=sys.stderr)
 
+  probe = {num_slots: decode_step_ms(model, num_slots, args, steps=20 if num_slots == 1 else 3)
+           for num_slots in sorted({1, *args.slots})}
+
   print()
   print(format_table(rows, naive, tunix))
   print()
   print(format_splits(results))
+  print()
+  print(format_probe(probe))
   print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
 

@@ -32,6 +32,10 @@ def observation_header(cell_index: int) -> str:
 
 
 def render_observation(cell_index: int, text: str) -> str:
-  """The user turn after cell `cell_index`: the header, then what the cell printed or its error."""
-  body = text if text.strip() else "(no output)"
+  """The user turn after cell `cell_index`: the header, then what the cell printed or its error.
+
+  Trailing whitespace is dropped, so output that ends with a newline (any `print`) and output that
+  does not render the same.
+  """
+  body = text.rstrip() or "(no output)"
   return f"{observation_header(cell_index)}\n{body}"

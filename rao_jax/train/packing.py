@@ -176,22 +176,25 @@ def pack_sequences(sequences: Sequence[NodeSequence], num_rows: int, row_length:
   """All `sequences` in one [num_rows, row_length] batch by first-fit decreasing.
 
   node_index of sequence i is i; `node_advantages` ([N], optional) fills the per-token advantages (else
-  0; see `PackedBatch.with_node_advantages`). Raises ValueError if the sequences need more rows.
+  0; see `PackedBatch.with_node_advantages`). Sequences without a trainable token (e.g. a node that hit
+  the context window before its first turn) carry no gradient and are left out. Raises ValueError if the
+  rest need more rows.
   """
   if num_rows <= 0 or row_length <= 1:
     raise ValueError(f"need num_rows >= 1 and row_length >= 2, got {num_rows}, {row_length}")
   if node_advantages is not None and len(node_advantages) != len(sequences):
     raise ValueError(f"{len(sequences)} sequences but {len(node_advantages)} node advantages")
   lengths, truncated, truncated_tokens = _clip_lengths(sequences, row_length, overflow)
-  present = np.flatnonzero(lengths > 0)
+  trainable = np.asarray([bool(np.any(s[1][1:n])) for s, n in zip(sequences, lengths)], bool)
+  present = np.flatnonzero(trainable)
   rows = first_fit_decreasing(lengths[present], num_rows, row_length)
   if (rows < 0).any():
     needed = int(first_fit_decreasing(lengths[present], len(present), row_length).max()) + 1
-    raise ValueError(f"{len(present)} sequences ({int(lengths.sum())} tokens) need {needed} rows of "
+    raise ValueError(f"{len(present)} sequences ({int(lengths[present].sum())} tokens) need {needed} rows of "
                      f"{row_length} tokens, the batch has {num_rows}")
   batch = _materialise(sequences, present, rows, lengths[present], num_rows, row_length, node_advantages)
   stats = PackingStats(num_sequences=len(present), rows_used=int(rows.max()) + 1 if rows.size else 0,
-                       real_tokens=int(lengths.sum()), capacity=num_rows * row_length,
+                       real_tokens=int(lengths[present].sum()), capacity=num_rows * row_length,
                        truncated_sequences=truncated, truncated_tokens=truncated_tokens)
   return batch, stats
 
@@ -201,36 +204,40 @@ def pack_stream(sequences: Iterable[NodeSequence], num_rows: int, row_length: in
   """Consecutive batches of `sequences` in their given order, each as full as first-fit makes it.
 
   A sequence goes into the first row of the current batch with room for it; when none has, the batch is
-  emitted and a new one started. node_index counts from 0 over the whole stream.
+  emitted and a new one started. node_index is the sequence's position in the stream; sequences without
+  a trainable token are left out, as in `pack_sequences`.
   """
   if num_rows <= 0 or row_length <= 1:
     raise ValueError(f"need num_rows >= 1 and row_length >= 2, got {num_rows}, {row_length}")
   pending: list[NodeSequence] = []
-  first_index = 0
-  free = np.full(num_rows, row_length, np.int64)
+  stream_indices: list[int] = []
   placed_rows: list[int] = []
+  free = np.full(num_rows, row_length, np.int64)
 
   def emit():
     lengths, truncated, truncated_tokens = _clip_lengths(pending, row_length, overflow)
-    indices = [i for i in range(len(pending)) if lengths[i] > 0]
-    batch = _materialise(pending, indices, np.asarray(placed_rows)[indices], lengths[indices], num_rows,
+    batch = _materialise(pending, range(len(pending)), np.asarray(placed_rows), lengths, num_rows,
                          row_length, None)
-    batch = batch.replace(node_index=np.where(batch.node_index >= 0, batch.node_index + first_index, -1))
-    stats = PackingStats(num_sequences=len(indices), rows_used=int((free < row_length).sum()),
+    stream_index = np.asarray(stream_indices, np.int32)
+    batch = batch.replace(node_index=np.where(batch.node_index >= 0,
+                                              stream_index[np.maximum(batch.node_index, 0)], -1))
+    stats = PackingStats(num_sequences=len(pending), rows_used=int((free < row_length).sum()),
                          real_tokens=int(lengths.sum()), capacity=num_rows * row_length,
                          truncated_sequences=truncated, truncated_tokens=truncated_tokens)
     return batch, stats
 
-  for sequence in sequences:
+  for index, sequence in enumerate(sequences):
     length = min(len(sequence[0]), row_length)
+    if not np.any(sequence[1][1:length]):
+      continue
     candidates = np.flatnonzero(free >= length)
     if not candidates.size:
       yield emit()
-      first_index += len(pending)
-      pending, placed_rows = [], []
+      pending, stream_indices, placed_rows = [], [], []
       free[:] = row_length
       candidates = np.array([0])
     pending.append(sequence)
+    stream_indices.append(index)
     placed_rows.append(int(candidates[0]))
     free[candidates[0]] -= length
   if pending:

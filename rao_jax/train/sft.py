@@ -144,7 +144,8 @@ def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDa
   for task in select_tasks(tasks, config):
     for solver_config in config.solver_configs():
       root = env_lib.make_root_environment(env_config, task.to_dict())
-      parts = root.prompt_parts(config.delegation)
+      # As in the engine: a node at the depth cap sees no delegation (section and launch_subagent docs).
+      parts_at = {may: root.prompt_parts(may) for may in (False, config.delegation)}
       try:
         transcript = solvers.solve(root, solver_config)
       except solvers.InfeasibleError:
@@ -154,8 +155,10 @@ def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDa
         skipped_trees += 1
         continue
       for node in transcript.nodes():
-        conversation = node_conversation(node, dataclasses.replace(parts, goal=node.goal), layout,
-                                         delegation=config.delegation, step_budget=config.max_steps_per_node)
+        may_delegate = config.delegation and node.depth < config.max_depth
+        conversation = node_conversation(node, dataclasses.replace(parts_at[may_delegate], goal=node.goal),
+                                         layout, delegation=may_delegate,
+                                         step_budget=config.max_steps_per_node)
         if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
           skipped_nodes += 1
           continue

@@ -176,7 +176,7 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn
   denominator = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grads_sum, state.params)
   loss = loss_sum / denominator
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

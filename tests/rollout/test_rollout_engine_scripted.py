@@ -1,5 +1,7 @@
 """The engine driven by a scripted policy: expert transcripts forced through the real decode path,
 interpreter and environment."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.metrics import batch_metrics, parallel_fraction
 from rao_jax.rollout.sampling import SamplingConfig
 from rao_jax.rollout.trees import EndReason
+from rao_jax.train import sft
 
 ENV_NAME, ENV_CONFIG = "textcraft_synth", {"world": "small"}
 
@@ -87,6 +90,23 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks):
     tokens, mask, log_probs = trees.node_sequence(i)
     assert mask.sum() == trees.tokens_generated[i]
     assert np.all(np.isfinite(log_probs)) and np.all(log_probs[mask] <= 0)
+  # Warm-start data renders expert nodes exactly as the engine feeds them to the model: same prompts,
+  # and the sandbox prints what the solvers' trusted runner printed.
+  layout = layout_for(toy_tokenizer)
+  for root in roots:
+    transcript = transcripts[int(trees.group[root])]
+    pairs = [(transcript, int(root))]
+    while pairs:
+      node, row = pairs.pop()
+      may_delegate = node.depth < config.max_depth
+      parts = env_lib.make_root_environment(ENV_CONFIG, tasks[int(trees.group[root])].to_dict()
+                                            ).prompt_parts(may_delegate)
+      expected = sft.node_conversation(node, dataclasses.replace(parts, goal=node.goal), layout,
+                                       delegation=may_delegate, step_budget=config.max_steps_per_node)
+      tokens, mask, _ = trees.node_sequence(row)
+      assert tokens.tolist() == expected.ids
+      np.testing.assert_array_equal(mask, expected.loss_mask())
+      pairs.extend(zip(node.children, trees.records[row]["children"]))
   metrics = batch_metrics(trees)
   assert metrics["success"] == 1.0
   assert 0 < result.timings.slot_utilisation <= 1

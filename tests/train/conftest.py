@@ -25,13 +25,14 @@ def random_model(config: ModelConfig = TINY, seed: int = 0) -> Transformer:
 
 
 def random_sequences(lengths, vocab_size: int = TINY.vocab_size, seed: int = 0, model_fraction: float = 0.6):
-  """(tokens, loss_mask, sampler log-probs) per length; the first token is always a prompt token."""
+  """(tokens, loss_mask, sampler log-probs) per length; the first token is a prompt token, the last a policy one."""
   rng = np.random.default_rng(seed)
   sequences = []
   for length in lengths:
     tokens = rng.integers(0, vocab_size, length).astype(np.int32)
     mask = rng.random(length) < model_fraction
     mask[0] = False
+    mask[-1] = length > 1  # every sequence longer than one token has something to train on
     log_probs = np.where(mask, -rng.random(length) * 4, 0.0).astype(np.float32)
     sequences.append((tokens, mask, log_probs))
   return sequences

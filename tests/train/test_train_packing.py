@@ -13,7 +13,7 @@ def _unpack(batch, index):
 
 
 def test_every_sequence_lands_intact_in_its_own_segment(make_sequences):
-  sequences = make_sequences([9, 3, 14, 1, 7, 16, 5])
+  sequences = make_sequences([9, 3, 14, 2, 7, 16, 5])
   batch, stats = packing.pack_sequences(sequences, num_rows=4, row_length=16)
   assert batch.tokens.shape == (4, 16) and batch.tokens.dtype == np.int32
   for i, (tokens, mask, log_probs) in enumerate(sequences):
@@ -101,7 +101,7 @@ def test_micro_batches_split_rows_in_order(make_sequences):
 
 
 def test_pack_stream_covers_every_sequence_once(make_sequences):
-  sequences = make_sequences([5, 9, 2, 8, 8, 3, 6, 7, 1])
+  sequences = make_sequences([5, 9, 2, 8, 8, 3, 6, 7, 1])  # the last has no token to train on
   batches = list(packing.pack_stream(iter(sequences), num_rows=2, row_length=10))
   assert len(batches) > 1
   seen = []
@@ -112,7 +112,7 @@ def test_pack_stream_covers_every_sequence_once(make_sequences):
     for i in indices:
       np.testing.assert_array_equal(_unpack(batch, i)[0], sequences[i][0])
     assert stats.num_sequences == len(indices)
-  assert sorted(seen) == list(range(len(sequences)))
+  assert sorted(seen) == list(range(len(sequences) - 1))
 
 
 def test_conversation_sequence_uses_model_provenance_and_nan_log_probs():
@@ -124,3 +124,11 @@ def test_conversation_sequence_uses_model_provenance_and_nan_log_probs():
   assert np.isnan(log_probs[3:]).all()
   batch, _ = packing.pack_sequences([(tokens, mask, log_probs)], 1, 6)
   assert np.isnan(batch.old_log_probs[0, 3:5]).all() and (batch.old_log_probs[0, :3] == 0).all()
+
+
+def test_sequences_without_trainable_tokens_are_left_out(make_sequences):
+  trained, untrained = make_sequences([6, 5])
+  untrained = (untrained[0], np.zeros(5, bool), np.zeros(5, np.float32))
+  batch, stats = packing.pack_sequences([untrained, trained], 1, 8)
+  assert stats.num_sequences == 1 and stats.real_tokens == 6
+  assert set(np.unique(batch.node_index).tolist()) == {-1, 1}

@@ -33,7 +33,7 @@ _SCRIPT = textwrap.dedent("""
       sequences.append((tokens, mask, np.where(mask, -2.0, 0.0).astype(np.float32)))
     batch, _ = packing.pack_sequences(sequences, 8, 16, node_advantages=np.linspace(-1, 1, 10))
     tx = optimizer.make_optimizer(optimizer.OptimizerConfig(learning_rate=1e-2, weight_decay=0.1))
-    step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=2, logits_chunk_size=8)
+    step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=2)
 
     def run(mesh):
       model = nnx.merge(graphdef, jax.tree.map(jnp.copy, params))

@@ -23,11 +23,14 @@ def train_state():
   from tests.train.conftest import random_model  # pylint: disable=g-import-not-at-top
   tx = make_optimizer(OptimizerConfig(learning_rate=1e-3))
   _, state = create_train_state(random_model(), tx, sharding.make_mesh())
-  # Non-trivial optimiser moments: one update with a fixed gradient.
-  grads = jax.tree.map(lambda p: 0.01 * np.ones(p.shape, p.dtype), state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(params=jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state=opt_state,
-                       step=state.step + 1)
+  # Non-trivial optimiser moments: one update with a fixed gradient (jitted: eager optax is slow).
+  @jax.jit
+  def update(state):
+    grads = jax.tree.map(lambda p: 0.01 * jax.numpy.ones_like(p), state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(params=jax.tree.map(lambda p, u: p + u, state.params, updates), opt_state=opt_state,
+                         step=state.step + 1)
+  return update(state)
 
 
 def _saved(directory, state, step=3):

@@ -257,8 +257,9 @@ class TextCraftNode:
     return f"{goal}\n{self.context.strip()}" if self.context.strip() else goal
 
   def prompt_parts(self, delegation: bool) -> PromptParts:
-    return PromptParts(rules=RULES, delegation_rules=DELEGATION_RULES if delegation else "",
-                       goal=self.goal, tool_docs=TOOL_DOCS + (DELEGATION_TOOL_DOCS if delegation else ""))
+    return PromptParts(
+        rules=RULES, delegation_rules=DELEGATION_RULES if delegation else "", goal=self.goal,
+        tool_docs=TOOL_DOCS + (DELEGATION_TOOL_DOCS if delegation else ""))
 
 
 @functools.partial(_safe_tool, shown_name="launch_subagent")
@@ -300,9 +301,10 @@ and look up recipes with get_info(...).
 
 DELEGATION_RULES = """\
 Delegating the intermediate ingredients of your goal to sub-agents is encouraged: \
-launch_subagent({item: count}) asks for that many new units. Sub-agents that do not need the \
-same scarce materials can run in parallel. The inventory is shared: what a sub-agent crafts is \
-at once in your inventory, and sub-agents consume from the same materials."""
+launch_subagent({item: count}) asks for that many new units. The inventory is shared: what a \
+sub-agent crafts is at once in your inventory, and sub-agents consume from the same materials. \
+Run sub-agents in parallel when their recipes share no crafted item and enough materials exist \
+for all; otherwise await them one at a time."""
 
 TOOL_DOCS = """\
 craft(ingredients: dict, target: tuple) -> str: craft target = (item, total) from ingredients {item: units}.

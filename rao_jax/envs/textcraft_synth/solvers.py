@@ -181,7 +181,8 @@ def plan_node(world: World, targets: Mapping[str, int], allowance: Mapping[str, 
   """
   if config.delegate and depth < config.max_depth:
     try:
-      return _plan(world, targets, allowance, depth, config, _delegated_set(world, targets, allowance, config))
+      delegate = _delegated_set(world, targets, allowance, config)
+      return _plan(world, targets, allowance, depth, config, delegate)
     except InfeasibleError:
       pass
   return _plan(world, targets, allowance, depth, config, frozenset())
@@ -218,8 +219,8 @@ def _plan(world: World, targets: Mapping[str, int], allowance: Mapping[str, int]
     for child in wave:
       _add(pool, child.leftovers)
   _add(leftovers, pool)
-  return NodePlan(targets=dict(targets), crafts=tuple(netting.crafts), waves=tuple(map(tuple, waves)),
-                  claims=claims, leftovers=leftovers)
+  return NodePlan(targets=dict(targets), crafts=tuple(netting.crafts),
+                  waves=tuple(map(tuple, waves)), claims=claims, leftovers=leftovers)
 
 
 def _crafted_closure(world: World, name: str) -> frozenset[str]:

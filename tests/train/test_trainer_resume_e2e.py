@@ -1,0 +1,128 @@
+"""End-to-end at toy size: the whole RAO loop (dataset, tokenizer, SFT warm start, rollouts, train steps,
+greedy eval, checkpoints, logs), exact resume, and skipped non-finite updates."""
+import importlib.util
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from rao_jax.rl.advantages import NodeAdvantages
+from rao_jax.train import trainer
+from rao_jax.train.checkpoint import Checkpoints
+from rao_jax.train.metrics_log import read_records
+from rao_jax.train.settings import settings_from_config
+
+pytestmark = pytest.mark.e2e
+
+_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "textcraft.py")
+_BUILT_PARTS = ("data", "tokenizer", "warm_start")
+
+
+def _toy_settings(workdir, num_steps):
+  """The tiny preset shrunk to seconds: a 1-layer model, 1 task × 2 trees per step, short turns."""
+  spec = importlib.util.spec_from_file_location("textcraft_config", _CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config("tiny")
+  cfg.workdir = str(workdir)
+  cfg.model.update(vocab_size=1024, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+                   intermediate_size=64)
+  cfg.tokenizer.update(vocab_size=1024, corpus_examples=200, transcript_tasks=3)
+  cfg.data.update(train_difficulties=("easy",), max_train_tasks=3)
+  cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=1, num_steps=1, rows_per_batch=2,
+                        row_length=2048)
+  cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=24, max_steps_per_node=8, max_depth=1,
+                     decode_steps_per_round=64, prefill_chunk_buckets=(128, 1024), prefill_row_buckets=(4,))
+  cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2, row_length=2048,
+                rows_per_micro_batch=2)
+  cfg.optimizer.learning_rate = 3e-2
+  cfg.eval.update(every_steps=100, difficulties=("easy",), tasks_per_difficulty=1)
+  cfg.log.update(progress_bar=False, train_trees_every=1)
+  return settings_from_config(cfg)
+
+
+def _alternating_advantages(trees, config, *, pad_to=None):
+  """+1 for the nodes of even trees, −1 for odd ones: a real gradient whatever the (toy) policy scores."""
+  del config
+  n = pad_to or trees.num_nodes
+  sign = np.zeros(n, np.float32)
+  sign[:trees.num_nodes] = np.where(trees.tree % 2 == 0, 1.0, -1.0)
+  valid = np.arange(n) < trees.num_nodes
+  return NodeAdvantages(reward=sign, baseline=np.zeros(n, np.float32), advantage=sign, valid=valid,
+                        depth_weight=valid.astype(np.float32))
+
+
+def _nan_advantages(trees, config, *, pad_to=None):
+  result = _alternating_advantages(trees, config, pad_to=pad_to)
+  return result.replace(advantage=np.full_like(result.advantage, np.nan))
+
+
+def _train(workdir, num_steps):
+  with trainer.Trainer(trainer.build_run(_toy_settings(workdir, num_steps))) as run:
+    run.train()
+    return run.state
+
+
+def _copy_built_parts(source, target):
+  for part in _BUILT_PARTS:
+    shutil.copytree(os.path.join(source, part), os.path.join(target, part))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  """A work directory holding the dataset, tokenizer and warm start (built once for the module)."""
+  workdir = tmp_path_factory.mktemp("built")
+  run = trainer.build_run(_toy_settings(workdir, num_steps=1))
+  assert os.path.isfile(os.path.join(workdir, "tokenizer", "tokenizer.model"))
+  assert os.listdir(os.path.join(workdir, "warm_start"))
+  return workdir, run
+
+
+def _deterministic(records):
+  return [{k: v for k, v in r.items() if not k.startswith(("time/", "rollout/time/"))} for r in records]
+
+
+def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypatch):
+  monkeypatch.setattr(trainer, "advantages_from_trees", _alternating_advantages)
+  source, _ = built
+  interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
+  _copy_built_parts(source, interrupted)
+  _copy_built_parts(source, uninterrupted)
+
+  _train(interrupted, num_steps=2)     # "killed" after the checkpoint at step 2
+  resumed_state = _train(interrupted, num_steps=3)  # the rerun resumes from it
+  full_state = _train(uninterrupted, num_steps=3)
+
+  resumed = read_records(str(interrupted / "metrics.jsonl"))
+  full = read_records(str(uninterrupted / "metrics.jsonl"))
+  assert [(r["step"], r["kind"]) for r in full] == [(0, "eval"), (0, "train"), (1, "train"), (2, "train"),
+                                                   (3, "eval")]
+  assert all(r["train/updated"] == 1.0 for r in full if r["kind"] == "train")
+  assert _deterministic(resumed) == _deterministic(full)
+  for a, b in zip(jax.tree.leaves(resumed_state), jax.tree.leaves(full_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The updates changed the policy, so a restore of the wrong state could not have matched.
+  assert Checkpoints(str(uninterrupted / "checkpoints"), built[1].identity).latest_step() == 3
+  warm = built[1].state.params
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+             for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(full_state.params)))
+  assert os.path.isfile(uninterrupted / "trees" / "eval_val_step000003.jsonl")
+  assert os.path.isfile(uninterrupted / "trees" / "train_step000002.jsonl")
+  assert os.listdir(uninterrupted / "tensorboard")
+  # Rerunning a finished run does nothing.
+  with trainer.Trainer(trainer.build_run(_toy_settings(uninterrupted, 3))) as run:
+    assert run.train() == []
+
+
+def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch):
+  monkeypatch.setattr(trainer, "advantages_from_trees", _nan_advantages)
+  source, run = built
+  _copy_built_parts(source, tmp_path)
+  state = _train(tmp_path, num_steps=1)
+  (train_record,) = [r for r in read_records(str(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
+  assert train_record["train/skipped_nonfinite"] == 1.0 and train_record["train/updated"] == 0.0
+  assert train_record["train/loss"] is None  # NaN is written as null
+  for a, b in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
