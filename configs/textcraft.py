@@ -6,7 +6,7 @@
       --config.model.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=gs://bucket/run1
 
 Presets:
-  tiny:        CPU, minutes. A small world, a ~1M-parameter model warm-started by SFT on expert
+  tiny:        CPU. A small world, a 0.53M-parameter model warm-started by SFT on expert
                transcripts, then RAO steps on easy + medium training tasks; greedy eval per tier.
   tiny_linear: the same with delegation off (the single-agent baseline: same model, budget, window).
   qwen3_4b:    the paper's hyper-parameters (16 tasks × G = 8, CISPO, Adam lr 3e-6 constant,
@@ -23,7 +23,7 @@ from rao_jax.model import config as model_config
 
 PRESETS = ("tiny", "tiny_linear", "qwen3_4b")
 
-# A ~1M-parameter decoder for CPU runs (the vocabulary is the in-repo tokenizer's upper bound).
+# A 0.53M-parameter decoder for CPU runs (the vocabulary is the in-repo tokenizer's upper bound).
 _TINY_MODEL = model_config.ModelConfig(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=4,
                                        num_kv_heads=2, head_dim=32, intermediate_size=384,
                                        rope_theta=10_000.0, tie_embeddings=True)
@@ -57,9 +57,9 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.warm_start.difficulties = ("easy", "medium")
   cfg.warm_start.max_tasks_per_difficulty = 48
   cfg.warm_start.max_own_crafts = 8      # the delegating expert delegates goals needing more crafts
-  cfg.warm_start.crafts_per_cell = 2     # crafts per expert cell (fewer, longer turns)
-  cfg.warm_start.num_steps = 150
-  cfg.warm_start.rows_per_batch = 4
+  cfg.warm_start.crafts_per_cell = 4     # crafts per expert cell (fewer, longer turns)
+  cfg.warm_start.num_steps = 80
+  cfg.warm_start.rows_per_batch = 2
   cfg.warm_start.row_length = 2048
   cfg.warm_start.learning_rate = 2e-3
   cfg.warm_start.warmup_steps = 10

@@ -7,6 +7,7 @@ Without --step the latest checkpoint of the config's workdir is used (the warm-s
 none). The trees go to {workdir}/trees/evaluate_{split}_step{N}.jsonl (or --output) for the viewer.
 """
 import json
+import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
@@ -29,7 +30,10 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   settings = settings_from_config(_CONFIG.value)
-  with trainer.Trainer(trainer.build_run(settings)) as run:
+  checkpoint_dir = os.path.join(settings.workdir, "checkpoints")
+  has_checkpoint = _STEP.value is not None or (
+      os.path.isdir(checkpoint_dir) and any(name.isdigit() for name in os.listdir(checkpoint_dir)))
+  with trainer.Trainer(trainer.build_run(settings, warm_start_policy=not has_checkpoint)) as run:
     if not run.restore(_STEP.value):
       print(f"no checkpoint in {settings.workdir}/checkpoints: evaluating the warm-start policy")
     metrics, trees = run.evaluate(_SPLIT.value, _DIFFICULTIES.value, _TASKS.value)

@@ -159,12 +159,14 @@ class Row:
 
 
 def engine_config(num_slots: int, args: argparse.Namespace) -> RolloutConfig:
+  # The engine reads finished turns in one call padded to a prefill row bucket, so the largest row
+  # bucket must be at least the most turns that can finish in one round: num_slots.
+  rows = tuple(sorted({min(4, num_slots), min(32, num_slots), num_slots}))
   return RolloutConfig(
       num_slots=num_slots, context_window=args.context_window, completion_limit=args.completion_limit,
       max_steps_per_node=4, max_depth=len(args.fanout) + 1,
       decode_steps_per_round=args.decode_steps_per_round, refill_fraction=args.refill_fraction,
-      prefill_chunk_buckets=tuple(args.prefill_chunks), prefill_row_buckets=tuple(sorted({min(4, num_slots),
-                                                                           min(args.prefill_rows, num_slots)})),
+      prefill_chunk_buckets=tuple(args.prefill_chunks), prefill_row_buckets=rows,
       sampling=SamplingConfig(temperature=1.0))
 
 
@@ -357,8 +359,9 @@ def format_splits(results: dict[str, RolloutResult]) -> str:
     t = result.timings
     compiled = ", ".join(f"{k} {v}" for k, v in result.compiled_programs.items())
     step_ms = 1e3 * t.decode_s / max(t.decode_steps, 1)
-    lines.append(f"| {setting} | {t.total_s:.1f} | {t.decode_s:.1f} | {t.prefill_s:.1f} | {t.interpreter_s:.1f} "
-                 f"| {t.host_s:.1f} | {t.rounds} | {t.decode_steps} | {step_ms:.1f} | {t.evictions} | {compiled} |")
+    lines.append(f"| {setting} | {t.total_s:.1f} | {t.decode_s:.1f} | {t.prefill_s:.1f} "
+                 f"| {t.interpreter_s:.1f} | {t.host_s:.1f} | {t.rounds} | {t.decode_steps} | {step_ms:.1f} "
+                 f"| {t.evictions} | {compiled} |")
   return "\n".join(lines)
 
 
@@ -378,15 +381,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--samples", type=int, default=2, help="trees per task")
   parser.add_argument("--fanout", type=int, nargs="+", default=[3], help="children per node by depth")
   parser.add_argument("--naive_tasks", type=int, default=2, help="root tasks the naive loop runs")
-  parser.add_argument("--tunix_batches", type=int, help="flat batches tunix runs, 0: skip (default 2; quick 1)")
+  parser.add_argument("--tunix_batches", type=int,
+                      help="flat batches tunix runs, 0: skip (default 2; quick 1)")
   parser.add_argument("--tunix_batch_size", type=int, default=64, help="turns per tunix batch")
   parser.add_argument("--context_window", type=int, default=1152)
   parser.add_argument("--completion_limit", type=int, default=96)
   parser.add_argument("--decode_steps_per_round", type=int, default=64)
   parser.add_argument("--refill_fraction", type=float, default=0.25)
-  parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[64, 1024],
+  parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[64, 256],
                       help="prefill chunk buckets (longer chunks are split into passes)")
-  parser.add_argument("--prefill_rows", type=int, default=32, help="largest prefill row bucket")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   args.slots = args.slots or ([64] if args.quick else [256, 64])
@@ -406,8 +409,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     tokenizer = train_toy_tokenizer(tasks, directory)
   model_config = dataclasses.replace(get_preset("tiny"), vocab_size=tokenizer.vocab_size)
   model = Transformer(model_config, rngs=nnx.Rngs(0))
-  print(f"devices {jax.devices()}, setup {time.perf_counter() - started:.0f}s; workload: {workload.num_trees} "
-        f"trees, fanout {workload.fanout}", flush=True)
+  print(f"devices {jax.devices()}, setup {time.perf_counter() - started:.0f}s; workload: "
+        f"{workload.num_trees} trees, fanout {workload.fanout}", flush=True)
 
   rows, results = [], {}
   pool_config = InterpreterConfig(num_workers=2, max_depth=len(args.fanout) + 1)
@@ -428,8 +431,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.tunix_batches:
     turns = engine_turns(next(iter(results.values())).trees)
     try:
-      tunix = run_tunix(turns, tokenizer.vocab_size, tokenizer.pad_id, args.tunix_batch_size, args.tunix_batches,
-                        args)
+      tunix = run_tunix(turns, tokenizer.vocab_size, tokenizer.pad_id, args.tunix_batch_size,
+                        args.tunix_batches, args)
       rows.append(tunix)
     except Exception as error:  # report why tunix could not run, keep the engine numbers
       print(f"tunix sampler failed: {type(error).__name__}: {error}", file=sys.stderr)

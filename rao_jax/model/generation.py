@@ -158,8 +158,8 @@ def generate_uncached(model: Transformer, config: ModelConfig, prompts: Sequence
       outputs[b].append(int(token[b]))
       sequences[b, lengths[b]] = token[b]
       lengths[b] += 1
-      done[b] = (eos_id is not None and token[b] == eos_id) or len(outputs[b]) >= max_new_tokens or \
-          lengths[b] >= max_len
+      done[b] = ((eos_id is not None and token[b] == eos_id) or len(outputs[b]) >= max_new_tokens
+                 or lengths[b] >= max_len)
   return outputs
 
 
@@ -180,7 +180,8 @@ def _prepare(config: ModelConfig, prompts: Sequence[Sequence[int]], max_new_toke
   if max_len is None:
     max_len = bucket_length(int(lengths.max()) + max_new_tokens)
   if lengths.max() >= max_len:
-    raise ValueError(f"the longest prompt has {lengths.max()} tokens; max_len={max_len} leaves no room to generate")
+    raise ValueError(f"the longest prompt has {lengths.max()} tokens; max_len={max_len} leaves no room "
+                     "to generate")
   padded = np.zeros((len(prompts), bucket_length(int(lengths.max()))), np.int32)
   for row, prompt in zip(padded, prompts):
     row[:len(prompt)] = prompt

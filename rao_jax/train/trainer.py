@@ -31,6 +31,7 @@ from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterPool
 from rao_jax.envs.textcraft_synth.dataset import load_tasks
 from rao_jax.envs.textcraft_synth.tasks import Task
+from rao_jax.model.transformer import Transformer
 from rao_jax.rl.advantages import advantages_from_trees
 from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.metrics import batch_metrics, timing_metrics
@@ -86,8 +87,12 @@ class Run:
   identity: RunIdentity
 
 
-def build_run(settings: Settings) -> Run:
-  """Builds (or reuses from the work directory) the dataset, tokenizer and warm-start policy."""
+def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
+  """Builds (or reuses from the work directory) the dataset, tokenizer and warm-start policy.
+
+  With `warm_start_policy=False` the policy is randomly initialised instead (for callers that restore
+  a checkpoint over it).
+  """
   workdir = settings.workdir
   data_dir = os.path.join(workdir, "data")
   tasks = [t for t in load_tasks(settings.dataset, "train", data_dir)
@@ -106,12 +111,15 @@ def build_run(settings: Settings) -> Run:
                      f"{settings.model.vocab_size}")
   layout = layout_for(tokenizer)
   mesh = sharding_lib.make_mesh()
-  if settings.model_checkpoint:
+  if not warm_start_policy:
+    model = Transformer(settings.model, rngs=nnx.Rngs(settings.seed))
+  elif settings.model_checkpoint:
     model = warm_start.imported_model(settings.model_checkpoint, settings.model)
   else:
     sft_config = dataclasses.replace(settings.sft, vocab_limit=tokenizer.vocab_size)
     model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, tasks,
-                                      settings.sft_data, sft_config, seed=settings.seed, mesh=mesh)
+                                      settings.sft_data, sft_config, seed=settings.seed, mesh=mesh,
+                                      progress_bar=settings.progress_bar)
   graphdef, state = create_train_state(model, make_optimizer(settings.optimizer), mesh)
   identity = RunIdentity(model_config=settings.model.to_dict(),
                          tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
@@ -129,13 +137,17 @@ class Trainer:
     self.tx = make_optimizer(settings.optimizer)
     self.state = run.state
     self.pool = InterpreterPool(settings.interpreter)
-    engine_mesh = run.mesh if jax.device_count() > 1 else None
-    self.engine = RolloutEngine(run.model, run.layout, self.pool, settings.rollout, mesh=engine_mesh)
-    self.eval_engine = RolloutEngine(run.model, run.layout, self.pool, settings.greedy_rollout,
-                                     mesh=engine_mesh)
-    self._set_policy(self.state.params)
-    self.checkpoints = Checkpoints(os.path.join(settings.workdir, "checkpoints"), run.identity,
-                                   max_to_keep=settings.max_checkpoints)
+    try:
+      engine_mesh = run.mesh if jax.device_count() > 1 else None
+      self.engine = RolloutEngine(run.model, run.layout, self.pool, settings.rollout, mesh=engine_mesh)
+      self.eval_engine = RolloutEngine(run.model, run.layout, self.pool, settings.greedy_rollout,
+                                       mesh=engine_mesh)
+      self._set_policy(self.state.params)
+      self.checkpoints = Checkpoints(os.path.join(settings.workdir, "checkpoints"), run.identity,
+                                     max_to_keep=settings.max_checkpoints)
+    except BaseException:
+      self.pool.close()  # the worker processes must not outlive a failed start
+      raise
     self.base_key = jax.random.key(settings.seed)
     self.step = 0
     self.log: MetricsLog | None = None

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
+import tqdm
 from flax import nnx
 
 from rao_jax import tokenizer as tokenizer_lib
@@ -104,7 +105,7 @@ def _abstract_model(model_config: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]
 
 def sft_warm_start(directory: str, model_config: ModelConfig, layout: ChatLayout, train_tasks: Sequence[Task],
                    data_config: sft.SFTDataConfig, sft_config: sft.SFTConfig, *, seed: int,
-                   mesh=None) -> Transformer:
+                   mesh=None, progress_bar: bool = True) -> Transformer:
   """The SFT warm-start model: loaded from `directory` when its fingerprint was built before, else trained
   from a random initialisation (seeded) on the expert transcripts of `train_tasks`, and saved."""
   key = warm_start_fingerprint(model_config, layout.tokenizer, data_config, sft_config, len(train_tasks))
@@ -118,7 +119,11 @@ def sft_warm_start(directory: str, model_config: ModelConfig, layout: ChatLayout
   logging.info("warm start: SFT on %d expert node sequences for %d steps", len(conversations),
                sft_config.num_steps)
   model = Transformer(model_config, rngs=nnx.Rngs(seed))
-  model, losses = sft.train_sft(model, conversations, sft_config, mesh=mesh)
+  with tqdm.tqdm(total=sft_config.num_steps, desc="SFT warm start", disable=not progress_bar) as bar:
+    def on_step(step, metrics):
+      bar.update(1)
+      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+    model, losses = sft.train_sft(model, conversations, sft_config, mesh=mesh, on_step=on_step)
   os.makedirs(path, exist_ok=True)
   checkpointer.save(os.path.join(path, "params"), nnx.state(model))
   checkpointer.wait_until_finished()

@@ -7,7 +7,7 @@ from flax import nnx
 
 from rao_jax.model.config import ModelConfig
 from rao_jax.model.layers import apply_rope
-from rao_jax.model.transformer import packed_causal_mask, segment_positions
+from rao_jax.model.transformer import Transformer, packed_causal_mask, segment_positions
 
 EXPECTED_AXES = {
     "table": ("vocab", "embed"), "kernel": ("embed", "vocab"), "scale": ("norm",),
@@ -69,7 +69,6 @@ def test_bfloat16_forward_is_close_to_float32(toy_config, random_model, rng):
 def test_every_parameter_has_logical_axes(tie):
   config = ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                        intermediate_size=48, tie_embeddings=tie)
-  from rao_jax.model.transformer import Transformer
   params = nnx.state(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))), nnx.Param)
   names = set()
   for path, variable in nnx.to_flat_state(params):

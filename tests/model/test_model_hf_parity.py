@@ -1,9 +1,10 @@
 """Logit parity with transformers' Qwen3ForCausalLM, and lossless export / re-import."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import jax
-import jax.numpy as jnp
+import transformers
 from flax import nnx
 
 from rao_jax.model import hf_checkpoint
@@ -60,7 +61,6 @@ def test_export_then_import_is_lossless(gqa_checkpoint, tmp_path, max_shard_byte
 
 
 def test_export_loads_in_transformers(tied_checkpoint, tmp_path, rng):
-  import transformers
   model, config = load_hf_checkpoint(tied_checkpoint.path)
   save_hf_checkpoint(model, config, tmp_path)
   assert not (tmp_path / hf_checkpoint.INDEX_FILE).exists()

@@ -31,9 +31,9 @@ def _toy_settings(workdir, num_steps):
                    intermediate_size=64)
   cfg.tokenizer.update(vocab_size=1024, corpus_examples=200, transcript_tasks=3)
   cfg.data.update(train_difficulties=("easy",), max_train_tasks=3)
-  cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=1, num_steps=1, rows_per_batch=2,
-                        row_length=2048)
-  cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=24, max_steps_per_node=8, max_depth=1,
+  cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=2, num_steps=1, rows_per_batch=2,
+                        row_length=2048, mixture="flat", crafts_per_cell=8)
+  cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=16, max_steps_per_node=5, max_depth=1,
                      decode_steps_per_round=64, prefill_chunk_buckets=(128, 1024), prefill_row_buckets=(4,))
   cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2, row_length=2048,
                 rows_per_micro_batch=2)
@@ -91,28 +91,27 @@ def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypat
   _copy_built_parts(source, interrupted)
   _copy_built_parts(source, uninterrupted)
 
-  _train(interrupted, num_steps=2)     # "killed" after the checkpoint at step 2
-  resumed_state = _train(interrupted, num_steps=3)  # the rerun resumes from it
-  full_state = _train(uninterrupted, num_steps=3)
+  _train(interrupted, num_steps=1)     # "killed" after the checkpoint at step 1
+  resumed_state = _train(interrupted, num_steps=2)  # the rerun resumes from it
+  full_state = _train(uninterrupted, num_steps=2)
 
   resumed = read_records(str(interrupted / "metrics.jsonl"))
   full = read_records(str(uninterrupted / "metrics.jsonl"))
-  assert [(r["step"], r["kind"]) for r in full] == [(0, "eval"), (0, "train"), (1, "train"), (2, "train"),
-                                                   (3, "eval")]
+  assert [(r["step"], r["kind"]) for r in full] == [(0, "eval"), (0, "train"), (1, "train"), (2, "eval")]
   assert all(r["train/updated"] == 1.0 for r in full if r["kind"] == "train")
   assert _deterministic(resumed) == _deterministic(full)
   for a, b in zip(jax.tree.leaves(resumed_state), jax.tree.leaves(full_state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The updates changed the policy, so a restore of the wrong state could not have matched.
-  assert Checkpoints(str(uninterrupted / "checkpoints"), built[1].identity).latest_step() == 3
+  assert Checkpoints(str(uninterrupted / "checkpoints"), built[1].identity).latest_step() == 2
   warm = built[1].state.params
   assert any(not np.array_equal(np.asarray(a), np.asarray(b))
              for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(full_state.params)))
-  assert os.path.isfile(uninterrupted / "trees" / "eval_val_step000003.jsonl")
-  assert os.path.isfile(uninterrupted / "trees" / "train_step000002.jsonl")
+  assert os.path.isfile(uninterrupted / "trees" / "eval_val_step000002.jsonl")
+  assert os.path.isfile(uninterrupted / "trees" / "train_step000001.jsonl")
   assert os.listdir(uninterrupted / "tensorboard")
   # Rerunning a finished run does nothing.
-  with trainer.Trainer(trainer.build_run(_toy_settings(uninterrupted, 3))) as run:
+  with trainer.Trainer(trainer.build_run(_toy_settings(uninterrupted, 2))) as run:
     assert run.train() == []
 
 
