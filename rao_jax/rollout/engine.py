@@ -105,6 +105,8 @@ class RolloutTimings:
 
 @dataclasses.dataclass(frozen=True)
 class RolloutResult:
+  """Trees, timings, and the device programs compiled during this run (0 once shapes are warm)."""
+
   trees: Trees
   timings: RolloutTimings
   compiled_programs: dict[str, int]
@@ -179,6 +181,7 @@ class RolloutEngine:
     start = time.perf_counter()
     self._start_roots(env_name, dict(env_config), tasks, samples_per_task)
     state = self._initial_state(rng)
+    compiled_before = self.program.num_compiled()
     while self._live_trees:
       self.timings.rounds += 1
       self._end_timed_out_trees()
@@ -193,8 +196,8 @@ class RolloutEngine:
                               - self.timings.prefill_s - self.timings.interpreter_s)
     trees = self._collect_trees()
     self.pool.release(list(self._nodes))
-    return RolloutResult(trees=trees, timings=self.timings,
-                         compiled_programs=self.program.num_compiled())
+    compiled = {name: count - compiled_before[name] for name, count in self.program.num_compiled().items()}
+    return RolloutResult(trees=trees, timings=self.timings, compiled_programs=compiled)
 
   def num_busy_slots(self) -> int:
     """Slots held by nodes (0 after every `run`: slots never leak)."""
@@ -375,8 +378,8 @@ class RolloutEngine:
   def _route_finished_turns(self, state: DecodeState, finished: list[_Node], reasons: np.ndarray,
                             lengths: np.ndarray, turn_start: np.ndarray) -> None:
     width = self.config.completion_limit
-    num_rows = _bucket(len(finished), self.config.prefill_row_buckets)
-    slots = np.zeros((num_rows,), np.int32)
+    # Always S rows (one compiled program; at most every slot finishes in one round).
+    slots = np.zeros((self.config.num_slots,), np.int32)
     slots[:len(finished)] = [n.slot for n in finished]
     tokens, log_probs = (np.asarray(x) for x in jax.device_get(
         self.program.read_turns(state, slots, width)))

@@ -150,3 +150,43 @@ def test_greedy_trees_identical_across_slot_counts_with_eviction(model, toy_toke
     assert (result.timings.evictions > 0) == (num_slots == 2)
     sequences.append([trees.node_sequence(i)[0].tolist() for i in range(trees.num_nodes)])
   assert sequences[0] == sequences[1]
+
+
+def test_completion_limit_cuts_turns(model, toy_tokenizer, pool, tasks):
+  """A turn that never closes its cell stops at exactly `completion_limit` tokens."""
+  endless = "print(" + "1 + " * 400 + "1)"
+  result = _engine(model, toy_tokenizer, pool).run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
+                                                   forcer=_script(toy_tokenizer, {"*": [endless] * 3}))
+  trees = result.trees
+  assert trees.steps.tolist() == [3]
+  assert trees.tokens_generated.tolist() == [3 * 48]
+  assert _statuses(trees, 0) == ["error"] * 3  # the cut cell is a syntax error, shown to the node
+
+
+def test_shared_tree_budget_ends_the_whole_tree(model, toy_tokenizer, pool, tasks):
+  launch = "a, b = await asyncio.gather(launch_subagent({'m0_ore': 1}), launch_subagent({'m1_ore': 1}))"
+  script = {(): [launch, "print(1)", "print(2)"], "*": ["print(1)", "print(2)", "print(3)"]}
+  engine = _engine(model, toy_tokenizer, pool, tree_step_budget=4)
+  trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
+                     forcer=_script(toy_tokenizer, script)).trees
+  assert trees.num_nodes == 3
+  assert trees.steps.sum() <= 4 + trees.num_nodes  # the round that hit the budget may finish its turns
+  assert np.all(trees.end_reason == EndReason.TREE_BUDGET)
+  assert engine.num_busy_slots() == 0
+
+
+def test_linear_baseline_has_no_delegation(model, toy_tokenizer, tasks):
+  """delegation=False: no launch_subagent in the prompt or the namespace; all else identical."""
+  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256,
+                             max_depth=MAX_DEPTH, delegation=False)
+  with InterpreterPool(config) as linear_pool:
+    with pytest.raises(ValueError, match="delegation"):
+      _engine(model, toy_tokenizer, linear_pool)  # the pool and the engine must agree
+    engine = _engine(model, toy_tokenizer, linear_pool, delegation=False)
+    trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0), forcer=_script(
+        toy_tokenizer, {"*": ["r = await launch_subagent({'m0_ore': 1})", "finish('x')"]})).trees
+  assert trees.num_nodes == 1 and trees.num_children[0] == 0
+  assert "launch_subagent" in trees.records[0]["turns"][0]["observation"]  # NameError text
+  assert _statuses(trees, 0) == ["error", "finished"]
+  prompt = toy_tokenizer.decode(trees.node_sequence(0)[0][:600].tolist())
+  assert "Delegation" not in prompt

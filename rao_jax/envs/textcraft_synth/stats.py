@@ -12,8 +12,7 @@ import json
 import statistics
 from typing import Any, Mapping, Sequence
 
-from absl import app
-from absl import flags
+import argparse
 
 from rao_jax.envs.textcraft_synth.tasks import (
     DIFFICULTIES, Task, TaskConfig, base_requirements, build_splits)
@@ -109,17 +108,20 @@ def summary(config_name: str, task_config: TaskConfig = TaskConfig()) -> dict[st
           "tasks": task_stats(world, build_splits(world, task_config))}
 
 
-_CONFIG = flags.DEFINE_enum("config", "paper", sorted(WORLD_PRESETS), "World preset.")
-_EXACT_INVENTORY = flags.DEFINE_bool("exact_inventory", False, "Exact inventories (no over-provisioning).")
-_MULTI_TARGET = flags.DEFINE_bool("multi_target", False, "Multi-target tasks.")
+def main(argv: Sequence[str] | None = None) -> None:
+  """`python -m rao_jax.envs.textcraft_synth.stats --config paper [--exact_inventory] [--multi_target]`.
 
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  task_config = TaskConfig(exact_inventory=_EXACT_INVENTORY.value, multi_target=_MULTI_TARGET.value)
-  print(json.dumps(summary(_CONFIG.value, task_config), indent=2))
+  argparse rather than absl flags: this module is imported by tests and other entry points, and
+  module-level absl flags would clash with theirs.
+  """
+  parser = argparse.ArgumentParser(description="TextCraft-Synth world and split statistics (JSON).")
+  parser.add_argument("--config", default="paper", choices=sorted(WORLD_PRESETS), help="world preset")
+  parser.add_argument("--exact_inventory", action="store_true", help="exact inventories (no over-provisioning)")
+  parser.add_argument("--multi_target", action="store_true", help="multi-target tasks")
+  args = parser.parse_args(argv)
+  task_config = TaskConfig(exact_inventory=args.exact_inventory, multi_target=args.multi_target)
+  print(json.dumps(summary(args.config, task_config), indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
