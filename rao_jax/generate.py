@@ -131,6 +131,9 @@ def run(cfg: ml_collections.ConfigDict, prompts: Sequence[str], *, warmup: bool 
   if cfg.checkpoint:
     model, model_config = hf_checkpoint.load_hf_checkpoint(cfg.checkpoint)
   else:
+    # A random-init model has no use for ids its tokenizer cannot decode (the toy tokenizer may stop
+    # short of the preset's vocabulary on a small corpus): size the vocabulary to the tokenizer.
+    model_config = dataclasses.replace(model_config, vocab_size=tokenizer.vocab_size)
     model = Transformer(model_config, rngs=nnx.Rngs(cfg.seed))
 
   def sample() -> list[list[int]]:

@@ -19,11 +19,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from rao_jax import sharding
+from rao_jax.model.random_init import random_normal_model
 from rao_jax.model.config import ModelConfig, get_preset
-from rao_jax.model.transformer import Transformer
 from rao_jax.train import packing, train_step as ts
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
 
@@ -35,14 +34,6 @@ class Case:
   row_length: int
   num_micro_batches: int = 1
   logits_chunk_size: int = 0
-
-
-def random_model(config: ModelConfig, seed: int = 0) -> Transformer:
-  """Random N(0, 0.02) weights filled from numpy (no per-shape initialiser compiles)."""
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(seed)
-  return nnx.merge(graphdef, nnx.map_state(lambda path, v: v.replace(jnp.asarray(
-      (path[-1] == "scale") + 0.02 * rng.standard_normal(v.get_value().shape), v.get_value().dtype)), abstract))
 
 
 def flops_per_step(config: ModelConfig, rows: int, row_length: int) -> float:
@@ -88,7 +79,7 @@ def time_case(case: Case, steps: int) -> dict:
   config = get_preset(case.preset)
   mesh = sharding.make_mesh()
   tx = make_optimizer(OptimizerConfig(learning_rate=1e-4))
-  graphdef, state = ts.create_train_state(random_model(config), tx, mesh)
+  graphdef, state = ts.create_train_state(random_normal_model(config, scale=0.02), tx, mesh)
   step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=case.num_micro_batches,
                                    logits_chunk_size=case.logits_chunk_size)
   step = ts.make_train_step(graphdef, state, tx, step_config, mesh)

@@ -2,15 +2,13 @@
 import dataclasses
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from flax import nnx
 
 from rao_jax.model.config import ModelConfig
-from rao_jax.model.transformer import Transformer
+from rao_jax.model.random_init import random_normal_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,21 +57,7 @@ def toy_config() -> ModelConfig:
                      intermediate_size=48, rope_theta=10_000.0)
 
 
-def _random_model(config: ModelConfig, seed: int = 0) -> Transformer:
-  """A Transformer with N(0, 0.1) weights and norm scales near 1, filled from numpy.
-
-  Much faster to build on CPU than `Transformer(config, rngs=...)`, whose threefry initialisers compile one
-  program per parameter shape.
-  """
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
-  generator = np.random.default_rng(seed)
-
-  def fill(path, variable):
-    value = variable.get_value()
-    offset = 1.0 if path[-1] == "scale" else 0.0
-    return variable.replace(jnp.asarray(offset + 0.1 * generator.standard_normal(value.shape), value.dtype))
-
-  return nnx.merge(graphdef, nnx.map_state(fill, abstract))
+_random_model = random_normal_model
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,9 @@
 """Fixtures for the train tests: tiny models filled from numpy (fast to build on CPU) and random sequences."""
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from rao_jax.model.config import ModelConfig
+from rao_jax.model.random_init import random_normal_model
 from rao_jax.model.transformer import Transformer
 
 TINY = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8,
@@ -13,15 +12,7 @@ TINY = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num
 
 def random_model(config: ModelConfig = TINY, seed: int = 0) -> Transformer:
   """A Transformer with N(0, 0.1) weights and norm scales near 1 (no per-shape initialiser compiles)."""
-  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0))))
-  generator = np.random.default_rng(seed)
-
-  def fill(path, variable):
-    value = variable.get_value()
-    offset = 1.0 if path[-1] == "scale" else 0.0
-    return variable.replace(jnp.asarray(offset + 0.1 * generator.standard_normal(value.shape), value.dtype))
-
-  return nnx.merge(graphdef, nnx.map_state(fill, abstract))
+  return random_normal_model(config, seed)
 
 
 def random_sequences(lengths, vocab_size: int = TINY.vocab_size, seed: int = 0, model_fraction: float = 0.6):

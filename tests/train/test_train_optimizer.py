@@ -1,7 +1,6 @@
 """AdamW configuration: the paper's defaults, schedules, clipping and which parameters decay."""
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer, make_schedule
