@@ -41,12 +41,16 @@ def system_prompt(parts: PromptParts, *, delegation: bool) -> str:
 
 
 def first_user_turn(parts: PromptParts, *, step_budget: int) -> str:
-  """The goal, the cell budget, the tools, and the required turn format."""
+  """The cell budget, the tools, the required turn format, and last the goal.
+
+  The goal comes last so that every node's prompt shares everything before it: the rollout engine
+  computes that shared prefix's KV cache once per run instead of prefilling it for every node.
+  """
   if step_budget <= 0:
     raise ValueError(f"step_budget={step_budget} must be positive")
   return "\n\n".join((
-      f"Goal: {parts.goal.strip()}",
       f"You have at most {step_budget} cells. Call finish(message) before they run out.",
       f"Functions:\n{parts.tool_docs.strip()}",
       f"Answer in this format:\n{_EXAMPLE_TURN}",
+      f"Goal: {parts.goal.strip()}",
   ))

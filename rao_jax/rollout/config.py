@@ -26,6 +26,9 @@ class RolloutConfig:
     refill_fraction: decode also returns once this fraction of the generating slots has stopped, so
       finished slots are refilled (continuous batching).
     prefill_chunk_buckets / prefill_row_buckets: padded prefill shapes (few compiled programs).
+    share_prompt_prefix: compute the KV cache of the prompt text all nodes share (system prompt, tool
+      docs: everything before the goal) once per run and copy it into new slots instead of
+      prefilling it for every node.
   """
 
   num_slots: int = 32
@@ -40,6 +43,7 @@ class RolloutConfig:
   refill_fraction: float = 0.25
   prefill_chunk_buckets: tuple[int, ...] = (64, 256, 1024)
   prefill_row_buckets: tuple[int, ...] = (1, 4, 16, 64)
+  share_prompt_prefix: bool = True
   sampling: SamplingConfig = SamplingConfig()
 
   def __post_init__(self):

@@ -95,6 +95,44 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   )
 
 
+def prefix_cache(graphdef: nnx.GraphDef, params: nnx.State, prefix: jax.Array, empty: KVCache) -> KVCache:
+  """Keys and values of a prompt prefix shared by many nodes, computed once.
+
+  prefix: [1, P] int32; empty: a zero cache of batch 1 and max_len P. Only the first P − 1 tokens are
+  written: the last one stays pending, as in every slot (see `decode_state.py`).
+  """
+  length = prefix.shape[1]
+  mask = jnp.arange(length)[None, :] < length - 1
+  _, cache = _apply_model(graphdef, params, prefix, jnp.arange(length)[None, :], empty,
+                          jnp.zeros((1,), jnp.int32), mask)
+  return cache
+
+
+def install_prefix(state: DecodeState, slots: jax.Array, prefix: jax.Array, cache: KVCache) -> DecodeState:
+  """Starts the chosen slots with a precomputed prefix instead of prefilling it.
+
+  slots: [R] int32 (padding rows use index S and are ignored); prefix: [P] int32; cache: the
+  prefix's `prefix_cache`. Afterwards each slot holds the P prefix tokens (P − 1 cached, one pending),
+  exactly the state a prefill of the same tokens into an empty slot leaves.
+  """
+  num_slots = state.tokens.shape[0]
+  length = prefix.shape[0]
+  rows = jnp.where(slots < num_slots, slots, num_slots)
+  cache_rows = jax.tree.map(
+      lambda full, part: full.at[:, rows, :length].set(
+          jnp.broadcast_to(part[:, :1], (part.shape[0], rows.shape[0]) + part.shape[2:]), mode="drop"),
+      state.cache, cache)
+  return state.replace(
+      tokens=state.tokens.at[rows, :length].set(jnp.broadcast_to(prefix, (rows.shape[0], length)),
+                                                 mode="drop"),
+      log_probs=state.log_probs.at[rows, :length].set(0.0, mode="drop"),
+      cache=cache_rows,
+      lengths=state.lengths.at[rows].set(length, mode="drop"),
+      generating=state.generating.at[rows].set(False, mode="drop"),
+      stop_reason=state.stop_reason.at[rows].set(StopReason.NONE, mode="drop"),
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeStats:
   """What one `decode` call did (scalars, on device until the host reads them)."""
@@ -224,6 +262,8 @@ class DeviceProgram:
                                             vocab_limit=vocab_limit), donate_argnums=(1,),
                           **stats_pinned)
     self.read_turns = jax.jit(read_turns, static_argnums=(2,))
+    self.prefix_cache = jax.jit(functools.partial(prefix_cache, graphdef))
+    self.install_prefix = jax.jit(install_prefix, donate_argnums=(0,), **pinned)
 
   @classmethod
   @functools.lru_cache(maxsize=16)
@@ -233,4 +273,5 @@ class DeviceProgram:
     return cls(graphdef, sampling, vocab_limit, state_shardings)
 
   def num_compiled(self) -> dict[str, int]:
-    return {name: getattr(self, name)._cache_size() for name in ("prefill", "decode", "read_turns")}
+    return {name: getattr(self, name)._cache_size()
+            for name in ("prefill", "decode", "read_turns", "prefix_cache", "install_prefix")}

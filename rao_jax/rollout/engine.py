@@ -31,6 +31,7 @@ from rao_jax import sharding
 from rao_jax.agent import prompts, turn_format
 from rao_jax.agent.chat import ChatLayout, Conversation
 from rao_jax.agent.parsing import parse_completion
+from rao_jax.model.kv_cache import KVCache
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.decode_state import DecodeState, StopReason, decode_state_shardings
 from rao_jax.rollout.device import DeviceProgram
@@ -96,6 +97,7 @@ class RolloutTimings:
   useful_token_steps: int = 0
   slot_steps: int = 0
   evictions: int = 0
+  prefix_installs: int = 0        # new or rebuilt slots started from the shared prompt prefix
 
   @property
   def slot_utilisation(self) -> float:
@@ -182,6 +184,7 @@ class RolloutEngine:
     self._start_roots(env_name, dict(env_config), tasks, samples_per_task)
     state = self._initial_state(rng)
     compiled_before = self.program.num_compiled()
+    self._prefix = self._shared_prefix(self._root_parts)
     while self._live_trees:
       self.timings.rounds += 1
       self._end_timed_out_trees()
@@ -216,6 +219,7 @@ class RolloutEngine:
     self._ready_order = 0
     self._global_step = 0
     self._to_resume: list[_Node] = []
+    self._prefix: tuple[list[int], jax.Array, KVCache] | None = None
     self.timings = RolloutTimings()
 
   def _start_roots(self, env_name: str, env_config: dict, tasks: Sequence[Mapping[str, Any]],
@@ -231,6 +235,7 @@ class RolloutEngine:
     for (tree, *_), parts in zip(roots, parts_list):
       if isinstance(parts, str):
         raise ValueError(f"could not build the environment of tree {tree}: {parts}")
+      self._root_parts = parts
       self._new_node(tree, tree, tree // samples_per_task, None, 0, (), -1, parts)
       self._live_trees.add(tree)
       self._tree_started[tree] = time.perf_counter()
@@ -251,6 +256,28 @@ class RolloutEngine:
     self._tree_nodes.setdefault(tree, []).append(node_id)
     self._mark_ready(node)
 
+  def _shared_prefix(self, parts) -> tuple[list[int], jax.Array, KVCache] | None:
+    """The prompt tokens every node that may delegate shares, with their KV cache (None if off).
+
+    Found as the common token prefix of two prompts that differ only in their goal (the goal comes
+    last in the first user turn), less a few tokens so a real goal cannot merge with its boundary;
+    each node still checks that its prompt starts with it.
+    """
+    if not self.config.share_prompt_prefix:
+      return None
+    system = prompts.system_prompt(parts, delegation=self.config.delegation and self.config.max_depth > 0)
+    a, b = (self.layout.prompt_ids(system, prompts.first_user_turn(
+        dataclasses.replace(parts, goal=goal), step_budget=self.config.max_steps_per_node))
+            for goal in ("A", "B"))
+    common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    length = common - 4
+    if length < 2:
+      return None
+    prefix = a[:length]
+    empty = KVCache.init(self.model_config, 1, length)
+    cache = self.program.prefix_cache(self.params, jnp.asarray([prefix], jnp.int32), empty)
+    return prefix, jnp.asarray(prefix, jnp.int32), cache
+
   def _mark_ready(self, node: _Node) -> None:
     node.state = _State.READY
     self._ready_order += 1
@@ -261,7 +288,7 @@ class RolloutEngine:
   def _assign_and_prefill(self, state: DecodeState) -> DecodeState:
     ready = sorted((n for n in self._nodes.values() if n.state is _State.READY),
                    key=lambda n: (n.ready_order, n.node_id))
-    rows = []
+    rows, installs = [], []
     for node in ready:
       if len(node.conversation) + self.config.completion_limit > self.config.context_window:
         # The model never sees the pending tokens: keep the sequence to what it was fed.
@@ -270,12 +297,24 @@ class RolloutEngine:
         continue
       if node.slot is None and not self._take_slot(node):
         continue  # stays on the frontier until a slot frees up
-      chunk = list(node.conversation.ids) if node.rebuild else node.pending
-      rows.append((node, chunk, node.rebuild))
+      if not node.rebuild:
+        rows.append((node, node.pending, False))
+      elif (self._prefix and len(node.conversation) > len(self._prefix[0])
+            and node.conversation.ids[:len(self._prefix[0])] == self._prefix[0]):
+        installs.append(node.slot)  # start from the shared prefix; prefill only the rest
+        rows.append((node, node.conversation.ids[len(self._prefix[0]):], False))
+      else:
+        rows.append((node, list(node.conversation.ids), True))
     self._route([])  # parents of nodes that overflowed may resume
     if not rows:
       return state
     started = time.perf_counter()
+    if installs:
+      slots = np.full((self.config.num_slots,), self.config.num_slots, np.int32)
+      slots[:len(installs)] = installs
+      _, prefix, cache = self._prefix
+      state = self.program.install_prefix(state, slots, prefix, cache)
+      self.timings.prefix_installs += len(installs)
     state = self._prefill_rows(state, rows)
     jax.block_until_ready(state.lengths)
     self.timings.prefill_s += time.perf_counter() - started

@@ -36,7 +36,7 @@ def test_empty_delegation_rules_leave_no_blank_section():
 
 def test_first_user_turn():
   text = prompts.first_user_turn(PARTS, step_budget=25)
-  assert text.startswith(f"Goal: {PARTS.goal}")
+  assert text.endswith(f"Goal: {PARTS.goal}")  # last: everything before it is shared by all nodes
   assert "25 cells" in text and PARTS.tool_docs in text
   assert turn_format.CODE_CLOSE in text and turn_format.THOUGHT_OPEN in text
 

@@ -135,21 +135,23 @@ def test_tree_timeout(model, toy_tokenizer, pool, tasks):
 
 
 def test_greedy_trees_identical_across_slot_counts_with_eviction(model, toy_tokenizer, pool, tasks):
-  """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict."""
+  """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict; the
+  shared prompt-prefix cache gives the same tokens as prefilling every prompt in full."""
   launch = ("a, b, c = await asyncio.gather(launch_subagent({'m0_ore': 1}), "
             "launch_subagent({'m1_ore': 1}), launch_subagent({'m2_ore': 1}))\nprint(a, b, c)")
   script = {(): [launch, None, None]}   # children and the root's later turns sample greedily
   sequences = []
-  for num_slots in (2, 6):
+  for num_slots, shared_prefix in ((2, True), (6, True), (6, False)):
     engine = _engine(model, toy_tokenizer, pool, num_slots=num_slots, prefill_row_buckets=(num_slots,),
-                     completion_limit=96)
+                     completion_limit=96, share_prompt_prefix=shared_prefix)
     result = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
                         forcer=_script(toy_tokenizer, script))
     trees = result.trees
     assert trees.num_nodes == 4
     assert (result.timings.evictions > 0) == (num_slots == 2)
+    assert (result.timings.prefix_installs >= 4) == shared_prefix  # every node starts from it
     sequences.append([trees.node_sequence(i)[0].tolist() for i in range(trees.num_nodes)])
-  assert sequences[0] == sequences[1]
+  assert sequences[0] == sequences[1] == sequences[2]  # eviction and the shared prefix change nothing
 
 
 def test_completion_limit_cuts_turns(model, toy_tokenizer, pool, tasks):
