@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "numpy>=2.0",
     "safetensors>=0.5",
     "tqdm>=4.66",
+    "tensorboardX>=2.6",
 ]
 
 TEST_REQUIRES = [
