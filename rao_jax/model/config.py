@@ -18,6 +18,17 @@ _HF_FIXED_VALUES = {
 }
 
 
+def _hf_rope_theta(hf: Mapping[str, Any]) -> float:
+  """RoPE base of a config.json: top-level `rope_theta` (transformers 4.x) or `rope_parameters` (5.x)."""
+  parameters = hf.get("rope_parameters") or {}
+  rope_type = parameters.get("rope_type", "default")
+  if rope_type != "default":
+    raise ValueError(f"unsupported Hugging Face config rope_parameters.rope_type={rope_type!r}; "
+                     "only 'default' RoPE is supported")
+  theta = hf.get("rope_theta") or parameters.get("rope_theta") or 10_000.0
+  return float(theta)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Shapes and numerics of a Qwen3-style decoder.
@@ -121,7 +132,7 @@ class ModelConfig:
         num_kv_heads=hf.get("num_key_value_heads") or num_heads,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // num_heads,
         intermediate_size=hf["intermediate_size"],
-        rope_theta=float(hf.get("rope_theta", 10_000.0)),
+        rope_theta=_hf_rope_theta(hf),
         rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         param_dtype=hf_dtype if hf_dtype in _DTYPE_NAMES else "float32",
@@ -140,7 +151,8 @@ class ModelConfig:
         "num_key_value_heads": self.num_kv_heads,
         "head_dim": self.head_dim,
         "intermediate_size": self.intermediate_size,
-        "rope_theta": self.rope_theta,
+        "rope_theta": self.rope_theta,  # read by transformers 4.x
+        "rope_parameters": {"rope_theta": self.rope_theta, "rope_type": "default"},  # transformers >= 5
         "rms_norm_eps": self.rms_norm_eps,
         "tie_word_embeddings": self.tie_embeddings,
         "torch_dtype": self.param_dtype,

@@ -79,3 +79,15 @@ def test_from_hf_config_rejects_unsupported():
     ModelConfig.from_hf_config({**hf, "use_sliding_window": True})
   with pytest.raises(ValueError, match=r"missing keys \['hidden_size'\]"):
     ModelConfig.from_hf_config({k: v for k, v in hf.items() if k != "hidden_size"})
+
+
+def test_rope_theta_from_either_transformers_layout():
+  base = {"model_type": "qwen3", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 1,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48}
+  assert ModelConfig.from_hf_config({**base, "rope_theta": 5e5}).rope_theta == 5e5          # transformers 4.x
+  assert ModelConfig.from_hf_config(
+      {**base, "rope_parameters": {"rope_theta": 2e5, "rope_type": "default"}}).rope_theta == 2e5  # 5.x
+  with pytest.raises(ValueError, match="rope_type"):
+    ModelConfig.from_hf_config({**base, "rope_parameters": {"rope_theta": 1e6, "rope_type": "yarn"}})
+  exported = ModelConfig.from_hf_config({**base, "rope_theta": 3e5}).to_hf_config()
+  assert ModelConfig.from_hf_config(exported).rope_theta == 3e5
