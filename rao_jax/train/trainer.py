@@ -309,7 +309,8 @@ class Trainer:
       bar.set_postfix(success=f"{metrics['rollout/success']:.2f}",
                       nodes=f"{metrics['rollout/nodes_per_tree']:.1f}",
                       depth=f"{metrics['rollout/max_depth_mean']:.1f}",
-                      loss=f"{metrics.get('train/loss', float('nan')):.3f}",
+                      loss=(f"{metrics['train/loss']:.3f}" if metrics.get("train/updated")
+                            else "no update"),  # no group had reward variance, or a non-finite step
                       eval=f"{eval_success:.2f}")
     records.append(self._evaluate_and_log())
     bar.close()
