@@ -67,24 +67,23 @@ def test_incompatible_run_is_named(tmp_path, train_state):
     Checkpoints(str(tmp_path), other).restore(train_state)
 
 
-def test_corrupt_arrays_are_reported(tmp_path, train_state):
-  path = _saved(tmp_path, train_state)
-  for root, _, files in os.walk(os.path.join(path, "state")):
+def _overwrite_item(checkpoint_path: str, item: str, content: bytes) -> None:
+  """Replaces every file of one checkpoint item (but Orbax's commit marker) with `content`."""
+  for root, _, files in os.walk(os.path.join(checkpoint_path, item)):
     for name in files:
       if name != "commit_success.txt":
         with open(os.path.join(root, name), "wb") as f:
-          f.write(b"garbage")
+          f.write(content)
+
+
+def test_corrupt_arrays_are_reported(tmp_path, train_state):
+  _overwrite_item(_saved(tmp_path, train_state), "state", b"garbage")
   with pytest.raises(CheckpointError, match=r"checkpoint .*/3 is corrupt"):
     Checkpoints(str(tmp_path), IDENTITY).restore(train_state)
 
 
 def test_corrupt_progress_record_is_reported(tmp_path, train_state):
-  path = _saved(tmp_path, train_state)
-  for root, _, files in os.walk(os.path.join(path, "progress")):
-    for name in files:
-      if name != "commit_success.txt":
-        with open(os.path.join(root, name), "w") as f:
-          f.write("{not json")
+  _overwrite_item(_saved(tmp_path, train_state), "progress", b"{not json")
   with pytest.raises(CheckpointError, match=r"corrupt or unreadable \(its progress record\)"):
     Checkpoints(str(tmp_path), IDENTITY).restore(train_state)
 
