@@ -6,8 +6,9 @@
       --config.model.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=gs://bucket/run1
 
 Presets:
-  tiny:        CPU. A small world, a 0.53M-parameter model warm-started by SFT on expert
-               transcripts, then RAO steps on easy + medium training tasks; greedy eval per tier.
+  tiny:        CPU. A small world, a 1.0M-parameter model warm-started by SFT on expert
+               transcripts (minimal prompts, 1K context, item names as single tokens), then RAO
+               steps on easy + medium training tasks; greedy eval per tier.
   tiny_linear: the same with delegation off (the single-agent baseline: same model, budget, window).
   qwen3_4b:    the paper's hyper-parameters (16 tasks × G = 8, CISPO, Adam lr 3e-6 constant,
                β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
@@ -23,8 +24,9 @@ from rao_jax.model import config as model_config
 
 PRESETS = ("tiny", "tiny_linear", "qwen3_4b")
 
-# A 0.53M-parameter decoder for CPU runs (the vocabulary is the in-repo tokenizer's upper bound).
-_TINY_MODEL = model_config.ModelConfig(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=4,
+# A 1.0M-parameter decoder for CPU runs (the vocabulary is the in-repo tokenizer's upper bound: 422
+# whole item names, 256 bytes, chat markers and learned pieces).
+_TINY_MODEL = model_config.ModelConfig(vocab_size=1536, hidden_size=128, num_layers=4, num_heads=4,
                                        num_kv_heads=2, head_dim=32, intermediate_size=384,
                                        rope_theta=10_000.0, tie_embeddings=True)
 
@@ -48,33 +50,36 @@ def _tiny() -> ml_collections.ConfigDict:
 
   cfg.tokenizer = ml_collections.ConfigDict()
   cfg.tokenizer.path = ""                # empty: SentencePiece trained in {workdir}/tokenizer
-  cfg.tokenizer.vocab_size = 1024
+  cfg.tokenizer.vocab_size = 1536
   cfg.tokenizer.corpus_examples = 1000
   cfg.tokenizer.transcript_tasks = 24
+  cfg.tokenizer.whole_item_names = True  # each of the world's items is one token (copying = one token)
 
   cfg.warm_start = ml_collections.ConfigDict()
   cfg.warm_start.mixture = "mixed"       # expert transcripts: "flat", "recursive" or "mixed"
   cfg.warm_start.difficulties = ("easy", "medium")
-  cfg.warm_start.max_tasks_per_difficulty = 48
+  cfg.warm_start.max_tasks_per_difficulty = 0   # 0: every training task of those difficulties
   cfg.warm_start.max_own_crafts = 8      # the delegating expert delegates goals needing more crafts
   cfg.warm_start.crafts_per_cell = 4     # crafts per expert cell (fewer, longer turns)
-  cfg.warm_start.num_steps = 80
-  cfg.warm_start.rows_per_batch = 2
-  cfg.warm_start.row_length = 2048
+  cfg.warm_start.renamed_copies = 0      # + item-renamed copies of each expert tree (docs/results.md)
+  cfg.warm_start.num_steps = 150
+  cfg.warm_start.rows_per_batch = 4
+  cfg.warm_start.row_length = 1024
   cfg.warm_start.learning_rate = 2e-3
   cfg.warm_start.warmup_steps = 10
 
   cfg.rollout = ml_collections.ConfigDict()
   cfg.rollout.num_slots = 16
-  cfg.rollout.context_window = 2048
+  cfg.rollout.context_window = 1024
   cfg.rollout.completion_limit = 160
   cfg.rollout.max_steps_per_node = 12
   cfg.rollout.max_depth = 2
   cfg.rollout.delegation = True
+  cfg.rollout.prompt_style = "minimal"    # "full" for instruction-tuned checkpoints (qwen3_4b)
   cfg.rollout.decode_steps_per_round = 64
   cfg.rollout.temperature = 1.0          # training samples; evaluation is greedy
   cfg.rollout.top_p = 1.0
-  cfg.rollout.prefill_chunk_buckets = (128, 512, 2048)
+  cfg.rollout.prefill_chunk_buckets = (128, 512, 1024)
   cfg.rollout.prefill_row_buckets = (1, 4, 16)
 
   cfg.interpreter = ml_collections.ConfigDict()
@@ -83,7 +88,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.interpreter.memory_limit_mb = 1024
 
   cfg.rl = ml_collections.ConfigDict()
-  cfg.rl.num_steps = 16
+  cfg.rl.num_steps = 12
   cfg.rl.tasks_per_step = 4              # B root tasks per step
   cfg.rl.samples_per_task = 4            # G trees per task
   cfg.rl.loss = "cispo"                  # "cispo" | "ppo_clip" | "reinforce"
@@ -91,7 +96,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rl.bonus_weight = 0.0              # λ of the delegation bonus (0 for TextCraft-Synth)
   cfg.rl.baseline = "leave_one_out"
   cfg.rl.depth_weighting = "inverse_frequency"
-  cfg.rl.row_length = 2048               # packed training rows (= the context window)
+  cfg.rl.row_length = 1024               # packed training rows (= the context window)
   cfg.rl.rows_per_micro_batch = 4        # the step accumulates as many micro-batches as the trees need
   cfg.rl.logits_chunk_size = 0
 
@@ -106,7 +111,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.optimizer.warmup_steps = 0
 
   cfg.eval = ml_collections.ConfigDict()
-  cfg.eval.every_steps = 8               # also before the first step and after the last
+  cfg.eval.every_steps = 6               # also before the first step and after the last
   cfg.eval.split = "val"
   cfg.eval.difficulties = ("easy", "medium", "hard")
   cfg.eval.tasks_per_difficulty = 6
@@ -117,7 +122,7 @@ def _tiny() -> ml_collections.ConfigDict:
 
   cfg.log = ml_collections.ConfigDict()
   cfg.log.tensorboard = True
-  cfg.log.train_trees_every = 8          # write the training trees of every k-th step (0: never)
+  cfg.log.train_trees_every = 6          # write the training trees of every k-th step (0: never)
   cfg.log.progress_bar = True
   return cfg
 
@@ -133,6 +138,7 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.tokenizer.path = ""                # empty: the checkpoint's tokenizer
   cfg.warm_start.row_length = 8192       # unused: the imported checkpoint is the starting policy
   cfg.rollout.num_slots = 128
+  cfg.rollout.prompt_style = "full"
   cfg.rollout.context_window = 8192
   cfg.rollout.completion_limit = 2048
   cfg.rollout.max_steps_per_node = 25

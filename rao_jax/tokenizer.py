@@ -223,24 +223,29 @@ def train_sentencepiece(
     vocab_size: int,
     model_type: str = "bpe",
     special_tokens: Sequence[str] = CHAT_SPECIAL_TOKENS,
+    whole_words: Sequence[str] = (),
     max_sentences: int = 1_000_000,
     num_threads: int = 2,
 ) -> SentencePieceTokenizer:
   """Trains a SentencePiece model that round-trips any text; writes `{model_prefix}.model/.vocab`.
 
-  Ids: pad=0, unk=1, bos=2, eos=3, then `special_tokens` (kept whole, matched in text), then the
-  256 byte pieces and the learned pieces. The normaliser is the identity, whitespace is kept as is
-  (no dummy prefix, no collapsing; runs of spaces may form pieces, for code indentation), digits are
-  split, and anything unseen falls back to bytes. `vocab_size` is an upper bound: a small corpus may
+  Ids: pad=0, unk=1, bos=2, eos=3, then `special_tokens` (kept whole, matched in text), then `whole_words`
+  (domain words kept whole the same way, e.g. a world's item names, so that copying one is copying one
+  token), then the 256 byte pieces and the learned pieces. The normaliser is the identity, whitespace is
+  kept as is (no dummy prefix, no collapsing; runs of spaces may form pieces, for code indentation), digits
+  are split, and anything unseen falls back to bytes. `vocab_size` is an upper bound: a small corpus may
   yield fewer pieces. Newlines become the byte piece <0x0A> (training reads lines).
   """
-  min_vocab = 4 + len(special_tokens) + _NUM_BYTE_PIECES + 1
+  symbols = list(dict.fromkeys((*special_tokens, *whole_words)))
+  min_vocab = 4 + len(symbols) + _NUM_BYTE_PIECES + 1
   if vocab_size < min_vocab:
     raise ValueError(
-        f"vocab_size={vocab_size} is too small: pad/unk/bos/eos, {len(special_tokens)} special tokens "
-        f"and {_NUM_BYTE_PIECES} byte pieces need at least {min_vocab}")
-  if any(not t or t.strip() != t for t in special_tokens):
-    raise ValueError(f"special tokens must be non-empty without surrounding whitespace: {special_tokens}")
+        f"vocab_size={vocab_size} is too small: pad/unk/bos/eos, {len(special_tokens)} special tokens, "
+        f"{len(symbols) - len(set(special_tokens))} whole words and {_NUM_BYTE_PIECES} byte pieces need at "
+        f"least {min_vocab}")
+  bad = [t for t in symbols if not t or t.strip() != t]
+  if bad:
+    raise ValueError(f"special tokens and whole words must be non-empty without surrounding whitespace: {bad}")
   lines = list(_lines(texts, text_files))
   if not lines:
     raise ValueError("no training text: pass texts or text_files with at least one non-empty line")
@@ -257,7 +262,7 @@ def train_sentencepiece(
       unk_id=SP_UNK_ID,
       bos_id=SP_BOS_ID,
       eos_id=SP_EOS_ID,
-      user_defined_symbols=list(special_tokens),
+      user_defined_symbols=symbols,
       byte_fallback=True,
       character_coverage=1.0,
       normalization_rule_name="identity",

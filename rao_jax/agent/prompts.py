@@ -3,6 +3,14 @@
 Generic agent rules live here; everything task-specific comes from the environment's `PromptParts`.
 Texts are deterministic and short: the toy models have small contexts and every token of a prompt is
 paid for at every node of every tree.
+
+Two styles:
+  "full":    the rules, tool docs and turn format an instruction-tuned LLM needs (the paper's setting).
+  "minimal": one line of rules, the cell budget and the goal. For models trained from scratch, which
+             learn the protocol from expert demonstrations and cannot read instructions: the full text
+             is ~660 of a ~1,500-token average TextCraft node, so dropping it halves the tokens a warm
+             start and every RL step pay for.
+Both end with the goal, so every node's prompt shares all text before it.
 """
 from __future__ import annotations
 
@@ -30,8 +38,21 @@ Always await launch_subagent; a call that is not awaited is rejected.
 If a sub-agent fails, you get an error string instead of its result; check it and continue."""
 
 
-def system_prompt(parts: PromptParts, *, delegation: bool) -> str:
+PROMPT_STYLES = ("full", "minimal")
+
+
+def check_style(style: str) -> None:
+  """ValueError unless `style` is one of PROMPT_STYLES."""
+  if style not in PROMPT_STYLES:
+    raise ValueError(f"prompt_style={style!r} is not one of {PROMPT_STYLES}")
+
+
+def system_prompt(parts: PromptParts, *, delegation: bool, style: str = "full") -> str:
   """Generic rules, the environment's rules, and (if `delegation`) how and when to delegate."""
+  check_style(style)
+  if style == "minimal":
+    return ("Act in Python cells; finish(message) ends the episode."
+            + (" await launch_subagent(...) delegates." if delegation else ""))
   sections = [_AGENT_RULES, parts.rules.strip()]
   if delegation:
     sections.append(_DELEGATION_RULES)
@@ -40,7 +61,7 @@ def system_prompt(parts: PromptParts, *, delegation: bool) -> str:
   return "\n\n".join(s for s in sections if s)
 
 
-def first_user_turn(parts: PromptParts, *, step_budget: int) -> str:
+def first_user_turn(parts: PromptParts, *, step_budget: int, style: str = "full") -> str:
   """The cell budget, the tools, the required turn format, and last the goal.
 
   The goal comes last so that every node's prompt shares everything before it: the rollout engine
@@ -48,6 +69,9 @@ def first_user_turn(parts: PromptParts, *, step_budget: int) -> str:
   """
   if step_budget <= 0:
     raise ValueError(f"step_budget={step_budget} must be positive")
+  check_style(style)
+  if style == "minimal":
+    return f"You have at most {step_budget} cells.\n\nGoal: {parts.goal.strip()}"
   return "\n\n".join((
       f"You have at most {step_budget} cells. Call finish(message) before they run out.",
       f"Functions:\n{parts.tool_docs.strip()}",

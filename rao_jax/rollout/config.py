@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rao_jax.agent import prompts
 from rao_jax.rollout.sampling import SamplingConfig
 
 
@@ -19,6 +20,8 @@ class RolloutConfig:
     tree_step_budget: if > 0, one budget of cells shared by the whole tree (the earlier code's option).
     tree_timeout_s: if > 0, wall-clock limit per tree; its unfinished nodes end with TIMEOUT.
     delegation: False gives the single-agent ("linear") baseline with everything else identical.
+    prompt_style: "full" (rules, tool docs, turn format) or "minimal" (for models trained from
+      scratch on demonstrations); see `rao_jax.agent.prompts`.
 
   Engine knobs:
     num_slots: S, sequences decoded together (the frontier's batch).
@@ -37,6 +40,7 @@ class RolloutConfig:
   max_steps_per_node: int = 25
   max_depth: int = 6
   delegation: bool = True
+  prompt_style: str = "full"
   tree_step_budget: int = 0
   tree_timeout_s: float = 0.0
   decode_steps_per_round: int = 64
@@ -52,6 +56,8 @@ class RolloutConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"rollout.{name}={value!r} must be a positive integer")
+    if self.prompt_style not in prompts.PROMPT_STYLES:
+      raise ValueError(f"rollout.prompt_style={self.prompt_style!r} is not one of {prompts.PROMPT_STYLES}")
     if self.max_depth < 0:
       raise ValueError(f"rollout.max_depth={self.max_depth} must be >= 0")
     if self.tree_step_budget < 0 or self.tree_timeout_s < 0:

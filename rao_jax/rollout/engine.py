@@ -246,8 +246,9 @@ class RolloutEngine:
     # A node at the depth cap may not launch: its prompt has no delegation section (as the pool's
     # PromptParts for it have no launch_subagent docs), though a launch still returns a refusal.
     may_delegate = self.config.delegation and depth < self.config.max_depth
-    system = prompts.system_prompt(parts, delegation=may_delegate)
-    user = prompts.first_user_turn(parts, step_budget=self.config.max_steps_per_node)
+    style = self.config.prompt_style
+    system = prompts.system_prompt(parts, delegation=may_delegate, style=style)
+    user = prompts.first_user_turn(parts, step_budget=self.config.max_steps_per_node, style=style)
     conversation = self.layout.start(system, user)
     node = _Node(node_id=node_id, tree=tree, group=group, parent=parent, depth=depth, path=path,
                  launch_cell=launch_cell, goal=parts.goal, conversation=conversation,
@@ -265,9 +266,11 @@ class RolloutEngine:
     """
     if not self.config.share_prompt_prefix:
       return None
-    system = prompts.system_prompt(parts, delegation=self.config.delegation and self.config.max_depth > 0)
+    style = self.config.prompt_style
+    system = prompts.system_prompt(parts, delegation=self.config.delegation and self.config.max_depth > 0,
+                                   style=style)
     a, b = (self.layout.prompt_ids(system, prompts.first_user_turn(
-        dataclasses.replace(parts, goal=goal), step_budget=self.config.max_steps_per_node))
+        dataclasses.replace(parts, goal=goal), step_budget=self.config.max_steps_per_node, style=style))
             for goal in ("A", "B"))
     common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     length = common - 4

@@ -138,7 +138,8 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
 
   tok = cfg.tokenizer
   tokenizer = _built("tokenizer", TokenizerConfig, path=tok.path, vocab_size=tok.vocab_size,
-                     corpus_examples=tok.corpus_examples, transcript_tasks=tok.transcript_tasks)
+                     corpus_examples=tok.corpus_examples, transcript_tasks=tok.transcript_tasks,
+                     whole_item_names=tok.whole_item_names)
   if not checkpoint and not tok.path:
     _require(tok.vocab_size <= model.vocab_size,
              f"config.tokenizer.vocab_size={tok.vocab_size} exceeds config.model.vocab_size={model.vocab_size}")
@@ -147,7 +148,7 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
   sampling = _built("rollout", SamplingConfig, temperature=ro.temperature, top_p=ro.top_p)
   rollout = _built("rollout", RolloutConfig, num_slots=ro.num_slots, context_window=ro.context_window,
                    completion_limit=ro.completion_limit, max_steps_per_node=ro.max_steps_per_node,
-                   max_depth=ro.max_depth, delegation=ro.delegation,
+                   max_depth=ro.max_depth, delegation=ro.delegation, prompt_style=ro.prompt_style,
                    decode_steps_per_round=ro.decode_steps_per_round,
                    prefill_chunk_buckets=tuple(ro.prefill_chunk_buckets),
                    prefill_row_buckets=tuple(ro.prefill_row_buckets), sampling=sampling)
@@ -162,7 +163,9 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
                     max_tasks_per_difficulty=ws.max_tasks_per_difficulty, world=cfg.env.world,
                     delegation=rollout.delegation, max_steps_per_node=rollout.max_steps_per_node,
                     max_depth=rollout.max_depth, context_window=rollout.context_window,
-                    max_own_crafts=ws.max_own_crafts, crafts_per_cell=ws.crafts_per_cell)
+                    prompt_style=rollout.prompt_style,
+                    max_own_crafts=ws.max_own_crafts, crafts_per_cell=ws.crafts_per_cell,
+                    renamed_copies=ws.renamed_copies)
   sft_optimizer = _built("warm_start", OptimizerConfig, learning_rate=ws.learning_rate, weight_decay=0.0,
                          warmup_steps=ws.warmup_steps)
   sft = _built("warm_start", SFTConfig, optimizer=sft_optimizer, num_steps=ws.num_steps,

@@ -31,6 +31,7 @@ from rao_jax.agent.chat import ChatLayout, Conversation
 from rao_jax.envs.base import PromptParts
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
+from rao_jax.envs.textcraft_synth.renaming import ItemRenaming
 from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES, Task
 from rao_jax.train import packing
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
@@ -48,10 +49,13 @@ class SFTDataConfig:
     difficulties: task difficulties to keep ("easy", "medium", "hard", "extreme").
     max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
     world: TextCraft-Synth world preset of the tasks (the environment's `env_config["world"]`).
-    delegation, max_steps_per_node, max_depth, context_window: the rollout engine's settings
+    delegation, max_steps_per_node, max_depth, context_window, prompt_style: the rollout engine's settings
       (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes the engine
       could not have produced (more turns than the budget, longer than the window) are left out.
     max_own_crafts, crafts_per_cell: the solvers' planning knobs (`solvers.SolverConfig`).
+    renamed_copies: each expert node is also rendered this many times under a random renaming of the
+      world's items (`renaming.ItemRenaming`, seeded by task, solver and copy), so that item names
+      can only be predicted by copying them from the goal and the observations.
   """
 
   mixture: str = "mixed"
@@ -62,8 +66,10 @@ class SFTDataConfig:
   max_steps_per_node: int = 25
   max_depth: int = 6
   context_window: int = 2048
+  prompt_style: str = "full"
   max_own_crafts: int = 8
   crafts_per_cell: int = 1
+  renamed_copies: int = 0
 
   def __post_init__(self):
     if self.mixture not in MIXTURES:
@@ -71,13 +77,14 @@ class SFTDataConfig:
     unknown = sorted(set(self.difficulties) - set(DIFFICULTIES))
     if unknown or not self.difficulties:
       raise ValueError(f"sft.difficulties={self.difficulties} must be a non-empty subset of {DIFFICULTIES}")
+    prompts.check_style(self.prompt_style)
     if self.mixture != "flat" and not self.delegation:
       raise ValueError(f"sft.mixture={self.mixture!r} holds delegating transcripts, which need delegation=True")
     for name in ("max_steps_per_node", "context_window", "max_own_crafts", "crafts_per_cell"):
       if getattr(self, name) <= 0:
         raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
-    if self.max_tasks_per_difficulty < 0 or self.max_depth < 0:
-      raise ValueError("sft.max_tasks_per_difficulty and sft.max_depth must be >= 0")
+    if self.max_tasks_per_difficulty < 0 or self.max_depth < 0 or self.renamed_copies < 0:
+      raise ValueError("sft.max_tasks_per_difficulty, sft.max_depth and sft.renamed_copies must be >= 0")
 
   def solver_configs(self) -> tuple[solvers.SolverConfig, ...]:
     flat = solvers.SolverConfig(delegate=False, max_depth=self.max_depth, max_own_crafts=self.max_own_crafts,
@@ -106,14 +113,20 @@ class SFTConfig:
 
 
 def node_conversation(node: solvers.Transcript, parts: PromptParts, layout: ChatLayout, *,
-                      delegation: bool, step_budget: int) -> Conversation:
-  """One expert node as the token sequence the rollout engine would have built for it (see module doc)."""
-  system = prompts.system_prompt(parts, delegation=delegation)
-  user = prompts.first_user_turn(parts, step_budget=step_budget)
+                      delegation: bool, step_budget: int, prompt_style: str = "full",
+                      rename: Callable[[str], str] | None = None) -> Conversation:
+  """One expert node as the token sequence the rollout engine would have built for it (see module doc).
+
+  `rename` (e.g. an `ItemRenaming`) rewrites the goal, the turns and the observations, not the rules.
+  """
+  rename = rename or (lambda text: text)
+  parts = dataclasses.replace(parts, goal=rename(parts.goal))
+  system = prompts.system_prompt(parts, delegation=delegation, style=prompt_style)
+  user = prompts.first_user_turn(parts, step_budget=step_budget, style=prompt_style)
   conversation = layout.start(system, user)
   for index, turn in enumerate(node.turns, start=1):
-    completion = layout.tokenizer.encode(turn.assistant_text())
-    observation = None if turn.output is None else node.observation_text(index)
+    completion = layout.tokenizer.encode(rename(turn.assistant_text()))
+    observation = None if turn.output is None else rename(node.observation_text(index))
     layout.add_turn(conversation, completion, None, observation)
   return conversation
 
@@ -132,7 +145,8 @@ def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
 
 def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDataConfig
                         ) -> list[Conversation]:
-  """One `Conversation` per node of every expert tree (solver(s) of `config.mixture` on each task).
+  """One `Conversation` per node of every expert tree (solver(s) of `config.mixture` on each task), and
+  `config.renamed_copies` more per node under item renamings (one renaming per tree and copy).
 
   Trees whose root the solver could not solve are skipped, as are nodes the engine could not have
   produced (more turns than `max_steps_per_node`, or a sequence longer than `context_window`).
@@ -141,8 +155,8 @@ def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDa
   env_config = {"world": config.world}
   conversations: list[Conversation] = []
   skipped_trees = skipped_nodes = 0
-  for task in select_tasks(tasks, config):
-    for solver_config in config.solver_configs():
+  for task_index, task in enumerate(select_tasks(tasks, config)):
+    for solver_index, solver_config in enumerate(config.solver_configs()):
       root = env_lib.make_root_environment(env_config, task.to_dict())
       # As in the engine: a node at the depth cap sees no delegation (section and launch_subagent docs).
       parts_at = {may: root.prompt_parts(may) for may in (False, config.delegation)}
@@ -154,15 +168,19 @@ def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDa
       if transcript.success < 1.0:
         skipped_trees += 1
         continue
+      renamings = [None] + [ItemRenaming(root.world, f"{task_index}/{solver_index}/{copy}")
+                            for copy in range(config.renamed_copies)]
       for node in transcript.nodes():
         may_delegate = config.delegation and node.depth < config.max_depth
-        conversation = node_conversation(node, dataclasses.replace(parts_at[may_delegate], goal=node.goal),
-                                         layout, delegation=may_delegate,
-                                         step_budget=config.max_steps_per_node)
-        if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
-          skipped_nodes += 1
-          continue
-        conversations.append(conversation)
+        parts = dataclasses.replace(parts_at[may_delegate], goal=node.goal)
+        for rename in renamings:
+          conversation = node_conversation(node, parts, layout, delegation=may_delegate,
+                                           step_budget=config.max_steps_per_node,
+                                           prompt_style=config.prompt_style, rename=rename)
+          if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
+            skipped_nodes += 1
+            continue
+          conversations.append(conversation)
   if skipped_trees or skipped_nodes:
     logging.warning("sft: left out %d unsolved trees and %d nodes over the engine's limits",
                     skipped_trees, skipped_nodes)

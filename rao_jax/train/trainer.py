@@ -95,8 +95,8 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   """
   workdir = settings.workdir
   data_dir = os.path.join(workdir, "data")
-  tasks = [t for t in load_tasks(settings.dataset, "train", data_dir)
-           if t.difficulty in settings.train_difficulties]
+  split = load_tasks(settings.dataset, "train", data_dir)  # the warm start picks its own difficulties
+  tasks = [t for t in split if t.difficulty in settings.train_difficulties]
   if settings.max_train_tasks:
     tasks = tasks[:settings.max_train_tasks]
   if not tasks:
@@ -105,7 +105,8 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   if settings.model_checkpoint and not tokenizer_config.path:
     tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.model_checkpoint)
   tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, tasks,
-                                         settings.world, step_budget=settings.rollout.max_steps_per_node)
+                                         settings.world, step_budget=settings.rollout.max_steps_per_node,
+                                         prompt_style=settings.rollout.prompt_style)
   if tokenizer.vocab_size > settings.model.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but config.model.vocab_size is "
                      f"{settings.model.vocab_size}")
@@ -117,7 +118,7 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
     model = warm_start.imported_model(settings.model_checkpoint, settings.model)
   else:
     sft_config = dataclasses.replace(settings.sft, vocab_limit=tokenizer.vocab_size)
-    model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, tasks,
+    model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, split,
                                       settings.sft_data, sft_config, seed=settings.seed, mesh=mesh,
                                       progress_bar=settings.progress_bar)
   graphdef, state = create_train_state(model, make_optimizer(settings.optimizer), mesh)

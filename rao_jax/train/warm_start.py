@@ -30,6 +30,7 @@ from rao_jax.agent.chat import ChatLayout
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
 from rao_jax.envs.textcraft_synth.tasks import Task
+from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.model import hf_checkpoint
 from rao_jax.model.config import ModelConfig
 from rao_jax.model.transformer import Transformer
@@ -40,19 +41,27 @@ from rao_jax.train.checkpoint import tokenizer_fingerprint
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
   """A given tokenizer (`path`), or one trained on `corpus_examples` built-in lines plus the expert
-  transcripts of the first `transcript_tasks` training tasks, with at most `vocab_size` pieces."""
+  transcripts of the first `transcript_tasks` training tasks, with at most `vocab_size` pieces.
+
+  With `whole_item_names` every item name of the world is one piece (a SentencePiece user-defined
+  symbol): "t8_i1_4" is one token instead of seven, so a policy copies an item from the goal or from a
+  recipe by copying one token, and transcripts are shorter. The pieces take that many ids of
+  `vocab_size` (the "small" world has 422 items; the "paper" world 1,452).
+  """
 
   path: str = ""
   vocab_size: int = 1024
   corpus_examples: int = 1000
   transcript_tasks: int = 24
+  whole_item_names: bool = False
 
   def __post_init__(self):
     if self.vocab_size <= 0 or self.corpus_examples < 0 or self.transcript_tasks < 0:
       raise ValueError("tokenizer.vocab_size must be positive, corpus_examples and transcript_tasks >= 0")
 
 
-def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25) -> list[str]:
+def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25,
+                     prompt_style: str = "full") -> list[str]:
   """Node prompts (with and without delegation) and the recursive expert's turns and observations on
   `tasks`: the tokenizer's training text, so the text every node reads and writes costs few tokens."""
   texts = []
@@ -60,8 +69,8 @@ def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25
     root = env_lib.make_root_environment({"world": world}, task.to_dict())
     for delegation in (True, False):
       parts = root.prompt_parts(delegation)
-      texts += [prompts.system_prompt(parts, delegation=delegation),
-                prompts.first_user_turn(parts, step_budget=step_budget)]
+      texts += [prompts.system_prompt(parts, delegation=delegation, style=prompt_style),
+                prompts.first_user_turn(parts, step_budget=step_budget, style=prompt_style)]
     try:
       transcript = solvers.solve(root, solvers.RECURSIVE)
     except solvers.InfeasibleError:
@@ -74,7 +83,7 @@ def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25
 
 
 def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequence[Task], world: str, *,
-                    step_budget: int = 25) -> tokenizer_lib.Tokenizer:
+                    step_budget: int = 25, prompt_style: str = "full") -> tokenizer_lib.Tokenizer:
   """`config.path`'s tokenizer, else `{directory}/tokenizer.model`, trained there on first use."""
   if config.path:
     return tokenizer_lib.load_tokenizer(config.path)
@@ -82,10 +91,12 @@ def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequen
   if not os.path.isfile(model_file):
     os.makedirs(directory, exist_ok=True)
     texts = (tokenizer_lib.builtin_corpus(config.corpus_examples)
-             + transcript_texts(train_tasks[:config.transcript_tasks], world, step_budget=step_budget))
+             + transcript_texts(train_tasks[:config.transcript_tasks], world, step_budget=step_budget,
+                                prompt_style=prompt_style))
+    whole_words = tuple(get_world(world).items) if config.whole_item_names else ()
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
       trained = tokenizer_lib.train_sentencepiece(texts, model_prefix=os.path.join(scratch, "tokenizer"),
-                                                  vocab_size=config.vocab_size)
+                                                  vocab_size=config.vocab_size, whole_words=whole_words)
       os.replace(trained.model_file, model_file)  # atomic: a killed run never leaves half a file
   return tokenizer_lib.SentencePieceTokenizer(model_file)
 

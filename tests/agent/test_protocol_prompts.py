@@ -50,3 +50,23 @@ def test_texts_are_deterministic_and_short():
 def test_bad_step_budget():
   with pytest.raises(ValueError, match="step_budget=0"):
     prompts.first_user_turn(PARTS, step_budget=0)
+
+
+def test_minimal_style_keeps_only_the_budget_the_delegation_switch_and_the_goal():
+  full_user = prompts.first_user_turn(PARTS, step_budget=12)
+  user = prompts.first_user_turn(PARTS, step_budget=12, style="minimal")
+  assert user.endswith(f"Goal: {PARTS.goal}") and "12 cells" in user
+  assert PARTS.tool_docs not in user and len(user) < len(full_user) / 3
+  with_delegation = prompts.system_prompt(PARTS, delegation=True, style="minimal")
+  without = prompts.system_prompt(PARTS, delegation=False, style="minimal")
+  assert "launch_subagent" in with_delegation and "launch_subagent" not in without
+  assert PARTS.rules not in with_delegation and "finish(message)" in without
+
+
+@pytest.mark.parametrize("make", [
+    lambda: prompts.system_prompt(PARTS, delegation=True, style="terse"),
+    lambda: prompts.first_user_turn(PARTS, step_budget=3, style="terse"),
+])
+def test_unknown_prompt_style(make):
+  with pytest.raises(ValueError, match="prompt_style='terse'"):
+    make()

@@ -29,9 +29,10 @@ def _model(vocab_size: int) -> Transformer:
   return Transformer(config, rngs=nnx.Rngs(0))
 
 
-def _engine_config(num_slots: int) -> RolloutConfig:
+def _engine_config(num_slots: int, prompt_style: str = "full") -> RolloutConfig:
   return RolloutConfig(num_slots=num_slots, context_window=3072, completion_limit=384,
                        max_steps_per_node=25, max_depth=6, decode_steps_per_round=512,
+                       prompt_style=prompt_style,
                        prefill_chunk_buckets=(256, 1024), prefill_row_buckets=(num_slots,),
                        sampling=SamplingConfig(temperature=1.0))
 
@@ -56,12 +57,13 @@ def _engine_shape(records, turns_of, index):
 
 
 @pytest.mark.e2e
-def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks):
+@pytest.mark.parametrize("prompt_style", ["full", "minimal"])
+def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks, prompt_style):
   tasks = small_tasks["easy"][:2] + small_tasks["medium"][:1]
   transcripts = [solvers.solve(env_lib.make_root_environment(ENV_CONFIG, t.to_dict()), solvers.RECURSIVE)
                  for t in tasks]
   assert any(t.children for t in transcripts)  # the sample exercises delegation
-  config = _engine_config(num_slots=8)
+  config = _engine_config(num_slots=8, prompt_style=prompt_style)
   with InterpreterPool(InterpreterConfig(num_workers=1, max_depth=config.max_depth)) as pool:
     engine = RolloutEngine(_model(toy_tokenizer.vocab_size), layout_for(toy_tokenizer), pool, config)
     result = engine.run(ENV_NAME, ENV_CONFIG, [t.to_dict() for t in tasks], samples_per_task=2,
@@ -102,7 +104,8 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks):
       parts = env_lib.make_root_environment(ENV_CONFIG, tasks[int(trees.group[root])].to_dict()
                                             ).prompt_parts(may_delegate)
       expected = sft.node_conversation(node, dataclasses.replace(parts, goal=node.goal), layout,
-                                       delegation=may_delegate, step_budget=config.max_steps_per_node)
+                                       delegation=may_delegate, step_budget=config.max_steps_per_node,
+                                       prompt_style=prompt_style)
       tokens, mask, _ = trees.node_sequence(row)
       assert tokens.tolist() == expected.ids
       np.testing.assert_array_equal(mask, expected.loss_mask())

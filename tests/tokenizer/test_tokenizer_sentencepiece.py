@@ -104,3 +104,22 @@ def test_training_from_files_and_builtin_corpus_is_deterministic(tmp_path):
                                         model_prefix=str(tmp_path / "b"), vocab_size=400)
   text = tokenizer_lib.builtin_corpus(3, seed=9)[0]
   assert a.encode(text) == b.encode(text)
+
+
+def test_whole_words_are_single_pieces(tmp_path):
+  words = ("t8_i1_4", "t8_i1", "raw_t2")
+  tokenizer = tokenizer_lib.train_sentencepiece(tokenizer_lib.builtin_corpus(100),
+                                                model_prefix=str(tmp_path / "w"), vocab_size=400,
+                                                whole_words=words)
+  text = 'print(craft({"raw_t2": 2}, ("t8_i1_4", 2)))  # then t8_i1'
+  ids = tokenizer.encode(text)
+  assert tokenizer.decode(ids) == text
+  for word in words:
+    assert ids.count(tokenizer.token_id(word)) == 1  # the longest whole word wins: t8_i1_4, not t8_i1
+  assert not set(words) & set(tokenizer.special_tokens)  # domain words are not turn structure
+  with pytest.raises(ValueError, match="3 whole words"):
+    tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "x"), vocab_size=271,
+                                      whole_words=words)
+  with pytest.raises(ValueError, match="whole words"):
+    tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "y"), vocab_size=400,
+                                      whole_words=("t1 ",))

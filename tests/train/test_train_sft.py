@@ -11,7 +11,7 @@ from rao_jax.agent.chat import Provenance, layout_for
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib, world as world_lib
 from rao_jax.model.config import ModelConfig
-from rao_jax.train import sft
+from rao_jax.train import sft, warm_start
 from rao_jax.train.optimizer import OptimizerConfig
 
 # max_own_crafts=1 makes the recursive solver delegate even on easy tasks.
@@ -105,3 +105,44 @@ def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
   assert losses.shape == (8,) and np.isfinite(losses).all()
   assert losses[-2:].mean() < losses[0] - 1.0, losses
   assert model.config == config
+
+
+def test_minimal_prompts_render_the_engine_prompt(easy_tasks, layout):
+  data = dataclasses.replace(DATA, prompt_style="minimal")
+  full, minimal = (sft.build_sft_sequences(easy_tasks, layout, d)[0] for d in (DATA, data))
+  root = env_lib.make_root_environment({"world": DATA.world}, sft.select_tasks(easy_tasks, DATA)[0].to_dict())
+  parts = root.prompt_parts(True)
+  budget = DATA.max_steps_per_node
+  prompt = layout.prompt_ids(prompts.system_prompt(parts, delegation=True, style="minimal"),
+                             prompts.first_user_turn(parts, step_budget=budget, style="minimal"))
+  assert minimal.ids[:len(prompt)] == prompt
+  assert minimal.provenance[len(prompt)] == Provenance.MODEL
+  assert _model_spans(layout, minimal) == _model_spans(layout, full)  # same turns, shorter prompt
+  assert len(minimal) < len(full) - 300
+  with pytest.raises(ValueError, match="prompt_style='short'"):
+    dataclasses.replace(DATA, prompt_style="short")
+
+
+def test_tokenizer_with_whole_item_names(easy_tasks, tmp_path):
+  config = warm_start.TokenizerConfig(vocab_size=1024, corpus_examples=50, transcript_tasks=1,
+                                      whole_item_names=True)
+  tokenizer = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, "small")
+  items = tuple(world_lib.get_world("small").items)
+  assert len({tokenizer.token_id(item) for item in items}) == len(items)
+  goal = f"Craft the following items: 2x {items[-1]}"
+  assert tokenizer.decode(tokenizer.encode(goal)) == goal
+
+
+def test_renamed_copies_add_renamed_nodes(easy_tasks, layout):
+  plain = sft.build_sft_sequences(easy_tasks, layout, DATA)
+  data = dataclasses.replace(DATA, renamed_copies=2)
+  renamed = sft.build_sft_sequences(easy_tasks, layout, data)
+  assert len(renamed) == 3 * len(plain)  # these nodes are far below the context window
+  original, copy_a, copy_b = renamed[:3]
+  assert original.ids == plain[0].ids
+  texts = [layout.tokenizer.decode(c.ids) for c in (original, copy_a, copy_b)]
+  assert len(set(texts)) == 3 and all(t.count("Craft the following items") == 1 for t in texts)
+  assert sft.build_sft_sequences(easy_tasks, layout, data)[1].ids == copy_a.ids  # seeded
+  with pytest.raises(ValueError, match="renamed_copies"):
+    dataclasses.replace(DATA, renamed_copies=-1)
+

@@ -64,6 +64,7 @@ def test_unknown_preset():
     ("rollout", "num_slots", 0, r"config\.rollout\.num_slots=0"),
     ("rollout", "completion_limit", 4096, r"config\.rollout\.completion_limit=4096"),
     ("rollout", "temperature", -1.0, r"config\.rollout\.temperature"),
+    ("rollout", "prompt_style", "chatty", r"config\.rollout\.prompt_style='chatty'"),
     ("optimizer", "learning_rate", -1.0, r"config\.optimizer\.learning_rate"),
     ("optimizer", "schedule", "cubic", r"config\.optimizer\.schedule"),
     ("rl", "depth_weighting", "deep", r"config\.rl\.depth_weighting"),
