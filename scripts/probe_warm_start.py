@@ -13,7 +13,6 @@ the others and near zero on item tokens, and then cannot solve a task it has not
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
 import jax
@@ -23,6 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rao_jax.envs.textcraft_synth.dataset import load_tasks
+from rao_jax.envs.textcraft_synth.renaming import item_name_pattern
 from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.train import sft, trainer
 from rao_jax.train.settings import settings_from_config
@@ -35,8 +35,7 @@ _NUM_TASKS = flags.DEFINE_integer("num_tasks", 16, "number of held-out tasks")
 
 def item_token_mask(tokenizer, ids: Sequence[int], item_names: Sequence[str]) -> np.ndarray:
   """[len(ids)] bool: tokens whose text overlaps an item name in the decoded sequence."""
-  pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, sorted(item_names, key=len, reverse=True)))
-                       + r")(?!\w)")
+  pattern = item_name_pattern(tuple(item_names))
   ends = np.cumsum([len(tokenizer.decode([int(i)])) for i in ids])
   starts = ends - np.diff(np.concatenate([[0], ends]))
   text = tokenizer.decode([int(i) for i in ids])

@@ -20,7 +20,8 @@ from rao_jax.envs.textcraft_synth.world import World
 
 
 @functools.lru_cache(maxsize=8)
-def _name_pattern(names: tuple[str, ...]) -> re.Pattern:
+def item_name_pattern(names: tuple[str, ...]) -> re.Pattern:
+  """A regex whose group 1 matches any of `names` as a whole word (longest name first)."""
   longest_first = sorted(names, key=len, reverse=True)
   return re.compile(r"(?<!\w)(" + "|".join(map(re.escape, longest_first)) + r")(?!\w)")
 
@@ -41,7 +42,7 @@ class ItemRenaming:
       shuffled = list(names)
       rng.shuffle(shuffled)
       self.mapping.update(zip(names, shuffled))
-    self._pattern = _name_pattern(tuple(sorted(self.mapping)))
+    self._pattern = item_name_pattern(tuple(sorted(self.mapping)))
 
   def __call__(self, text: str) -> str:
     return self._pattern.sub(lambda match: self.mapping[match.group(1)], text)
