@@ -11,8 +11,10 @@ import abc
 import json
 import os
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import sentencepiece as spm
 import tokenizers
 
@@ -277,6 +279,21 @@ def train_sentencepiece(
       minloglevel=2,
   )
   return SentencePieceTokenizer(f"{model_prefix}.model")
+
+
+def matched_token_mask(tokenizer: Tokenizer, ids: Sequence[int], pattern: re.Pattern) -> np.ndarray:
+  """[len(ids)] bool: the tokens whose text overlaps a match of `pattern` in the decoded sequence.
+
+  Token i covers characters [start_i, end_i) of decode(ids), with end_i the cumulative length of the
+  tokens' own decodings (exact for tokenizers whose pieces decode independently, as ours do for text
+  without multi-byte characters split across byte pieces).
+  """
+  ends = np.cumsum([len(tokenizer.decode([int(i)])) for i in ids])
+  starts = np.concatenate([[0], ends[:-1]]).astype(ends.dtype)
+  mask = np.zeros(len(ids), bool)
+  for match in pattern.finditer(tokenizer.decode([int(i) for i in ids])):
+    mask |= (starts < match.end()) & (ends > match.start())
+  return mask
 
 
 def builtin_corpus(num_examples: int = 2000, seed: int = 0) -> list[str]:

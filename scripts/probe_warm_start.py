@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rao_jax import tokenizer as tokenizer_lib
 from rao_jax.envs.textcraft_synth.dataset import load_tasks
 from rao_jax.envs.textcraft_synth.renaming import item_name_pattern
 from rao_jax.envs.textcraft_synth.world import get_world
@@ -31,18 +32,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (conf
 _SPLIT = flags.DEFINE_string("split", "val", "split of the held-out tasks")
 _DIFFICULTY = flags.DEFINE_string("difficulty", "easy", "difficulty of the held-out tasks")
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 16, "number of held-out tasks")
-
-
-def item_token_mask(tokenizer, ids: Sequence[int], item_names: Sequence[str]) -> np.ndarray:
-  """[len(ids)] bool: tokens whose text overlaps an item name in the decoded sequence."""
-  pattern = item_name_pattern(tuple(item_names))
-  ends = np.cumsum([len(tokenizer.decode([int(i)])) for i in ids])
-  starts = ends - np.diff(np.concatenate([[0], ends]))
-  text = tokenizer.decode([int(i) for i in ids])
-  mask = np.zeros(len(ids), bool)
-  for match in pattern.finditer(text):
-    mask |= (starts < match.end()) & (ends > match.start())
-  return mask
 
 
 def main(argv: Sequence[str]) -> None:
@@ -62,7 +51,7 @@ def main(argv: Sequence[str]) -> None:
     ids = np.asarray(conversation.token_ids())
     predicted = np.asarray(jnp.argmax(forward(jnp.asarray(ids)[None])[0], -1))[:-1]  # predicts ids[1:]
     policy = conversation.loss_mask()[1:]
-    is_item = item_token_mask(run.tokenizer, ids, items)[1:]
+    is_item = tokenizer_lib.matched_token_mask(run.tokenizer, ids, item_name_pattern(items))[1:]
     correct = predicted == ids[1:]
     for name, where in (("item", policy & is_item), ("other", policy & ~is_item)):
       hits[name][0] += int(correct[where].sum())

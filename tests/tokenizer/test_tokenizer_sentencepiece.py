@@ -1,5 +1,6 @@
 """SentencePiece tokenizer: training options, exact round trips, special tokens, loading."""
 import os
+import re
 
 import hypothesis
 import hypothesis.strategies as st
@@ -123,3 +124,15 @@ def test_whole_words_are_single_pieces(tmp_path):
   with pytest.raises(ValueError, match="whole words"):
     tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "y"), vocab_size=400,
                                       whole_words=("t1 ",))
+
+
+def test_matched_token_mask_marks_the_tokens_of_whole_matches(sp_tokenizer):
+  pattern = re.compile(r"(?<!\w)(t8_i1_4|t8_i1|raw_t2)(?!\w)")
+  text = 'get_info(["t8_i1_4", "raw_t2"])  # t8_i1x is not an item'
+  ids = sp_tokenizer.encode(text)
+  pieces = [sp_tokenizer.decode([i]) for i in ids]
+  assert "".join(pieces) == text
+  mask = tokenizer_lib.matched_token_mask(sp_tokenizer, ids, pattern)
+  runs = "".join(p if m else "|" for p, m in zip(pieces, mask)).split("|")
+  assert [run for run in runs if run] == ["t8_i1_4", "raw_t2"]  # and not "t8_i1" inside "t8_i1x"
+  assert not tokenizer_lib.matched_token_mask(sp_tokenizer, ids, re.compile("absent")).any()
