@@ -41,10 +41,10 @@ If a sub-agent fails, you get an error string instead of its result; check it an
 PROMPT_STYLES = ("full", "minimal")
 
 
-def check_style(style: str) -> None:
-  """ValueError unless `style` is one of PROMPT_STYLES."""
+def check_style(style: str, field: str = "prompt_style") -> None:
+  """ValueError (naming `field`) unless `style` is one of PROMPT_STYLES."""
   if style not in PROMPT_STYLES:
-    raise ValueError(f"prompt_style={style!r} is not one of {PROMPT_STYLES}")
+    raise ValueError(f"{field}={style!r} is not one of {PROMPT_STYLES}")
 
 
 def system_prompt(parts: PromptParts, *, delegation: bool, style: str = "full") -> str:

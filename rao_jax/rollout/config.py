@@ -56,8 +56,7 @@ class RolloutConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"rollout.{name}={value!r} must be a positive integer")
-    if self.prompt_style not in prompts.PROMPT_STYLES:
-      raise ValueError(f"rollout.prompt_style={self.prompt_style!r} is not one of {prompts.PROMPT_STYLES}")
+    prompts.check_style(self.prompt_style, "rollout.prompt_style")
     if self.max_depth < 0:
       raise ValueError(f"rollout.max_depth={self.max_depth} must be >= 0")
     if self.tree_step_budget < 0 or self.tree_timeout_s < 0:

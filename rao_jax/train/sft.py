@@ -77,7 +77,7 @@ class SFTDataConfig:
     unknown = sorted(set(self.difficulties) - set(DIFFICULTIES))
     if unknown or not self.difficulties:
       raise ValueError(f"sft.difficulties={self.difficulties} must be a non-empty subset of {DIFFICULTIES}")
-    prompts.check_style(self.prompt_style)
+    prompts.check_style(self.prompt_style, "sft.prompt_style")
     if self.mixture != "flat" and not self.delegation:
       raise ValueError(f"sft.mixture={self.mixture!r} holds delegating transcripts, which need delegation=True")
     for name in ("max_steps_per_node", "context_window", "max_own_crafts", "crafts_per_cell"):
@@ -171,13 +171,16 @@ def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDa
       renamings = [None] + [ItemRenaming(root.world, f"{task_index}/{solver_index}/{copy}")
                             for copy in range(config.renamed_copies)]
       for node in transcript.nodes():
+        if len(node.turns) > config.max_steps_per_node:
+          skipped_nodes += len(renamings)
+          continue
         may_delegate = config.delegation and node.depth < config.max_depth
         parts = dataclasses.replace(parts_at[may_delegate], goal=node.goal)
         for rename in renamings:
           conversation = node_conversation(node, parts, layout, delegation=may_delegate,
                                            step_budget=config.max_steps_per_node,
                                            prompt_style=config.prompt_style, rename=rename)
-          if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
+          if len(conversation) > config.context_window:
             skipped_nodes += 1
             continue
           conversations.append(conversation)

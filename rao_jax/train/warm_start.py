@@ -1,8 +1,8 @@
 """The RAO run's starting point, built once and cached in the work directory.
 
 * Tokenizer: a SentencePiece model trained on the built-in corpus plus expert transcripts of training
-  tasks (so tool names, items and turn markers are cheap), in `{workdir}/tokenizer/tokenizer.model`; or
-  a given tokenizer file (the imported checkpoint's).
+  tasks (so tool names, items and turn markers are cheap), in `{workdir}/tokenizer/{key}/tokenizer.model`
+  (`key` hashes what it was trained on); or a given tokenizer file (the imported checkpoint's).
 * Policy: an imported Hugging Face checkpoint, or a randomly initialised model trained by supervised
   fine-tuning on expert transcripts (`rao_jax.train.sft`). The SFT result is saved with Orbax under
   `{workdir}/warm_start/{fingerprint}/`, where the fingerprint hashes everything that determines it
@@ -84,15 +84,24 @@ def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25
 
 def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequence[Task], world: str, *,
                     step_budget: int = 25, prompt_style: str = "full") -> tokenizer_lib.Tokenizer:
-  """`config.path`'s tokenizer, else `{directory}/tokenizer.model`, trained there on first use."""
+  """`config.path`'s tokenizer, else `{directory}/{key}/tokenizer.model`, trained there on first use.
+
+  The key hashes everything the training text and pieces depend on (the config, the world, the prompt
+  settings and the transcript tasks), so a changed setting trains a new tokenizer instead of silently
+  reusing one trained for other text.
+  """
   if config.path:
     return tokenizer_lib.load_tokenizer(config.path)
+  transcript_tasks = train_tasks[:config.transcript_tasks]
+  identity = {"config": dataclasses.asdict(config), "world": world, "step_budget": step_budget,
+              "prompt_style": prompt_style, "tasks": [t.to_dict() for t in transcript_tasks]}
+  key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  directory = os.path.join(directory, key)
   model_file = os.path.join(directory, "tokenizer.model")
   if not os.path.isfile(model_file):
     os.makedirs(directory, exist_ok=True)
     texts = (tokenizer_lib.builtin_corpus(config.corpus_examples)
-             + transcript_texts(train_tasks[:config.transcript_tasks], world, step_budget=step_budget,
-                                prompt_style=prompt_style))
+             + transcript_texts(transcript_tasks, world, step_budget=step_budget, prompt_style=prompt_style))
     whole_words = tuple(get_world(world).items) if config.whole_item_names else ()
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
       trained = tokenizer_lib.train_sentencepiece(texts, model_prefix=os.path.join(scratch, "tokenizer"),

@@ -131,6 +131,13 @@ def test_tokenizer_with_whole_item_names(easy_tasks, tmp_path):
   assert len({tokenizer.token_id(item) for item in items}) == len(items)
   goal = f"Craft the following items: 2x {items[-1]}"
   assert tokenizer.decode(tokenizer.encode(goal)) == goal
+  # The same settings reuse the trained file; another setting trains its own instead of reusing it.
+  again = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, "small")
+  assert again.model_file == tokenizer.model_file
+  split_names = warm_start.build_tokenizer(str(tmp_path), dataclasses.replace(config, whole_item_names=False),
+                                           easy_tasks, "small")
+  assert split_names.model_file != tokenizer.model_file and len(split_names.encode(goal)) > len(
+      tokenizer.encode(goal))
 
 
 def test_renamed_copies_add_renamed_nodes(easy_tasks, layout):

@@ -75,7 +75,8 @@ def built(tmp_path_factory):
   """A work directory holding the dataset, tokenizer and warm start (built once for the module)."""
   workdir = tmp_path_factory.mktemp("built")
   run = trainer.build_run(_toy_settings(workdir, num_steps=1))
-  assert os.path.isfile(os.path.join(workdir, "tokenizer", "tokenizer.model"))
+  (key,) = os.listdir(os.path.join(workdir, "tokenizer"))
+  assert os.path.isfile(os.path.join(workdir, "tokenizer", key, "tokenizer.model"))
   assert os.listdir(os.path.join(workdir, "warm_start"))
   return workdir, run
 
