@@ -12,7 +12,8 @@ Presets:
   tiny_linear: the same with delegation off (the single-agent baseline: same model, budget, window).
   qwen3_4b:    the paper's hyper-parameters (16 tasks × G = 8, CISPO, Adam lr 3e-6 constant,
                β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
-               inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint.
+               inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
+               float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy).
 Every field is validated by `rao_jax.train.trainer.settings_from_config` before anything compiles.
 """
 from __future__ import annotations
@@ -134,6 +135,7 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.env.dataset = "paper"
   cfg.data.train_difficulties = ("medium",)
   cfg.model = ml_collections.ConfigDict(model_config.get_preset("qwen3_4b").to_dict())
+  cfg.model.param_dtype = "float32"      # master weights (bfloat16 would round away lr-3e-6 steps)
   cfg.model.checkpoint = ""              # required: --config.model.checkpoint=/path/to/Qwen3-4B
   cfg.tokenizer.path = ""                # empty: the checkpoint's tokenizer
   cfg.warm_start.row_length = 8192       # unused: the imported checkpoint is the starting policy

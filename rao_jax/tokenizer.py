@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 import tokenizers
 
 from rao_jax.agent import prompts, turn_format
@@ -278,7 +279,23 @@ def train_sentencepiece(
       num_threads=num_threads,
       minloglevel=2,
   )
+  _drop_output_path(f"{model_prefix}.model")
   return SentencePieceTokenizer(f"{model_prefix}.model")
+
+
+def _drop_output_path(model_file: str) -> None:
+  """Clears the output path that SentencePiece records in the model's trainer spec.
+
+  Training is deterministic, but the serialised model stores `model_prefix`, so the same text trained in
+  two directories gave different bytes (and different checkpoint fingerprints). Without it, the bytes
+  depend only on the text and the settings.
+  """
+  model = sentencepiece_model_pb2.ModelProto()
+  with open(model_file, "rb") as f:
+    model.ParseFromString(f.read())
+  model.trainer_spec.ClearField("model_prefix")
+  with open(model_file, "wb") as f:
+    f.write(model.SerializeToString())
 
 
 def matched_token_mask(tokenizer: Tokenizer, ids: Sequence[int], pattern: re.Pattern) -> np.ndarray:

@@ -81,13 +81,15 @@ def _tensor_layouts(config: ModelConfig) -> list[_TensorLayout]:
   return layouts
 
 
-def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str | None = None, rngs: nnx.Rngs | None = None
-                       ) -> tuple[Transformer, ModelConfig]:
+def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str | None = None, param_dtype: str | None = None,
+                       rngs: nnx.Rngs | None = None) -> tuple[Transformer, ModelConfig]:
   """Builds a `Transformer` from a Hugging Face Qwen3 checkpoint directory.
 
   Reads config.json and the weights from model.safetensors, a sharded set listed in
-  model.safetensors.index.json, or the *.safetensors files present. `dtype` overrides both the parameter
-  and the compute dtype (default: the checkpoint's). The module is built abstractly (no random init): no
+  model.safetensors.index.json, or the *.safetensors files present. `dtype` overrides the compute dtype
+  and, unless `param_dtype` is given, the parameter dtype too (default: the checkpoint's); `param_dtype`
+  overrides the parameter dtype alone (e.g. float32 master weights for training a bfloat16 checkpoint
+  with bfloat16 compute). The module is built abstractly (no random init): no
   values are drawn from `rngs`, which may be omitted. Raises FileNotFoundError for
   missing files and ValueError for corrupt files, unsupported architectures, and missing, unexpected or
   mis-shaped tensors (named in the message).
@@ -97,7 +99,10 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str | None = None, rng
     raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
   config = ModelConfig.from_hf_config(_read_json(directory / CONFIG_FILE))
   if dtype is not None:
-    config = dataclasses.replace(config, param_dtype=dtype, dtype=dtype).validate()
+    config = dataclasses.replace(config, param_dtype=dtype, dtype=dtype)
+  if param_dtype is not None:
+    config = dataclasses.replace(config, param_dtype=param_dtype)
+  config = config.validate()
   tensors = _CheckpointReader(directory)
   layouts = _tensor_layouts(config)
 

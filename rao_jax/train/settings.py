@@ -130,6 +130,11 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
 
   model_values = {k: v for k, v in cfg.model.to_dict().items() if k != "checkpoint"}
   model = config_utils.model_config_from(model_values)
+  _require(model.param_dtype == "float32",
+           f"config.model.param_dtype={model.param_dtype!r}: the optimizer updates the stored parameters, and a "
+           "bfloat16 weight w rounds away any step below about |w|/512, so Adam steps of ~learning_rate "
+           "(3e-6 in the paper) are lost; use param_dtype='float32' master weights (config.model.dtype stays "
+           "the compute dtype, and the rollout engine samples from a copy cast to it)")
   checkpoint = cfg.model.get("checkpoint", "")
   _require(isinstance(checkpoint, str), f"config.model.checkpoint={checkpoint!r} must be a path or ''")
   if cfg.preset == "qwen3_4b":

@@ -153,8 +153,10 @@ def sft_warm_start(directory: str, model_config: ModelConfig, layout: ChatLayout
 
 
 def imported_model(checkpoint: str, model_config: ModelConfig) -> Transformer:
-  """A Hugging Face Qwen3 checkpoint directory, checked against the configured model shape."""
-  model, loaded_config = hf_checkpoint.load_hf_checkpoint(checkpoint, dtype=model_config.param_dtype)
+  """A Hugging Face Qwen3 checkpoint directory, checked against the configured model shape and loaded with
+  the configured parameter and compute dtypes (whatever the checkpoint was stored in)."""
+  model, loaded_config = hf_checkpoint.load_hf_checkpoint(checkpoint, dtype=model_config.dtype,
+                                                          param_dtype=model_config.param_dtype)
   loaded = loaded_config.to_dict()
   wanted = model_config.to_dict()
   different = {k: (loaded.get(k), wanted.get(k)) for k in wanted

@@ -76,3 +76,14 @@ def test_dtype_override_loads_bfloat16(tied_checkpoint):
   model, config = load_hf_checkpoint(tied_checkpoint.path, dtype="bfloat16")
   assert config.param_dtype == config.dtype == "bfloat16"
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_master_weights_override_keeps_the_compute_dtype(tied_checkpoint):
+  model, config = load_hf_checkpoint(tied_checkpoint.path, dtype="bfloat16", param_dtype="float32")
+  assert (config.param_dtype, config.dtype) == ("float32", "bfloat16")
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  logits, _ = model(jnp.asarray([[1, 2, 3]]), jnp.arange(3)[None])
+  bf16_model, _ = load_hf_checkpoint(tied_checkpoint.path, dtype="bfloat16")
+  bf16_logits, _ = bf16_model(jnp.asarray([[1, 2, 3]]), jnp.arange(3)[None])
+  # Every layer casts its weights to the compute dtype: the same numbers as bfloat16 storage.
+  np.testing.assert_array_equal(np.asarray(logits), np.asarray(bf16_logits))

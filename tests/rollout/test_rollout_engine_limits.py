@@ -192,3 +192,25 @@ def test_linear_baseline_has_no_delegation(model, toy_tokenizer, tasks):
   assert _statuses(trees, 0) == ["error", "finished"]
   prompt = toy_tokenizer.decode(trees.node_sequence(0)[0][:600].tolist())
   assert "Delegation" not in prompt
+
+
+def test_engine_samples_from_a_copy_in_the_compute_dtype(toy_tokenizer, pool, tasks):
+  """float32 master weights with bfloat16 compute: the engine holds a bfloat16 copy and samples exactly
+  what the master weights would (every layer casts its weights to the compute dtype anyway)."""
+  config = ModelConfig(vocab_size=toy_tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                       num_kv_heads=1, head_dim=16, intermediate_size=64, dtype="bfloat16")
+  master = Transformer(config, rngs=nnx.Rngs(1))
+  engine = _engine(master, toy_tokenizer, pool, completion_limit=24, max_steps_per_node=2)
+  master_leaves = jax.tree.leaves(nnx.state(master))
+  copy_leaves = jax.tree.leaves(engine.params)
+  assert all(leaf.dtype == jax.numpy.float32 for leaf in master_leaves)
+  assert all(leaf.dtype == jax.numpy.bfloat16 for leaf in copy_leaves)
+  for full, half in zip(master_leaves, copy_leaves):
+    np.testing.assert_array_equal(np.asarray(full.astype(jax.numpy.bfloat16)), np.asarray(half))
+  # The same rollout from a model whose weights are stored in bfloat16 to begin with.
+  stored_half = nnx.merge(nnx.graphdef(master), engine.params)
+  other = _engine(stored_half, toy_tokenizer, pool, completion_limit=24, max_steps_per_node=2)
+  runs = [e.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(3)).trees for e in (engine, other)]
+  np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
+  np.testing.assert_array_equal(runs[0].sampler_log_probs, runs[1].sampler_log_probs)
+  assert runs[0].tokens_generated.sum() > 0

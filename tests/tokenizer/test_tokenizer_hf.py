@@ -1,35 +1,15 @@
-"""Hugging Face tokenizer adapter, on a tiny byte-level BPE with Qwen's special tokens built here."""
-import json
-
+"""Hugging Face tokenizer adapter, on a tiny byte-level BPE with Qwen's special tokens (built by the conftest)."""
 import hypothesis
 import hypothesis.strategies as st
 import pytest
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from rao_jax import tokenizer as tokenizer_lib
 
-QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
-
-def build_qwen_like_tokenizer_json(directory, *, tokenizer_config=None, config=None) -> str:
-  tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIALS,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tok.train_from_iterator(tokenizer_lib.builtin_corpus(200), trainer)
-  directory.mkdir(parents=True, exist_ok=True)
-  tok.save(str(directory / "tokenizer.json"))
-  if tokenizer_config is not None:
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
-  if config is not None:
-    (directory / "config.json").write_text(json.dumps(config))
-  return str(directory)
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # what the conftest builder adds
 
 
 @pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory) -> str:
+def qwen_dir(tmp_path_factory, build_qwen_like_tokenizer_json) -> str:
   return build_qwen_like_tokenizer_json(
       tmp_path_factory.mktemp("hf") / "qwen",
       tokenizer_config={"eos_token": "<|im_end|>", "pad_token": {"content": "<|endoftext|>"},
@@ -73,7 +53,7 @@ def test_load_tokenizer_dispatch(qwen_dir):
   assert isinstance(tokenizer_lib.load_tokenizer(qwen_dir + "/tokenizer.json"), tokenizer_lib.HFTokenizer)
 
 
-def test_ids_from_model_config_and_explicit(tmp_path):
+def test_ids_from_model_config_and_explicit(tmp_path, build_qwen_like_tokenizer_json):
   directory = build_qwen_like_tokenizer_json(
       tmp_path / "m", config={"eos_token_id": [2, 0], "pad_token_id": 0})
   tok = tokenizer_lib.HFTokenizer(directory)
@@ -82,7 +62,7 @@ def test_ids_from_model_config_and_explicit(tmp_path):
   assert (tok.eos_id, tok.pad_id) == (1, 1)
 
 
-def test_missing_ids_raise_clear_errors(tmp_path):
+def test_missing_ids_raise_clear_errors(tmp_path, build_qwen_like_tokenizer_json):
   directory = build_qwen_like_tokenizer_json(tmp_path / "bare")
   with pytest.raises(ValueError, match="pass eos_id= / pad_id="):
     tokenizer_lib.HFTokenizer(directory)

@@ -105,6 +105,10 @@ def test_training_from_files_and_builtin_corpus_is_deterministic(tmp_path):
                                         model_prefix=str(tmp_path / "b"), vocab_size=400)
   text = tokenizer_lib.builtin_corpus(3, seed=9)[0]
   assert a.encode(text) == b.encode(text)
+  # Byte-identical files from different output paths: a tokenizer retrained in another work directory
+  # has the same checkpoint fingerprint.
+  with open(a.model_file, "rb") as fa, open(b.model_file, "rb") as fb:
+    assert fa.read() == fb.read()
 
 
 def test_whole_words_are_single_pieces(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from rao_jax import sharding
+from rao_jax.model.config import ModelConfig
 from rao_jax.train import packing
 from rao_jax.train import train_step as ts
 
@@ -162,3 +163,26 @@ def test_bad_configs_raise_clear_errors(cispo_setup):
         "tokens", "positions", "segment_ids", "loss_mask", "old_log_probs", "advantages", "node_index")}))
   with pytest.raises(ValueError, match="num_micro_batches"):
     ts.TrainStepConfig(num_micro_batches=0)
+
+
+
+@pytest.mark.parametrize("param_dtype, moves", [("float32", True), ("bfloat16", False)])
+def test_small_adam_steps_need_float32_master_weights(make_model, make_sequences, param_dtype, moves):
+  """The paper's lr 3e-6 moves float32 master weights (bfloat16 compute); stored in bfloat16, nearly every
+  step rounds away.
+
+  This is why `settings_from_config` rejects a half-precision `param_dtype` for training.
+  """
+  config = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8,
+                       intermediate_size=48, param_dtype=param_dtype, dtype="bfloat16")
+  model = make_model(config)
+  tx = optax.adam(3e-6, b1=0.9, b2=0.95)
+  step, state = _compiled(model, tx, ts.TrainStepConfig(loss="cispo"))
+  before = jax.tree.map(np.asarray, state.params)
+  state, metrics = step(state, _rl_batch(make_sequences))
+  assert int(metrics["skipped"]) == 0 and float(metrics["grad_norm"]) > 0
+  pairs = list(zip(jax.tree.leaves(before), jax.tree.leaves(state.params)))
+  moved = sum(int((a != np.asarray(b)).sum()) for a, b in pairs) / sum(a.size for a, _ in pairs)
+  # Only weights within ~512 × lr of zero can take a bfloat16 step. In float32 every weight with a
+  # gradient moves: all but the embedding rows of the 64 ids that the batch does not contain.
+  assert moved > 0.8 if moves else moved < 0.02

@@ -48,6 +48,15 @@ def test_qwen3_4b_preset_has_the_paper_hyper_parameters():
   assert s.advantage.bonus_weight == 0.0 and s.advantage.depth_weighting == "inverse_frequency"
   assert s.num_steps == 540 and s.train_difficulties == ("medium",)
   assert s.model.hidden_size == 2560 and s.model.num_layers == 36
+  assert (s.model.param_dtype, s.model.dtype) == ("float32", "bfloat16")  # master weights, bf16 compute
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_master_weights_are_rejected(dtype):
+  cfg = _get_config("tiny")
+  cfg.model.param_dtype = dtype
+  with pytest.raises(ValueError, match=rf"config.model.param_dtype='{dtype}'.*rounds away.*param_dtype='float32'"):
+    settings_from_config(cfg)
 
 
 def test_qwen3_4b_needs_a_checkpoint():
