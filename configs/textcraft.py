@@ -13,7 +13,8 @@ Presets:
   qwen3_4b:    the paper's hyper-parameters (16 tasks × G = 8, CISPO, Adam lr 3e-6 constant,
                β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
                inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
-               float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy).
+               float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy),
+               query-chunked attention and layer remat (docs/performance.md).
 Every field is validated by `rao_jax.train.trainer.settings_from_config` before anything compiles.
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.warm_start.row_length = 1024
   cfg.warm_start.learning_rate = 2e-3
   cfg.warm_start.warmup_steps = 10
+  cfg.warm_start.attention_chunk_size = 256  # queries per attention block (0: all at once)
 
   cfg.rollout = ml_collections.ConfigDict()
   cfg.rollout.num_slots = 16
@@ -100,6 +102,8 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rl.row_length = 1024               # packed training rows (= the context window)
   cfg.rl.rows_per_micro_batch = 4        # the step accumulates as many micro-batches as the trees need
   cfg.rl.logits_chunk_size = 0
+  cfg.rl.attention_chunk_size = 256      # queries per attention block: [rows, heads, 256, T] scores at most
+  cfg.rl.remat = False                   # recompute each layer in the backward pass (activation memory)
 
   cfg.optimizer = ml_collections.ConfigDict()
   cfg.optimizer.learning_rate = 2e-4
@@ -155,6 +159,8 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.rl.row_length = 8192
   cfg.rl.rows_per_micro_batch = 16
   cfg.rl.logits_chunk_size = 1024
+  cfg.rl.attention_chunk_size = 1024
+  cfg.rl.remat = True
   cfg.optimizer.learning_rate = 3e-6
   cfg.eval.every_steps = 20
   cfg.eval.difficulties = ("easy", "medium", "hard", "extreme")

@@ -1,4 +1,5 @@
-"""Train-step throughput: tokens/s and achieved FLOP/s against this machine's measured matmul peak.
+"""Train-step throughput: tokens/s and achieved FLOP/s against this machine's measured matmul peak;
+memory and time of query-chunked attention and layer remat against the plain step.
 
     python scripts/bench_train.py            # tiny and small presets
     python scripts/bench_train.py --quick    # smaller batches, fewer steps
@@ -8,6 +9,10 @@ FLOPs per step (the dense work the step performs, padding positions included, st
                                         used in matmuls: all but the input embedding when untied)
   + 12 · layers · heads · head_dim · T  attention scores and values over the full T × T (masked) square
 achieved FLOP/s = FLOPs per step / step time; peak = a large float32 `jnp.dot` timed in the same run.
+
+The second table compiles the same step with `attention_chunk_size` and `remat` on and off and reports
+XLA's temporary buffer size for the compiled step (`memory_analysis().temp_size_in_bytes`: activations,
+attention scores, gradients in flight) and the step time, each as a ratio to the plain step of that table.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ class Case:
   row_length: int
   num_micro_batches: int = 1
   logits_chunk_size: int = 0
+  attention_chunk_size: int = 0
+  remat: bool = False
 
 
 def flops_per_step(config: ModelConfig, rows: int, row_length: int) -> float:
@@ -81,9 +88,12 @@ def time_case(case: Case, steps: int) -> dict:
   tx = make_optimizer(OptimizerConfig(learning_rate=1e-4))
   graphdef, state = ts.create_train_state(random_normal_model(config, scale=0.02), tx, mesh)
   step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=case.num_micro_batches,
-                                   logits_chunk_size=case.logits_chunk_size)
+                                   logits_chunk_size=case.logits_chunk_size,
+                                   attention_chunk_size=case.attention_chunk_size, remat=case.remat)
   step = ts.make_train_step(graphdef, state, tx, step_config, mesh)
   batch = random_batch(config, case.rows, case.row_length)
+  compiled = step.jitted.lower(state, batch.micro_batches(case.num_micro_batches)).compile()
+  temp_bytes = compiled.memory_analysis().temp_size_in_bytes
   start = time.perf_counter()
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
@@ -96,7 +106,7 @@ def time_case(case: Case, steps: int) -> dict:
     times.append(time.perf_counter() - start)
   step_s = float(np.median(times))
   tokens = case.rows * case.row_length
-  return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s,
+  return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s, temp_bytes=temp_bytes,
               tokens_per_s=tokens / step_s, loss_tokens_per_s=float(batch.loss_mask.sum()) / step_s,
               flops_per_s=flops_per_step(config, case.rows, case.row_length) / step_s)
 
@@ -108,10 +118,12 @@ def main() -> None:
   if args.quick:
     cases = [Case("tiny", 4, 256), Case("tiny", 4, 256, num_micro_batches=2, logits_chunk_size=64),
              Case("small", 2, 256)]
+    memory_rows = ("tiny", 2, 1024)
     steps, matmul_size = 3, 1024
   else:
     cases = [Case("tiny", 8, 512), Case("tiny", 8, 512, num_micro_batches=4, logits_chunk_size=128),
              Case("small", 4, 512), Case("small", 4, 512, num_micro_batches=2, logits_chunk_size=128)]
+    memory_rows = ("small", 2, 2048)
     steps, matmul_size = 5, 2048
   peak = matmul_peak(matmul_size, repeats=5)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, host cores: {os.cpu_count()}, "
@@ -126,6 +138,18 @@ def main() -> None:
           f"{case.num_micro_batches} | {case.logits_chunk_size or 'off'} | {r['compile_s']:.1f} | "
           f"{r['step_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | {r['loss_tokens_per_s']:,.0f} | "
           f"{r['flops_per_s'] / 1e9:.1f} | {r['flops_per_s'] / peak:.2f} |")
+
+  preset, rows, row_length = memory_rows
+  print(f"\nmemory knobs: {preset}, {rows} × {row_length} rows; baseline = the plain step (first row)\n")
+  print("| attention chunk | remat | compile s | step ms | XLA temp MiB | temp vs plain | time vs plain |")
+  print("|---|---|---|---|---|---|---|")
+  baseline = None
+  for chunk, remat in ((0, False), (256, False), (0, True), (256, True)):
+    r = time_case(Case(preset, rows, row_length, attention_chunk_size=chunk, remat=remat), steps)
+    baseline = baseline or r
+    print(f"| {chunk or 'off'} | {'on' if remat else 'off'} | {r['compile_s']:.1f} | {r['step_s'] * 1e3:.0f} | "
+          f"{r['temp_bytes'] / 2**20:,.0f} | {r['temp_bytes'] / baseline['temp_bytes']:.2f} | "
+          f"{r['step_s'] / baseline['step_s']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -14,17 +14,39 @@ from rao_jax.model.layers import DEFAULT_INIT, RMSNorm, apply_rope, logical_para
 _MASKED_LOGIT = float(jnp.finfo(jnp.float32).min)
 
 
-def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                      query_chunk_size: int = 0) -> jax.Array:
   """softmax(q k^T / sqrt(D) where mask) v, each group of num_heads / kv_heads query heads sharing a KV head.
 
   q: [B, T, N, D]; k, v: [B, S, K, D] with N % K == 0; mask: [B, T, S] bool (True = may attend).
   Logits and softmax in float32. Returns [B, T, N, D] in q's dtype. Query head n uses KV head n // (N / K),
   the same assignment as repeating each KV head N / K times.
+
+  `query_chunk_size` C > 0 with T > C: queries go C at a time (T padded up to a multiple of C), each block
+  under `jax.checkpoint`, so the float32 [B, N, C, S] scores of one block are the largest temporary in the
+  forward and the backward pass instead of [B, N, T, S]. The result is the same up to float rounding:
+  every query still sees every key it may attend to.
   """
   batch, length, num_heads, head_dim = q.shape
-  num_kv_heads = k.shape[2]
   if length == 1:
     return _single_query_attention(q, k, v, mask)
+  if query_chunk_size <= 0 or length <= query_chunk_size:
+    return _dense_attention(q, k, v, mask)
+  chunks = -(-length // query_chunk_size)
+  padding = chunks * query_chunk_size - length
+  q = jnp.pad(q, ((0, 0), (0, padding), (0, 0), (0, 0)))
+  mask = jnp.pad(mask, ((0, 0), (0, padding), (0, 0)))  # padded queries see nothing
+  q_blocks = q.reshape(batch, chunks, query_chunk_size, num_heads, head_dim).swapaxes(0, 1)  # [n, B, C, N, D]
+  mask_blocks = mask.reshape(batch, chunks, query_chunk_size, -1).swapaxes(0, 1)  # [n, B, C, S]
+  attend = jax.checkpoint(lambda block: _dense_attention(block[0], k, v, block[1]))
+  out = jax.lax.map(attend, (q_blocks, mask_blocks))  # [n, B, C, N, D]
+  return out.swapaxes(0, 1).reshape(batch, chunks * query_chunk_size, num_heads, head_dim)[:, :length]
+
+
+def _dense_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """`grouped_attention` with all [B, N, T, S] scores at once."""
+  batch, length, num_heads, head_dim = q.shape
+  num_kv_heads = k.shape[2]
   q = q.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)  # [B, T, K, G, D]
   logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
   logits = logits * (head_dim ** -0.5)
@@ -74,6 +96,7 @@ class Attention(nnx.Module):
       cache: KVCache | None = None,
       layer: int = 0,  # this layer's index in `cache`
       cache_slots: jax.Array | None = None,  # [B, T] int32 cache slot of each token; >= max_len: not written
+      query_chunk_size: int = 0,  # > 0: attention over blocks of this many queries (`grouped_attention`)
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns the attention output [B, T, H] and the cache with this chunk's keys/values written.
 
@@ -89,5 +112,6 @@ class Attention(nnx.Module):
     if cache is not None:
       cache = cache.write(layer, cache_slots, k, v)
       k, v = cache.k[layer], cache.v[layer]  # [B, max_len, K, D]
-    out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask)  # [B, T, N, D]
+    out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask,
+                            query_chunk_size=query_chunk_size)  # [B, T, N, D]
     return jnp.einsum("btnd,ndh->bth", out, proj(self.o_proj)), cache

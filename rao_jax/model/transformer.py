@@ -24,8 +24,10 @@ class DecoderLayer(nnx.Module):
                       dtype=config.compute_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache | None,
-               layer: int, cache_slots: jax.Array | None) -> tuple[jax.Array, KVCache | None]:
-    attended, cache = self.attention(self.input_norm(x), positions, mask, cache, layer, cache_slots)
+               layer: int, cache_slots: jax.Array | None, query_chunk_size: int = 0
+               ) -> tuple[jax.Array, KVCache | None]:
+    attended, cache = self.attention(self.input_norm(x), positions, mask, cache, layer, cache_slots,
+                                     query_chunk_size)
     h = x + attended
     return h + self.mlp(self.post_attention_norm(h)), cache
 
@@ -53,6 +55,8 @@ class Transformer(nnx.Module):
       cache: KVCache | None = None,
       cache_lengths: jax.Array | None = None,  # [B] int32 tokens already in each row's cache
       token_mask: jax.Array | None = None,  # [B, T] bool, real tokens first in each row
+      query_chunk_size: int = 0,
+      remat: bool = False,
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns logits [B, T, V] float32 and the cache with this chunk written (None without a cache).
 
@@ -63,9 +67,13 @@ class Transformer(nnx.Module):
     token_mask[b, t] (slots >= max_len are dropped) and attends to slots <= cache_lengths[b] + t; default
     positions are cache_lengths[b] + t. Real tokens must come first in each row of token_mask. The caller
     advances its lengths: new_lengths = cache_lengths + token_mask.sum(-1).
+    Memory knobs (same results up to float rounding): `query_chunk_size` > 0 computes attention over
+    blocks of that many queries (`grouped_attention`); `remat` (training forwards, no cache) recomputes
+    each layer in the backward pass, keeping only its input [B, T, H].
     """
     hidden, cache = self.hidden_states(tokens, positions, segment_ids=segment_ids, cache=cache,
-                                       cache_lengths=cache_lengths, token_mask=token_mask)
+                                       cache_lengths=cache_lengths, token_mask=token_mask,
+                                       query_chunk_size=query_chunk_size, remat=remat)
     return self.logits(hidden), cache
 
   def logits(self, hidden: jax.Array) -> jax.Array:  # [..., H] final hidden states -> [..., V] float32
@@ -80,6 +88,8 @@ class Transformer(nnx.Module):
       cache: KVCache | None = None,
       cache_lengths: jax.Array | None = None,  # [B] int32
       token_mask: jax.Array | None = None,  # [B, T] bool
+      query_chunk_size: int = 0,
+      remat: bool = False,
   ) -> tuple[jax.Array, KVCache | None]:
     """`__call__` without the vocabulary projection: final-normed hidden states [B, T, H] and the cache.
 
@@ -117,9 +127,14 @@ class Transformer(nnx.Module):
       cache_slots = chunk_index if token_mask is None else jnp.where(token_mask, chunk_index, cache.max_len)
       mask = jnp.arange(cache.max_len)[None, None, :] <= chunk_index[:, :, None]  # [B, T, max_len]
 
+    if remat and cache is not None:
+      raise ValueError("remat is for training forwards; a forward with a cache keeps no activations")
     x = self.embed(tokens)  # [B, T, H]
     for i, layer in enumerate(self.layers):
-      x, cache = layer(x, positions, mask, cache, i, cache_slots)
+      if remat:
+        x = nnx.remat(lambda block, h: block(h, positions, mask, None, 0, None, query_chunk_size)[0])(layer, x)
+      else:
+        x, cache = layer(x, positions, mask, cache, i, cache_slots, query_chunk_size)
     return self.final_norm(x), cache
 
 

@@ -174,7 +174,8 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
   sft_optimizer = _built("warm_start", OptimizerConfig, learning_rate=ws.learning_rate, weight_decay=0.0,
                          warmup_steps=ws.warmup_steps)
   sft = _built("warm_start", SFTConfig, optimizer=sft_optimizer, num_steps=ws.num_steps,
-               rows_per_batch=ws.rows_per_batch, row_length=ws.row_length, seed=cfg.seed)
+               rows_per_batch=ws.rows_per_batch, row_length=ws.row_length,
+               attention_chunk_size=ws.attention_chunk_size, seed=cfg.seed)
   _require(bool(checkpoint) or ws.row_length >= rollout.context_window,
            f"config.warm_start.row_length={ws.row_length} must be >= config.rollout.context_window="
            f"{rollout.context_window} (a node sequence is one row)")
@@ -194,8 +195,10 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
            f"config.rl.loss={rl.loss!r} is not one of ('cispo', 'ppo_clip', 'reinforce')")
   _require(rl.loss != "cispo" or rl.cispo_clip_max > 0,
            f"config.rl.cispo_clip_max={rl.cispo_clip_max} must be > 0")
+  _require(isinstance(rl.remat, bool), f"config.rl.remat={rl.remat!r} must be True or False")
   train_step = _built("rl", TrainStepConfig, loss=rl.loss, loss_options=loss_options,
-                      logits_chunk_size=rl.logits_chunk_size)
+                      logits_chunk_size=rl.logits_chunk_size, attention_chunk_size=rl.attention_chunk_size,
+                      remat=rl.remat)
   _require(not rl.logits_chunk_size or rl.row_length % rl.logits_chunk_size == 0,
            f"config.rl.logits_chunk_size={rl.logits_chunk_size} must divide config.rl.row_length={rl.row_length}")
   opt = cfg.optimizer

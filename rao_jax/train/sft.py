@@ -103,6 +103,7 @@ class SFTConfig:
   row_length: int = 2048
   num_micro_batches: int = 1
   logits_chunk_size: int = 0
+  attention_chunk_size: int = 0
   vocab_limit: int | None = None
   seed: int = 0
 
@@ -110,6 +111,8 @@ class SFTConfig:
     for name in ("num_steps", "rows_per_batch", "row_length", "num_micro_batches"):
       if getattr(self, name) <= 0:
         raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
+    if self.attention_chunk_size < 0:
+      raise ValueError(f"sft.attention_chunk_size={self.attention_chunk_size} must be >= 0")
 
 
 def node_conversation(node: solvers.Transcript, parts: PromptParts, layout: ChatLayout, *,
@@ -214,7 +217,8 @@ def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: 
   tx = make_optimizer(config.optimizer)
   graphdef, state = create_train_state(model, tx, mesh)
   step_config = TrainStepConfig(loss="cross_entropy", num_micro_batches=config.num_micro_batches,
-                                logits_chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit)
+                                logits_chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit,
+                                attention_chunk_size=config.attention_chunk_size)
   step = make_train_step(graphdef, state, tx, step_config, mesh)
   sequences = [packing.conversation_sequence(c) for c in conversations]
   losses = []

@@ -58,6 +58,9 @@ class TrainStepConfig:
     num_micro_batches: M; a batch's rows are split into M consecutive blocks run one after the other.
     logits_chunk_size: positions per vocabulary projection (0: the whole row at once). With a chunk C the
       [rows, T, V] logits never exist at once: each [rows, C, V] block is recomputed in the backward pass.
+    attention_chunk_size: queries per attention block (0: all T at once). With a chunk C the float32
+      [rows, heads, T, T] scores never exist at once, in the forward or the backward pass.
+    remat: recompute each decoder layer in the backward pass, storing only the layers' inputs.
     vocab_limit: ids ≥ this get probability 0, as in the sampler when the model's vocabulary is padded
       past the tokenizer's (keeps trainer and sampler log-probs comparable). None: the whole vocabulary.
     loss_options: keyword hyper-parameters of the loss, e.g. (("clip_max", 5.0),) for CISPO.
@@ -68,12 +71,15 @@ class TrainStepConfig:
   num_micro_batches: int = 1
   logits_chunk_size: int = 0
   vocab_limit: int | None = None
+  attention_chunk_size: int = 0
+  remat: bool = False
 
   def __post_init__(self):
     if self.num_micro_batches <= 0:
       raise ValueError(f"train.num_micro_batches={self.num_micro_batches} must be positive")
-    if self.logits_chunk_size < 0:
-      raise ValueError(f"train.logits_chunk_size={self.logits_chunk_size} must be >= 0")
+    for name in ("logits_chunk_size", "attention_chunk_size"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
     if self.vocab_limit is not None and self.vocab_limit <= 0:
       raise ValueError(f"train.vocab_limit={self.vocab_limit} must be positive or None")
 
@@ -88,15 +94,18 @@ class TrainState:
 
 
 def token_log_probs(model: nnx.Module, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-                    *, chunk_size: int = 0, vocab_limit: int | None = None) -> jax.Array:
+                    *, chunk_size: int = 0, vocab_limit: int | None = None, attention_chunk_size: int = 0,
+                    remat: bool = False) -> jax.Array:
   """log π(token t | earlier tokens of its segment) for every position: [B, T] int32 -> [B, T] float32.
 
   The logits at t − 1 score token t. The first token of a segment, padding, and position 0 have no target
   and get 0. `chunk_size` > 0 (dividing T) projects to the vocabulary C positions at a time, recomputing
-  each block's logits in the backward pass instead of storing them.
+  each block's logits in the backward pass instead of storing them. `attention_chunk_size` and `remat` are
+  the model's memory knobs (`Transformer.__call__`).
   """
   batch, length = tokens.shape
-  hidden, _ = model.hidden_states(tokens, positions, segment_ids=segment_ids)  # [B, T, H]
+  hidden, _ = model.hidden_states(tokens, positions, segment_ids=segment_ids,
+                                  query_chunk_size=attention_chunk_size, remat=remat)  # [B, T, H]
   previous = jnp.pad(hidden[:, :-1], ((0, 0), (1, 0), (0, 0)))  # [B, T, H] hidden state at t − 1
 
   def scored(h: jax.Array, targets: jax.Array) -> jax.Array:  # [B, C, H], [B, C] -> [B, C]
@@ -154,7 +163,8 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn
   def micro_loss(params: nnx.State, micro: PackedBatch) -> tuple[jax.Array, tuple[jax.Array, Metrics]]:
     model = nnx.merge(graphdef, params)
     log_probs = token_log_probs(model, micro.tokens, micro.positions, micro.segment_ids,
-                                chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit)
+                                chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit,
+                                attention_chunk_size=config.attention_chunk_size, remat=config.remat)
     loss_sum, count = loss_fn(log_probs, micro.old_log_probs, micro.advantages, micro.loss_mask)
     return loss_sum, (count, _log_prob_stats(log_probs, micro.old_log_probs, micro.loss_mask))
 

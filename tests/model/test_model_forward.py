@@ -1,11 +1,14 @@
-"""Forward-pass properties: packed rows, bfloat16, logical axis annotations, rotary embedding."""
+"""Forward-pass properties: packed rows, query-chunked attention and remat, bfloat16, logical axis annotations,
+rotary embedding."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from rao_jax.model.attention import grouped_attention
 from rao_jax.model.config import ModelConfig
+from rao_jax.model.kv_cache import KVCache
 from rao_jax.model.layers import apply_rope
 from rao_jax.model.transformer import Transformer, packed_causal_mask, segment_positions
 
@@ -42,6 +45,46 @@ def test_packed_row_matches_segments_run_alone(toy_config, random_model, rng):
   default = np.asarray(nnx.jit(lambda m, t, s: m(t, segment_ids=s)[0])(
       model, jnp.asarray(tokens), jnp.asarray(segment_ids)))
   np.testing.assert_allclose(default[0, :12], logits[0, :12], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("length, chunk", [(13, 4), (16, 4), (16, 16), (5, 8)])
+def test_query_chunked_attention_equals_dense(rng, length, chunk):
+  """Blocks of queries (the last one padded when C does not divide T) give the dense result, including
+  queries that may attend to nothing (padding) and keys longer than queries (a cache)."""
+  q = jnp.asarray(rng.standard_normal((2, length, 4, 8)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((2, length + 3, 2, 8)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((2, length + 3, 2, 8)), jnp.float32)
+  mask = jnp.asarray(rng.random((2, length, length + 3)) < 0.6).at[1, -1].set(False)
+  dense = grouped_attention(q, k, v, mask)
+  chunked = grouped_attention(q, k, v, mask, query_chunk_size=chunk)
+  assert chunked.shape == dense.shape == (2, length, 4, 8)
+  np.testing.assert_allclose(np.asarray(chunked), np.asarray(dense), atol=1e-6, rtol=0)
+
+
+def test_chunked_attention_and_remat_give_the_same_logits_and_gradients(toy_config, random_model, rng):
+  model = random_model(toy_config)
+  tokens = jnp.asarray(rng.integers(0, toy_config.vocab_size, (2, 14)), jnp.int32)
+  segment_ids = jnp.asarray([[1] * 6 + [2] * 6 + [0] * 2, [1] * 14], jnp.int32)
+
+  @nnx.jit(static_argnums=(3, 4))
+  def loss_and_grads(m, t, s, chunk, remat):
+    def loss(m):
+      return jnp.mean(m(t, segment_ids=s, query_chunk_size=chunk, remat=remat)[0] ** 2)
+    return nnx.value_and_grad(loss)(m)
+
+  plain_loss, plain_grads = loss_and_grads(model, tokens, segment_ids, 0, False)
+  for chunk, remat in ((4, False), (0, True), (4, True)):
+    loss, grads = loss_and_grads(model, tokens, segment_ids, chunk, remat)
+    np.testing.assert_allclose(float(loss), float(plain_loss), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def test_remat_with_a_cache_is_refused(toy_config, random_model):
+  model = random_model(toy_config)
+  cache = KVCache.init(toy_config, 1, 8)
+  with pytest.raises(ValueError, match="remat is for training forwards"):
+    model(jnp.zeros((1, 2), jnp.int32), cache=cache, cache_lengths=jnp.zeros((1,), jnp.int32), remat=True)
 
 
 def test_packed_causal_mask_example():

@@ -186,3 +186,23 @@ def test_small_adam_steps_need_float32_master_weights(make_model, make_sequences
   # Only weights within ~512 × lr of zero can take a bfloat16 step. In float32 every weight with a
   # gradient moves: all but the embedding rows of the 64 ids that the batch does not contain.
   assert moved > 0.8 if moves else moved < 0.02
+
+
+def test_attention_chunks_and_remat_change_memory_not_results(make_model, make_sequences):
+  """The same step (loss, gradient norm, new parameters) with a fraction of the compiled temporary memory."""
+  model = make_model()
+  batch = packing.pack_sequences(make_sequences([120, 82, 66, 50, 36, 18]), 2, 256,
+                                 node_advantages=np.linspace(-1.0, 1.0, 6).astype(np.float32))[0]
+  tx = optax.adam(1e-3)
+  results = {}
+  for chunk, remat in ((0, False), (16, True)):
+    step, state = _compiled(model, tx, ts.TrainStepConfig(loss="cispo", attention_chunk_size=chunk, remat=remat))
+    compiled = step.jitted.lower(state, batch.micro_batches(1)).compile()
+    new_state, metrics = step(state, batch)
+    results[chunk] = (compiled.memory_analysis().temp_size_in_bytes, metrics, new_state.params)
+  (full_bytes, full, full_params), (chunked_bytes, chunked, chunked_params) = results[0], results[16]
+  np.testing.assert_allclose(float(chunked["loss"]), float(full["loss"]), rtol=1e-5)
+  np.testing.assert_allclose(float(chunked["grad_norm"]), float(full["grad_norm"]), rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(chunked_params), jax.tree.leaves(full_params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+  assert chunked_bytes < 0.35 * full_bytes, (chunked_bytes, full_bytes)

@@ -49,6 +49,7 @@ def test_qwen3_4b_preset_has_the_paper_hyper_parameters():
   assert s.num_steps == 540 and s.train_difficulties == ("medium",)
   assert s.model.hidden_size == 2560 and s.model.num_layers == 36
   assert (s.model.param_dtype, s.model.dtype) == ("float32", "bfloat16")  # master weights, bf16 compute
+  assert s.train_step.remat and s.train_step.attention_chunk_size == 1024  # 8K rows fit in memory
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -81,6 +82,8 @@ def test_unknown_preset():
     ("rl", "samples_per_task", 1, r"config\.rl\.samples_per_task=1"),
     ("rl", "row_length", 512, r"config\.rl\.row_length=512"),
     ("rl", "tasks_per_step", 0, r"config\.rl\.tasks_per_step=0"),
+    ("rl", "attention_chunk_size", -1, r"config\.rl\.attention_chunk_size=-1"),
+    ("warm_start", "attention_chunk_size", -8, r"config\.warm_start\.attention_chunk_size=-8"),
     ("model", "num_heads", 3, r"config\.model\.num_heads"),
     ("warm_start", "mixture", "other", r"config\.warm_start\.mixture"),
     ("interpreter", "num_workers", 0, r"config\.interpreter.*num_workers"),
