@@ -17,7 +17,6 @@ from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.model import hf_checkpoint
 from rao_jax.model.config import get_preset
 from rao_jax.model.random_init import random_normal_model
-from rao_jax.rl.advantages import NodeAdvantages
 from rao_jax.tokenizer import HFTokenizer
 from rao_jax.train import trainer, warm_start
 from rao_jax.train.checkpoint import Checkpoints
@@ -69,19 +68,9 @@ def _toy_settings(workdir, checkpoint):
   return settings_from_config(cfg)
 
 
-def _alternating_advantages(trees, config, *, pad_to=None):
-  """+1 for the nodes of even trees, −1 for odd ones: a gradient whatever the random policy scores."""
-  del config
-  n = pad_to or trees.num_nodes
-  sign = np.zeros(n, np.float32)
-  sign[:trees.num_nodes] = np.where(trees.tree % 2 == 0, 1.0, -1.0)
-  valid = np.arange(n) < trees.num_nodes
-  return NodeAdvantages(reward=sign, baseline=np.zeros(n, np.float32), advantage=sign, valid=valid,
-                        depth_weight=valid.astype(np.float32))
-
-
-def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "advantages_from_trees", _alternating_advantages)
+def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, tmp_path, monkeypatch,
+                                                                stand_in_advantages):
+  monkeypatch.setattr(trainer, "advantages_from_trees", stand_in_advantages)
   settings = _toy_settings(tmp_path, checkpoint_dir)
   run = trainer.build_run(settings)
   assert isinstance(run.tokenizer, HFTokenizer) and isinstance(run.layout, Qwen3ChatLayout)

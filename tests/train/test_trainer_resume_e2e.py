@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from rao_jax.rl.advantages import NodeAdvantages
 from rao_jax.train import trainer
 from rao_jax.train.checkpoint import Checkpoints
 from rao_jax.train.metrics_log import read_records
@@ -43,22 +42,6 @@ def _toy_settings(workdir, num_steps):
   return settings_from_config(cfg)
 
 
-def _alternating_advantages(trees, config, *, pad_to=None):
-  """+1 for the nodes of even trees, −1 for odd ones: a real gradient whatever the (toy) policy scores."""
-  del config
-  n = pad_to or trees.num_nodes
-  sign = np.zeros(n, np.float32)
-  sign[:trees.num_nodes] = np.where(trees.tree % 2 == 0, 1.0, -1.0)
-  valid = np.arange(n) < trees.num_nodes
-  return NodeAdvantages(reward=sign, baseline=np.zeros(n, np.float32), advantage=sign, valid=valid,
-                        depth_weight=valid.astype(np.float32))
-
-
-def _nan_advantages(trees, config, *, pad_to=None):
-  result = _alternating_advantages(trees, config, pad_to=pad_to)
-  return result.replace(advantage=np.full_like(result.advantage, np.nan))
-
-
 def _train(workdir, num_steps):
   with trainer.Trainer(trainer.build_run(_toy_settings(workdir, num_steps))) as run:
     run.train()
@@ -85,8 +68,8 @@ def _deterministic(records):
   return [{k: v for k, v in r.items() if not k.startswith(("time/", "rollout/time/"))} for r in records]
 
 
-def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "advantages_from_trees", _alternating_advantages)
+def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypatch, stand_in_advantages):
+  monkeypatch.setattr(trainer, "advantages_from_trees", stand_in_advantages)
   source, _ = built
   interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
   _copy_built_parts(source, interrupted)
@@ -116,8 +99,12 @@ def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypat
     assert run.train() == []
 
 
-def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch):
-  monkeypatch.setattr(trainer, "advantages_from_trees", _nan_advantages)
+def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch, stand_in_advantages):
+  def nan_advantages(trees, config, *, pad_to=None):
+    result = stand_in_advantages(trees, config, pad_to=pad_to)
+    return result.replace(advantage=np.full_like(result.advantage, np.nan))
+
+  monkeypatch.setattr(trainer, "advantages_from_trees", nan_advantages)
   source, run = built
   _copy_built_parts(source, tmp_path)
   state = _train(tmp_path, num_steps=1)
