@@ -14,7 +14,7 @@ Presets:
                β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
                inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
                float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy),
-               query-chunked attention and layer remat (docs/performance.md).
+               query-chunked attention (train step and prefills) and layer remat (docs/performance.md).
 Every field is validated by `rao_jax.train.trainer.settings_from_config` before anything compiles.
 """
 from __future__ import annotations
@@ -84,6 +84,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rollout.top_p = 1.0
   cfg.rollout.prefill_chunk_buckets = (128, 512, 1024)
   cfg.rollout.prefill_row_buckets = (1, 4, 16)
+  cfg.rollout.prefill_attention_chunk_size = 0    # queries per attention block in a prefill (0: all)
 
   cfg.interpreter = ml_collections.ConfigDict()
   cfg.interpreter.num_workers = 1
@@ -152,6 +153,7 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.rollout.decode_steps_per_round = 256
   cfg.rollout.prefill_chunk_buckets = (256, 1024, 4096)
   cfg.rollout.prefill_row_buckets = (1, 8, 32, 128)
+  cfg.rollout.prefill_attention_chunk_size = 512  # [rows, 32, 512, 8192] float32 scores per block
   cfg.interpreter.num_workers = 16
   cfg.rl.num_steps = 540                 # ~10 epochs over the paper's 852 medium tasks
   cfg.rl.tasks_per_step = 16

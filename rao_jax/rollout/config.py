@@ -29,6 +29,8 @@ class RolloutConfig:
     refill_fraction: decode also returns once this fraction of the generating slots has stopped, so
       finished slots are refilled (continuous batching).
     prefill_chunk_buckets / prefill_row_buckets: padded prefill shapes (few compiled programs).
+    prefill_attention_chunk_size: > 0 computes a prefill's attention over blocks of this many queries,
+      so rows × chunk × context float32 scores per head never exist at once (0: all at once).
     share_prompt_prefix: compute the KV cache of the prompt text all nodes share (system prompt, tool
       docs: everything before the goal) once per run and copy it into new slots instead of
       prefilling it for every node.
@@ -47,6 +49,7 @@ class RolloutConfig:
   refill_fraction: float = 0.25
   prefill_chunk_buckets: tuple[int, ...] = (64, 256, 1024)
   prefill_row_buckets: tuple[int, ...] = (1, 4, 16, 64)
+  prefill_attention_chunk_size: int = 0
   share_prompt_prefix: bool = True
   sampling: SamplingConfig = SamplingConfig()
 
@@ -66,6 +69,10 @@ class RolloutConfig:
     if self.completion_limit >= self.context_window:
       raise ValueError(f"rollout.completion_limit={self.completion_limit} must be smaller than "
                        f"rollout.context_window={self.context_window}")
+    if isinstance(self.prefill_attention_chunk_size, bool) or not isinstance(
+        self.prefill_attention_chunk_size, int) or self.prefill_attention_chunk_size < 0:
+      raise ValueError(f"rollout.prefill_attention_chunk_size={self.prefill_attention_chunk_size!r} must be "
+                       "an integer >= 0")
     for name in ("prefill_chunk_buckets", "prefill_row_buckets"):
       buckets = getattr(self, name)
       if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):

@@ -21,16 +21,17 @@ from rao_jax.rollout.sampling import SamplingConfig, sample_tokens, token_log_pr
 
 
 def _apply_model(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, positions: jax.Array,
-                 cache: KVCache, cache_lengths: jax.Array, token_mask: jax.Array
+                 cache: KVCache, cache_lengths: jax.Array, token_mask: jax.Array, query_chunk_size: int = 0
                  ) -> tuple[jax.Array, KVCache]:
   model = nnx.merge(graphdef, params)
-  return model(tokens, positions, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask)
+  return model(tokens, positions, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask,
+               query_chunk_size=query_chunk_size)
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots: jax.Array,
             chunks: jax.Array, chunk_lengths: jax.Array, reset: jax.Array,
-            completion_limits: jax.Array, forced: jax.Array, forced_lengths: jax.Array
-            ) -> DecodeState:
+            completion_limits: jax.Array, forced: jax.Array, forced_lengths: jax.Array, *,
+            query_chunk_size: int = 0) -> DecodeState:
   """Appends a chunk of tokens to each chosen slot and starts a new turn there.
 
   Args:
@@ -41,6 +42,8 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
     completion_limits: [R] int32 tokens the new turn may generate.
     forced: [R, W] int32 and forced_lengths: [R] int32, the next turn's forced tokens (length 0:
       sample freely).
+    query_chunk_size: > 0 runs the chunk's attention over blocks of this many queries (the float32
+      [R, heads, C, context] scores are the largest temporary otherwise).
 
   The slot's previously pending token and all chunk tokens but the last are written to the KV cache;
   the last chunk token becomes the pending one. Then `generating` is set for the chosen slots. Rows
@@ -72,7 +75,7 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   input_mask = (offsets < num_inputs[:, None]) & valid_row[:, None]
   row_cache = jax.tree.map(lambda x: x[:, safe_slots], state.cache)
   _, row_cache = _apply_model(graphdef, params, inputs, cache_start[:, None] + offsets, row_cache,
-                              cache_start, input_mask)
+                              cache_start, input_mask, query_chunk_size)
   cache_rows = jnp.where(valid_row, slots, num_slots)
   cache = jax.tree.map(lambda full, part: full.at[:, cache_rows].set(part, mode="drop"),
                        state.cache, row_cache)
@@ -95,7 +98,8 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   )
 
 
-def prefix_cache(graphdef: nnx.GraphDef, params: nnx.State, prefix: jax.Array, empty: KVCache) -> KVCache:
+def prefix_cache(graphdef: nnx.GraphDef, params: nnx.State, prefix: jax.Array, empty: KVCache, *,
+                 query_chunk_size: int = 0) -> KVCache:
   """Keys and values of a prompt prefix shared by many nodes, computed once.
 
   prefix: [1, P] int32; empty: a zero cache of batch 1 and max_len P. Only the first P − 1 tokens are
@@ -104,7 +108,7 @@ def prefix_cache(graphdef: nnx.GraphDef, params: nnx.State, prefix: jax.Array, e
   length = prefix.shape[1]
   mask = jnp.arange(length)[None, :] < length - 1
   _, cache = _apply_model(graphdef, params, prefix, jnp.arange(length)[None, :], empty,
-                          jnp.zeros((1,), jnp.int32), mask)
+                          jnp.zeros((1,), jnp.int32), mask, query_chunk_size)
   return cache
 
 
@@ -249,28 +253,31 @@ class DeviceProgram:
   """
 
   def __init__(self, graphdef: nnx.GraphDef, sampling: SamplingConfig, vocab_limit: int | None = None,
-               state_shardings: DecodeState | None = None):
+               state_shardings: DecodeState | None = None, prefill_query_chunk: int = 0):
     """`state_shardings` (see `decode_state_shardings`) pins the donated state's layout on a mesh;
-    inputs are placed by the caller (`jax.device_put`) and XLA propagates the rest."""
+    inputs are placed by the caller (`jax.device_put`) and XLA propagates the rest.
+    `prefill_query_chunk` > 0: prefills attend in blocks of that many queries (see `prefill`)."""
     self.graphdef = graphdef
     self.sampling = sampling
     pinned = {} if state_shardings is None else {"out_shardings": state_shardings}
     stats_pinned = {} if state_shardings is None else {
         "out_shardings": (state_shardings, NamedSharding(state_shardings.rng.mesh, PartitionSpec()))}
-    self.prefill = jax.jit(functools.partial(prefill, graphdef), donate_argnums=(1,), **pinned)
+    self.prefill = jax.jit(functools.partial(prefill, graphdef, query_chunk_size=prefill_query_chunk),
+                           donate_argnums=(1,), **pinned)
     self.decode = jax.jit(functools.partial(decode, graphdef, sampling=sampling,
                                             vocab_limit=vocab_limit), donate_argnums=(1,),
                           **stats_pinned)
     self.read_turns = jax.jit(read_turns, static_argnums=(2,))
-    self.prefix_cache = jax.jit(functools.partial(prefix_cache, graphdef))
+    self.prefix_cache = jax.jit(functools.partial(prefix_cache, graphdef, query_chunk_size=prefill_query_chunk))
     self.install_prefix = jax.jit(install_prefix, donate_argnums=(0,), **pinned)
 
   @classmethod
   @functools.lru_cache(maxsize=16)
   def cached(cls, graphdef: nnx.GraphDef, sampling: SamplingConfig, vocab_limit: int | None = None,
-             state_shardings: DecodeState | None = None) -> "DeviceProgram":
-    """One program per (graph, sampling, vocab limit, layout): engines for one model share compiles."""
-    return cls(graphdef, sampling, vocab_limit, state_shardings)
+             state_shardings: DecodeState | None = None, prefill_query_chunk: int = 0) -> "DeviceProgram":
+    """One program per (graph, sampling, vocab limit, layout, prefill chunk): engines for one model share
+    compiles."""
+    return cls(graphdef, sampling, vocab_limit, state_shardings, prefill_query_chunk)
 
   def num_compiled(self) -> dict[str, int]:
     return {name: getattr(self, name)._cache_size()

@@ -166,7 +166,8 @@ class RolloutEngine:
 
   def _program(self, state: DecodeState | None) -> DeviceProgram:
     shardings = None if self.mesh is None or state is None else decode_state_shardings(state, self.mesh)
-    return DeviceProgram.cached(self.graphdef, self.config.sampling, self.tokenizer.vocab_size, shardings)
+    return DeviceProgram.cached(self.graphdef, self.config.sampling, self.tokenizer.vocab_size, shardings,
+                                self.config.prefill_attention_chunk_size)
 
   def _initial_state(self, rng: jax.Array) -> DecodeState:
     state = DecodeState.init(self.model_config, self.config.num_slots, self.config.context_window,

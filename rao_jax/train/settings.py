@@ -156,7 +156,8 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
                    max_depth=ro.max_depth, delegation=ro.delegation, prompt_style=ro.prompt_style,
                    decode_steps_per_round=ro.decode_steps_per_round,
                    prefill_chunk_buckets=tuple(ro.prefill_chunk_buckets),
-                   prefill_row_buckets=tuple(ro.prefill_row_buckets), sampling=sampling)
+                   prefill_row_buckets=tuple(ro.prefill_row_buckets),
+                   prefill_attention_chunk_size=ro.prefill_attention_chunk_size, sampling=sampling)
   interpreter = _built("interpreter", InterpreterConfig, num_workers=cfg.interpreter.num_workers,
                        cell_time_limit_s=cfg.interpreter.cell_time_limit_s,
                        memory_limit_mb=cfg.interpreter.memory_limit_mb, max_depth=rollout.max_depth,

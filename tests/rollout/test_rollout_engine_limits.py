@@ -214,3 +214,20 @@ def test_engine_samples_from_a_copy_in_the_compute_dtype(toy_tokenizer, pool, ta
   np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
   np.testing.assert_array_equal(runs[0].sampler_log_probs, runs[1].sampler_log_probs)
   assert runs[0].tokens_generated.sum() > 0
+
+
+def test_prefill_in_query_blocks_gives_the_same_rollout(model, toy_tokenizer, pool, tasks):
+  """Blocks of 16 queries (prompts are hundreds of tokens) change the prefill's memory, not what is sampled."""
+  runs = []
+  for chunk in (0, 16):
+    engine = _engine(model, toy_tokenizer, pool, completion_limit=24, max_steps_per_node=2,
+                     prefill_attention_chunk_size=chunk)
+    runs.append(engine.run(ENV_NAME, ENV_CONFIG, tasks, 2, jax.random.key(5)).trees)
+  np.testing.assert_array_equal(runs[0].tokens, runs[1].tokens)
+  np.testing.assert_allclose(runs[0].sampler_log_probs, runs[1].sampler_log_probs, atol=1e-5, rtol=0)
+  assert runs[0].tokens_generated.sum() > 0
+
+
+def test_negative_prefill_attention_chunk_is_rejected():
+  with pytest.raises(ValueError, match=r"rollout.prefill_attention_chunk_size=-1 must be an integer >= 0"):
+    RolloutConfig(prefill_attention_chunk_size=-1)

@@ -50,6 +50,7 @@ def test_qwen3_4b_preset_has_the_paper_hyper_parameters():
   assert s.model.hidden_size == 2560 and s.model.num_layers == 36
   assert (s.model.param_dtype, s.model.dtype) == ("float32", "bfloat16")  # master weights, bf16 compute
   assert s.train_step.remat and s.train_step.attention_chunk_size == 1024  # 8K rows fit in memory
+  assert s.rollout.prefill_attention_chunk_size == 512
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -75,6 +76,7 @@ def test_unknown_preset():
     ("rollout", "completion_limit", 4096, r"config\.rollout\.completion_limit=4096"),
     ("rollout", "temperature", -1.0, r"config\.rollout\.temperature"),
     ("rollout", "prompt_style", "chatty", r"config\.rollout\.prompt_style='chatty'"),
+    ("rollout", "prefill_attention_chunk_size", -2, r"config\.rollout\.prefill_attention_chunk_size=-2"),
     ("optimizer", "learning_rate", -1.0, r"config\.optimizer\.learning_rate"),
     ("optimizer", "schedule", "cubic", r"config\.optimizer\.schedule"),
     ("rl", "depth_weighting", "deep", r"config\.rl\.depth_weighting"),
