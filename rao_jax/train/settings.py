@@ -196,7 +196,6 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
            f"config.rl.loss={rl.loss!r} is not one of ('cispo', 'ppo_clip', 'reinforce')")
   _require(rl.loss != "cispo" or rl.cispo_clip_max > 0,
            f"config.rl.cispo_clip_max={rl.cispo_clip_max} must be > 0")
-  _require(isinstance(rl.remat, bool), f"config.rl.remat={rl.remat!r} must be True or False")
   train_step = _built("rl", TrainStepConfig, loss=rl.loss, loss_options=loss_options,
                       logits_chunk_size=rl.logits_chunk_size, attention_chunk_size=rl.attention_chunk_size,
                       remat=rl.remat)

@@ -82,6 +82,8 @@ class TrainStepConfig:
         raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
     if self.vocab_limit is not None and self.vocab_limit <= 0:
       raise ValueError(f"train.vocab_limit={self.vocab_limit} must be positive or None")
+    if not isinstance(self.remat, bool):
+      raise ValueError(f"train.remat={self.remat!r} must be True or False")
 
 
 @struct.dataclass

@@ -95,8 +95,7 @@ def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequen
   transcript_tasks = train_tasks[:config.transcript_tasks]
   identity = {"config": dataclasses.asdict(config), "world": world, "step_budget": step_budget,
               "prompt_style": prompt_style, "tasks": [t.to_dict() for t in transcript_tasks]}
-  key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-  directory = os.path.join(directory, key)
+  directory = os.path.join(directory, _content_key(identity))
   model_file = os.path.join(directory, "tokenizer.model")
   if not os.path.isfile(model_file):
     os.makedirs(directory, exist_ok=True)
@@ -116,6 +115,11 @@ def warm_start_fingerprint(model_config: ModelConfig, tokenizer: tokenizer_lib.T
   identity = {"model": model_config.to_dict(), "tokenizer": tokenizer_fingerprint(tokenizer),
               "data": dataclasses.asdict(data_config), "sft": dataclasses.asdict(sft_config),
               "num_tasks": num_tasks}
+  return _content_key(identity)
+
+
+def _content_key(identity: dict) -> str:
+  """16 hex digits of the sha256 of `identity` as sorted JSON: a directory name for what it describes."""
   return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

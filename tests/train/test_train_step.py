@@ -163,6 +163,10 @@ def test_bad_configs_raise_clear_errors(cispo_setup):
         "tokens", "positions", "segment_ids", "loss_mask", "old_log_probs", "advantages", "node_index")}))
   with pytest.raises(ValueError, match="num_micro_batches"):
     ts.TrainStepConfig(num_micro_batches=0)
+  with pytest.raises(ValueError, match=r"train.attention_chunk_size=-1 must be >= 0"):
+    ts.TrainStepConfig(attention_chunk_size=-1)
+  with pytest.raises(ValueError, match=r"train.remat='yes' must be True or False"):
+    ts.TrainStepConfig(remat="yes")
 
 
 
