@@ -198,19 +198,29 @@ def _batches(sequences: Sequence[packing.NodeSequence], config: SFTConfig) -> It
   rng = np.random.default_rng(config.seed)
   while True:
     order = rng.permutation(len(sequences))
+    batches = 0
     for batch, _ in packing.pack_stream((sequences[i] for i in order), config.rows_per_batch,
                                         config.row_length):
+      batches += 1
       yield batch
+    if not batches:  # else the next epoch would find none either, forever
+      raise ValueError(f"none of the {len(sequences)} SFT sequences has a policy token within its first "
+                       f"sft.row_length={config.row_length} tokens (prompts longer than a row?)")
 
 
 def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: SFTConfig, *,
-              mesh: Mesh | None = None, on_step: Callable[[int, Metrics], None] | None = None
+              mesh: Mesh | None = None, on_step: Callable[[int, Metrics], None] | None = None,
+              probe: Callable[[int, nnx.Module], None] | None = None, probe_every: int = 0
               ) -> tuple[nnx.Module, np.ndarray]:
   """`config.num_steps` cross-entropy steps on `conversations`; returns the trained model and the loss curve.
 
   The loss curve is [num_steps] float32, the token-mean loss of each step's batch (before its update).
   `on_step(step, metrics)` is called after each step with device scalars (calling it forces a sync).
+  `probe(steps_done, model)` sees the model after 0, k, 2k, ... steps and after the last one
+  (k = `probe_every` > 0), for learning curves of anything measured on the model.
   """
+  if probe is not None and probe_every <= 0:
+    raise ValueError(f"probe_every={probe_every} must be positive when a probe is given")
   if not conversations:
     raise ValueError("train_sft needs at least one conversation")
   mesh = sharding_lib.make_mesh() if mesh is None else mesh
@@ -223,8 +233,12 @@ def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: 
   sequences = [packing.conversation_sequence(c) for c in conversations]
   losses = []
   for index, batch in zip(range(config.num_steps), _batches(sequences, config)):
+    if probe is not None and index % probe_every == 0:
+      probe(index, nnx.merge(graphdef, state.params))
     state, metrics = step(state, batch)
     losses.append(metrics["loss"])
     if on_step is not None:
       on_step(index, metrics)
+  if probe is not None:
+    probe(config.num_steps, nnx.merge(graphdef, state.params))
   return nnx.merge(graphdef, state.params), np.asarray(jax.device_get(losses), np.float32)

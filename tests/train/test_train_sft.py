@@ -107,6 +107,16 @@ def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
   assert model.config == config
 
 
+def test_rows_shorter_than_every_prompt_raise_instead_of_looping(easy_tasks, layout, make_model):
+  conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture="flat"))
+  config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
+                       num_kv_heads=1, head_dim=16, intermediate_size=64)
+  prompt_length = min(int(np.argmax(c.loss_mask())) for c in conversations)
+  sft_config = sft.SFTConfig(num_steps=2, rows_per_batch=1, row_length=prompt_length)  # truncated to prompts
+  with pytest.raises(ValueError, match=f"sft.row_length={prompt_length}"):
+    sft.train_sft(make_model(config), conversations, sft_config)
+
+
 def test_minimal_prompts_render_the_engine_prompt(easy_tasks, layout):
   data = dataclasses.replace(DATA, prompt_style="minimal")
   full, minimal = (sft.build_sft_sequences(easy_tasks, layout, d)[0] for d in (DATA, data))
