@@ -70,18 +70,20 @@ def main(argv: Sequence[str]) -> None:
   conversations = sft.build_sft_sequences(train_split, run.layout, settings.sft_data)
   sft_config = dataclasses.replace(settings.sft, vocab_limit=run.tokenizer.vocab_size)
   print(f"SFT on {len(conversations)} expert sequences, {sft_config.num_steps} steps", flush=True)
-  start, probing = time.perf_counter(), [0.0]
+  start = time.perf_counter()
+  probing = 0.0  # seconds spent probing so far, kept off the SFT clock
 
   def report(steps_done: int, model: nnx.Module) -> None:
+    nonlocal probing
     jax.block_until_ready(nnx.state(model))  # steps run asynchronously: finish them on the SFT clock
     probe_start = time.perf_counter()
     result = measure(model)
     if steps_done == 0:
       header = " | ".join(f"{kind} ({result.total[kind]})" for kind in probe.TOKEN_KINDS)
       print(f"| SFT step | {header} | SFT wall time (without probes) |\n|---|---|---|---|---|")
-    sft_time = probe_start - start - probing[0]
+    sft_time = probe_start - start - probing
     print(f"| {steps_done} | {_accuracy_cells(result)} | {sft_time:.0f} s |", flush=True)
-    probing[0] += time.perf_counter() - probe_start
+    probing += time.perf_counter() - probe_start
 
   model = Transformer(settings.model, rngs=nnx.Rngs(settings.seed))
   sft.train_sft(model, conversations, sft_config, mesh=run.mesh, probe=report, probe_every=_CURVE_EVERY.value)

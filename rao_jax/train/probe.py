@@ -60,6 +60,12 @@ def token_kinds(tokens: Sequence[int], loss_mask: np.ndarray, tokenizer: tokeniz
   return {"goal_item": goal, "later_items": in_item & ~goal, "other": loss_mask & ~in_item}
 
 
+@nnx.jit
+def _row_logits(model: nnx.Module, tokens: jax.Array) -> jax.Array:
+  """[1, T] int32 -> [1, T, V] float32 logits at positions 0..T−1 (compiled once per model graph and T)."""
+  return model(tokens, jnp.arange(tokens.shape[1])[None])[0]
+
+
 def teacher_forced_accuracy(model: nnx.Module, conversations: Sequence[Conversation],
                             tokenizer: tokenizer_lib.Tokenizer, item_pattern: re.Pattern) -> ProbeResult:
   """Argmax next-token accuracy of `model` on the policy tokens of `conversations`, per token kind.
@@ -68,19 +74,17 @@ def teacher_forced_accuracy(model: nnx.Module, conversations: Sequence[Conversat
   `_LENGTH_BUCKET` so few lengths compile; causal attention keeps the padding out of every prediction).
   The prediction at t − 1 scores token t.
   """
-  forward = nnx.jit(lambda m, tokens: m(tokens, jnp.arange(tokens.shape[1])[None])[0])
   correct = dict.fromkeys(TOKEN_KINDS, 0)
   total = dict.fromkeys(TOKEN_KINDS, 0)
   for conversation in conversations:
     ids = np.asarray(conversation.token_ids())
     padded = np.zeros(-(-len(ids) // _LENGTH_BUCKET) * _LENGTH_BUCKET, np.int32)
     padded[:len(ids)] = ids
-    logits = forward(model, jnp.asarray(padded)[None])  # [1, T', V]
+    logits = _row_logits(model, jnp.asarray(padded)[None])  # [1, T', V]
     predicted = np.asarray(jax.device_get(jnp.argmax(logits[0, :len(ids) - 1], axis=-1)))  # ids[1:]
     hit = np.concatenate([[False], predicted == ids[1:]])  # [T]: token t predicted at t − 1
     for kind, where in token_kinds(ids, conversation.loss_mask(), tokenizer, item_pattern).items():
-      where = where.copy()
-      where[0] = False  # the first token has no prediction
+      where[0] = False  # the first token has no prediction (a fresh mask: safe to write)
       correct[kind] += int(hit[where].sum())
       total[kind] += int(where.sum())
   return ProbeResult(correct=correct, total=total)

@@ -80,7 +80,7 @@ def test_accuracy_is_counted_at_the_predicted_token(conversations):
   assert missed.accuracy("later_items") == 1.0 and missed.accuracy("other") == 1.0
 
 
-def test_sft_probe_sees_the_model_every_k_steps(easy_tasks, conversations, make_model):
+def test_sft_probe_sees_the_model_every_k_steps(conversations, make_model):
   _, tokenizer, sequences = conversations
   config = ModelConfig(vocab_size=1024, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
                        intermediate_size=64)
