@@ -15,7 +15,7 @@ Presets:
                inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
                float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy),
                query-chunked attention (train step and prefills) and layer remat (docs/performance.md).
-Every field is validated by `rao_jax.train.trainer.settings_from_config` before anything compiles.
+Every field is validated by `rao_jax.train.settings.settings_from_config` before anything compiles.
 """
 from __future__ import annotations
 
