@@ -205,7 +205,8 @@ def _batches(sequences: Sequence[packing.NodeSequence], config: SFTConfig) -> It
       yield batch
     if not batches:  # else the next epoch would find none either, forever
       raise ValueError(f"none of the {len(sequences)} SFT sequences has a policy token within its first "
-                       f"sft.row_length={config.row_length} tokens (prompts longer than a row?)")
+                       f"row_length={config.row_length} tokens (config.warm_start.row_length): are the "
+                       "prompts longer than a row?")
 
 
 def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: SFTConfig, *,

@@ -67,8 +67,8 @@ def test_accuracy_is_counted_at_the_predicted_token(conversations):
   _, tokenizer, sequences = conversations
   conversation = sequences[0]
   ids = conversation.token_ids()
-  kinds = probe.token_kinds(ids, conversation.loss_mask(), tokenizer, item_name_pattern(ITEMS))
   pattern = item_name_pattern(ITEMS)
+  kinds = probe.token_kinds(ids, conversation.loss_mask(), tokenizer, pattern)
   perfect = probe.teacher_forced_accuracy(_Oracle(ids, 1024, np.zeros(len(ids), bool)), [conversation],
                                           tokenizer, pattern)
   assert all(perfect.accuracy(kind) == 1.0 for kind in probe.TOKEN_KINDS)

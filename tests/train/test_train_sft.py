@@ -113,7 +113,7 @@ def test_rows_shorter_than_every_prompt_raise_instead_of_looping(easy_tasks, lay
                        num_kv_heads=1, head_dim=16, intermediate_size=64)
   prompt_length = min(int(np.argmax(c.loss_mask())) for c in conversations)
   sft_config = sft.SFTConfig(num_steps=2, rows_per_batch=1, row_length=prompt_length)  # truncated to prompts
-  with pytest.raises(ValueError, match=f"sft.row_length={prompt_length}"):
+  with pytest.raises(ValueError, match=f"row_length={prompt_length} tokens"):
     sft.train_sft(make_model(config), conversations, sft_config)
 
 
