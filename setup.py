@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.5",
     "tqdm>=4.66",
     "tensorboardX>=2.6",
+    "matplotlib>=3.8",      # scripts/plot_figures.py
 ]
 
 TEST_REQUIRES = [

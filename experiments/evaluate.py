@@ -36,10 +36,10 @@ def main(argv: Sequence[str]) -> None:
   with trainer.Trainer(trainer.build_run(settings, warm_start_policy=not has_checkpoint)) as run:
     if not run.restore(_STEP.value):
       print(f"no checkpoint in {settings.workdir}/checkpoints: evaluating the warm-start policy")
-    metrics, trees = run.evaluate(_SPLIT.value, _DIFFICULTIES.value, _TASKS.value)
+    evaluation = run.evaluate(_SPLIT.value, _DIFFICULTIES.value, _TASKS.value)
   output = _OUTPUT.value or run.trees_path(f"evaluate_{_SPLIT.value}_step{run.step:06d}")
-  trees.to_jsonl(output)
-  print(json.dumps({"step": run.step, "split": _SPLIT.value, **metrics}, indent=1))
+  evaluation.write_trees(output)
+  print(json.dumps({"step": run.step, "split": _SPLIT.value, **evaluation.metrics}, indent=1))
   print(f"trees: {output}")
 
 

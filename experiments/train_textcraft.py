@@ -4,12 +4,14 @@
   python experiments/train_textcraft.py --config configs/textcraft.py:qwen3_4b \
       --config.model.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=/data/run1
 """
+import os
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rao_jax.train import trainer
+from rao_jax.train import report, trainer
+from rao_jax.train.metrics_log import read_records
 from rao_jax.train.settings import settings_from_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/textcraft.py:preset)",
@@ -23,10 +25,12 @@ def main(argv: Sequence[str]) -> None:
   settings = settings_from_config(_CONFIG.value)
   with trainer.Trainer(trainer.build_run(settings)) as run:
     records = run.train()
-  for record in records:
-    if record["kind"] == "eval":
-      tiers = {k.split("/", 1)[1]: round(v, 3) for k, v in record.items() if k.startswith("success/")}
-      print(f"eval step {record['step']}: success {record['success']:.3f} {tiers}")
+  if not records:
+    print(f"resumed the completed run in {settings.workdir} (step {settings.num_steps}): nothing left to do")
+  print(report.report(settings.workdir, settings.eval.split))
+  depths = report.depth_summary(read_records(os.path.join(settings.workdir, "metrics.jsonl")))
+  if depths:
+    print(depths)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Does a warm-start policy read its context? Teacher-forced accuracy on held-out expert transcripts.
 
   python scripts/probe_warm_start.py --config configs/textcraft.py:tiny [--config.a.b=...] \
-      [--split val --difficulty easy --num_tasks 16] [--curve_every 50]
+      [--split val --difficulty easy --num_tasks 16 --solver flat] [--curve_every 50]
 
-Renders the flat expert's transcripts of held-out tasks exactly as the warm start was trained on them
+Renders the flat (or, with --solver recursive, the delegating) expert's transcripts of held-out tasks,
+every node of their trees, exactly as the warm start was trained on them
 (`sft.build_sft_sequences`, without renamed copies) and reports the policy's argmax next-token accuracy
 on its own tokens, split into the goal's item name, later item names and all other tokens
 (`rao_jax.train.probe`). A policy that learned the protocol but not to copy items from the goal and the
@@ -37,6 +38,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (conf
 _SPLIT = flags.DEFINE_string("split", "val", "split of the held-out tasks")
 _DIFFICULTY = flags.DEFINE_string("difficulty", "easy", "difficulty of the held-out tasks")
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 16, "number of held-out tasks")
+_SOLVER = flags.DEFINE_enum("solver", "flat", ["flat", "recursive"], "the expert whose transcripts are probed")
 _CURVE_EVERY = flags.DEFINE_integer("curve_every", 0, "> 0: train a fresh warm start and probe it every "
                                     "this many SFT steps (config.warm_start.num_steps in all)")
 
@@ -53,12 +55,12 @@ def main(argv: Sequence[str]) -> None:
   run = trainer.build_run(settings, warm_start_policy=not curve)
   tasks = [t for t in load_tasks(settings.dataset, _SPLIT.value, f"{settings.workdir}/data")
            if t.difficulty == _DIFFICULTY.value][:_NUM_TASKS.value]
-  data = dataclasses.replace(settings.sft_data, mixture="flat", difficulties=(_DIFFICULTY.value,),
+  data = dataclasses.replace(settings.sft_data, recursive_fraction=float(_SOLVER.value == "recursive"), difficulties=(_DIFFICULTY.value,),
                              max_tasks_per_difficulty=0, renamed_copies=0)
   held_out = sft.build_sft_sequences(tasks, run.layout, data)
   pattern = item_name_pattern(tuple(get_world(settings.world).items))
   measure = lambda model: probe.teacher_forced_accuracy(model, held_out, run.tokenizer, pattern)
-  print(f"{len(held_out)} expert sequences of {len(tasks)} {_SPLIT.value} {_DIFFICULTY.value} tasks")
+  print(f"{len(held_out)} {_SOLVER.value} expert sequences of {len(tasks)} {_SPLIT.value} {_DIFFICULTY.value} tasks")
   if not curve:
     result = measure(run.model)
     print("| policy tokens | count | argmax accuracy |\n|---|---|---|")

@@ -1,151 +1,88 @@
-"""Tokens per expert transcript of TextCraft-Synth, flat vs recursive, per difficulty.
+"""Does a flat solution fit the context window, and does every node of a recursive one? Per difficulty.
 
-  python scripts/transcript_lengths.py --world paper --per_difficulty 12 --vocab_size 4096
+  python scripts/transcript_lengths.py --config configs/textcraft.py:tiny
+  python scripts/transcript_lengths.py --config configs/textcraft.py:tiny --config.rollout.context_window=512
 
-Solves a sample of val tasks per difficulty with the flat and the recursive expert solver, trains a
-SentencePiece tokenizer on the transcripts (`rao_jax.tokenizer.train_sentencepiece`), and counts
-each node's context exactly as the toy chat layout builds it: system prompt + first user turn
-(`rao_jax.agent.prompts`), then every assistant turn and observation. Prints one table per solver
-setting and, per context window, the share of tasks whose every node fits: this tells which windows
-make a tier impossible for a single agent and possible for a recursive one.
+Solves held-out tasks of every difficulty with the config's flat and delegating expert solvers, renders
+each node exactly as the warm start and the rollout engine do (`rao_jax.train.sft.tree_conversations`,
+with the run's tokenizer, trained in {workdir}/tokenizer if it is not there yet) and applies the engine's
+limits: a node fits if before each of its turns its sequence plus `completion_limit` fits the window,
+each completion fits `completion_limit`, and it needs at most `max_steps_per_node` cells. A task fits if
+every node of its tree does. This is the table that chooses the window of a preset: flat solutions
+should fit on easy tasks, mostly not on medium ones and never on hard ones, while every node of a
+recursive solution fits.
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import dataclasses
+import os
 import statistics
-import sys
-import tempfile
+from collections.abc import Sequence
 
-from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import chat, prompts
-from rao_jax.envs.base import PromptParts
-from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth import solvers
-from rao_jax.envs.textcraft_synth import tasks as tasks_lib
-from rao_jax.envs.textcraft_synth.world import get_world
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-WINDOWS = (2048, 4096, 8192, 16384, 40960)
+from rao_jax.agent.chat import Conversation, Provenance, layout_for
+from rao_jax.envs.textcraft_synth.dataset import load_tasks
+from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES
+from rao_jax.rollout.config import RolloutConfig
+from rao_jax.train import sft, warm_start
+from rao_jax.train.settings import settings_from_config
 
-
-@dataclasses.dataclass(frozen=True)
-class TreeLengths:
-  """Token and cell counts of one solved task."""
-
-  root_tokens: int
-  max_node_tokens: int
-  total_tokens: int
-  nodes: int
-  depth: int
-  max_cells: int
+_CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/textcraft.py:preset)")
+_SPLIT = flags.DEFINE_enum("split", "val", ["train", "val"], "task split")
+_PER_DIFFICULTY = flags.DEFINE_integer("per_difficulty", 30, "tasks per difficulty")
 
 
-def node_texts(node: solvers.Transcript, step_budget: int) -> tuple[str, str, list[tuple[str, str | None]]]:
-  """(system, first user turn, [(assistant turn, observation or None)]) of one node."""
-  parts = PromptParts(**node.prompt)
-  system = prompts.system_prompt(parts, delegation=node.delegation)
-  user = prompts.first_user_turn(parts, step_budget=step_budget)
-  turns = [(turn.assistant_text(), None if turn.output is None else node.observation_text(i))
-           for i, turn in enumerate(node.turns, 1)]
-  return system, user, turns
+def node_fits(conversation: Conversation, rollout: RolloutConfig) -> bool:
+  """Whether the engine could produce this node: the window and completion rules at every turn, and the
+  cell budget."""
+  turns = [i for i in range(1, len(conversation))
+           if conversation.provenance[i] == Provenance.MODEL != conversation.provenance[i - 1]]
+  ends = turns[1:] + [len(conversation)]
+  completions = [sum(p == Provenance.MODEL for p in conversation.provenance[start:end])
+                 for start, end in zip(turns, ends)]
+  return (len(turns) <= rollout.max_steps_per_node
+          and all(start + rollout.completion_limit <= rollout.context_window for start in turns)
+          and all(length <= rollout.completion_limit for length in completions))
 
 
-def count_node_tokens(layout: chat.ChatLayout, node: solvers.Transcript, step_budget: int) -> int:
-  system, user, turns = node_texts(node, step_budget)
-  conversation = layout.start(system, user)
-  for completion, observation in turns:
-    ids = layout.tokenizer.encode(completion + layout.turn_close)
-    layout.add_turn(conversation, ids, None, observation)
-  return len(conversation)
-
-
-def tree_lengths(layout: chat.ChatLayout, root: solvers.Transcript, step_budget: int) -> TreeLengths:
-  tokens = [count_node_tokens(layout, node, step_budget) for node in root.nodes()]
-  return TreeLengths(root_tokens=tokens[0], max_node_tokens=max(tokens), total_tokens=sum(tokens),
-                     nodes=len(tokens), depth=max(node.depth for node in root.nodes()),
-                     max_cells=max(len(node.turns) for node in root.nodes()))
-
-
-def _mean_max(values: list[int]) -> str:
-  return f"{statistics.mean(values):,.0f} / {max(values):,}"
-
-
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--world", default="paper", help="world preset")
-  parser.add_argument("--split", default="val", choices=tasks_lib.SPLITS)
-  parser.add_argument("--per_difficulty", type=int, default=12, help="tasks per difficulty")
-  parser.add_argument("--vocab_size", type=int, default=4096)
-  parser.add_argument("--step_budget", type=int, default=25, help="cells per node in the prompt")
-  parser.add_argument("--max_own_crafts", type=int, nargs="+", default=[8, 16],
-                      help="recursive solver settings to compare")
-  parser.add_argument("--crafts_per_cell", type=int, default=1)
-  args = parser.parse_args(argv)
-
-  world = get_world(args.world)
-  all_tasks = tasks_lib.build_splits(world)[args.split]
-  by_difficulty = collections.defaultdict(list)
-  for task in all_tasks:
-    if len(by_difficulty[task.difficulty]) < args.per_difficulty:
-      by_difficulty[task.difficulty].append(task)
-
-  settings = {"flat": solvers.SolverConfig(crafts_per_cell=args.crafts_per_cell)}
-  for budget in args.max_own_crafts:
-    settings[f"recursive (max_own_crafts={budget})"] = solvers.SolverConfig(
-        delegate=True, max_own_crafts=budget, crafts_per_cell=args.crafts_per_cell)
-  transcripts = {name: {d: [] for d in tasks_lib.DIFFICULTIES} for name in settings}
-  for name, config in settings.items():
-    for difficulty in tasks_lib.DIFFICULTIES:
-      for task in by_difficulty[difficulty]:
-        root = env_lib.make_root_environment({"world": args.world}, task.to_dict())
-        transcripts[name][difficulty].append(solvers.solve(root, config))
-
-  corpus = []
-  for per_difficulty in transcripts.values():
-    for roots in per_difficulty.values():
-      for root in roots[:3]:  # A few trees per cell of the table are plenty of text.
-        for node in list(root.nodes())[:50]:
-          system, user, turns = node_texts(node, args.step_budget)
-          corpus += [system, user] + [text for turn in turns for text in turn if text]
-  with tempfile.TemporaryDirectory() as directory:
-    tokenizer = tokenizer_lib.train_sentencepiece(
-        corpus, model_prefix=f"{directory}/tokenizer", vocab_size=args.vocab_size)
-    layout = chat.ToyChatLayout(tokenizer)
-    print(f"world={args.world} split={args.split} tasks/difficulty={args.per_difficulty} "
-          f"vocab={tokenizer.vocab_size} step_budget={args.step_budget} "
-          f"crafts_per_cell={args.crafts_per_cell}\n")
-    lengths = {name: {d: [tree_lengths(layout, root, args.step_budget) for root in roots]
-                      for d, roots in per_difficulty.items()}
-               for name, per_difficulty in transcripts.items()}
-
-  for name, per_difficulty in lengths.items():
-    print(f"## {name}  (mean / max over tasks)")
-    print("| difficulty | root tokens | max node tokens | total tokens | nodes | depth | max cells/node |")
-    print("|---|---|---|---|---|---|---|")
-    for difficulty, values in per_difficulty.items():
-      if values:
-        print(f"| {difficulty} | {_mean_max([v.root_tokens for v in values])} "
-              f"| {_mean_max([v.max_node_tokens for v in values])} "
-              f"| {_mean_max([v.total_tokens for v in values])} | {_mean_max([v.nodes for v in values])} "
-              f"| {max(v.depth for v in values)} | {_mean_max([v.max_cells for v in values])} |")
-    print()
-
-  for with_steps in (False, True):
-    what = "the window and the step budget" if with_steps else "the window (tokens only)"
-    print(f"## Share of tasks whose every node fits {what}")
-    header = " | ".join(f"{w // 1024}K" for w in WINDOWS)
-    print(f"| solver | difficulty | {header} |")
-    print("|---|---|" + "---|" * len(WINDOWS))
-    for name, per_difficulty in lengths.items():
-      for difficulty, values in per_difficulty.items():
-        if values:
-          shares = [sum(v.max_node_tokens <= w and (v.max_cells <= args.step_budget or not with_steps)
-                        for v in values) / len(values) for w in WINDOWS]
-          print(f"| {name} | {difficulty} | " + " | ".join(f"{s:.0%}" for s in shares) + " |")
-    print()
-  return 0
+def main(argv: Sequence[str]) -> None:
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  settings = settings_from_config(_CONFIG.value)
+  data_dir = os.path.join(settings.workdir, "data")
+  train = [t for t in load_tasks(settings.dataset, "train", data_dir) if t.difficulty in settings.train_difficulties]
+  tokenizer = warm_start.build_tokenizer(os.path.join(settings.workdir, "tokenizer"), settings.tokenizer, train,
+                                         settings.sft_data)
+  layout = layout_for(tokenizer)
+  tasks = load_tasks(settings.dataset, _SPLIT.value, data_dir)
+  rollout = settings.rollout
+  print(f"{settings.preset}: world={settings.world} window={rollout.context_window} "
+        f"completion_limit={rollout.completion_limit} cells/node={rollout.max_steps_per_node} "
+        f"split={_SPLIT.value}, up to {_PER_DIFFICULTY.value} tasks per difficulty\n")
+  print("| difficulty | solver | tasks | nodes / tree (mean, max) | depth (max) | tokens of the longest node "
+        "(mean, max) | tasks whose every node fits |")
+  print("|---|---|---|---|---|---|---|")
+  for difficulty in DIFFICULTIES:
+    chosen = [t for t in tasks if t.difficulty == difficulty][:_PER_DIFFICULTY.value]
+    for delegate, name in ((False, "flat"), (True, "recursive")):
+      rows = collections.defaultdict(list)
+      for task in chosen:
+        transcript = sft.solve_task(task, settings.sft_data, delegate)
+        if transcript is None:
+          continue
+        conversations = sft.tree_conversations(transcript, task, layout, settings.sft_data)
+        rows["nodes"].append(len(conversations))
+        rows["depth"].append(max(node.depth for node in transcript.nodes()))
+        rows["tokens"].append(max(len(c) for c in conversations))
+        rows["fits"].append(all(node_fits(c, rollout) for c in conversations))
+      if rows:
+        print(f"| {difficulty} | {name} | {len(rows['fits'])} | {statistics.mean(rows['nodes']):.1f}, "
+              f"{max(rows['nodes'])} | {max(rows['depth'])} | {statistics.mean(rows['tokens']):.0f}, "
+              f"{max(rows['tokens'])} | {sum(rows['fits'])} / {len(rows['fits'])} |")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  flags.mark_flag_as_required("config")
+  app.run(main)

@@ -78,3 +78,9 @@ def first_user_turn(parts: PromptParts, *, step_budget: int, style: str = "full"
       f"Answer in this format:\n{_EXAMPLE_TURN}",
       f"Goal: {parts.goal.strip()}",
   ))
+
+
+def node_prompt(parts: PromptParts, *, delegation: bool, step_budget: int, style: str = "full") -> tuple[str, str]:
+  """(system prompt, first user turn) of a node: what the rollout engine and the warm start both show."""
+  return (system_prompt(parts, delegation=delegation, style=style),
+          first_user_turn(parts, step_budget=step_budget, style=style))

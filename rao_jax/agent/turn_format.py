@@ -22,8 +22,10 @@ STOP_SEQUENCE = CODE_CLOSE
 
 
 def render_assistant_turn(thought: str, code: str) -> str:
-  """The text of one assistant turn: `<thought>..</thought>` then `<python>..</python>`."""
-  return f"{THOUGHT_OPEN}{thought.strip()}{THOUGHT_CLOSE}\n{CODE_OPEN}\n{code.strip()}\n{CODE_CLOSE}"
+  """The text of one assistant turn: `<thought>..</thought>` then `<python>..</python>`; a blank
+  thought leaves the thought block out (compact turns)."""
+  head = f"{THOUGHT_OPEN}{thought.strip()}{THOUGHT_CLOSE}\n" if thought.strip() else ""
+  return f"{head}{CODE_OPEN}\n{code.strip()}\n{CODE_CLOSE}"
 
 
 def observation_header(cell_index: int) -> str:

@@ -8,6 +8,8 @@ from rao_jax.envs.base import NodeEnvironment, RootFactory
 # name -> "module:function" of a RootFactory; imported lazily so a worker loads only what it hosts.
 _BUILTIN: dict[str, str] = {
     "textcraft_synth": "rao_jax.envs.textcraft_synth.env:make_root_environment",
+    "diagnostic_choice": "rao_jax.envs.diagnostics:make_choice_environment",
+    "diagnostic_relay": "rao_jax.envs.diagnostics:make_relay_environment",
 }
 _REGISTERED: dict[str, RootFactory] = {}
 

@@ -254,9 +254,8 @@ class RolloutEngine:
     # A node at the depth cap may not launch: its prompt has no delegation section (as the pool's
     # PromptParts for it have no launch_subagent docs), though a launch still returns a refusal.
     may_delegate = self.config.delegation and depth < self.config.max_depth
-    style = self.config.prompt_style
-    system = prompts.system_prompt(parts, delegation=may_delegate, style=style)
-    user = prompts.first_user_turn(parts, step_budget=self.config.max_steps_per_node, style=style)
+    system, user = prompts.node_prompt(parts, delegation=may_delegate, step_budget=self.config.max_steps_per_node,
+                                       style=self.config.prompt_style)
     conversation = self.layout.start(system, user)
     node = _Node(node_id=node_id, tree=tree, group=group, parent=parent, depth=depth, path=path,
                  launch_cell=launch_cell, goal=parts.goal, conversation=conversation,

@@ -1,6 +1,8 @@
 """Per-batch statistics of a `Trees` record (RAO method spec, section 6).
 
 Definitions:
+  delegation rate: the share of nodes that launched at least one child.
+  max depth solved: the depth of the deepest tree whose root succeeded (0 if none did).
   parallel fraction: the share of child launches that ran concurrently with at least one sibling
     launched in the same cell of the same parent (siblings awaited together by one `gather`).
   critical path: the longest chain of dependent decode steps. A node's own generated tokens are
@@ -65,6 +67,7 @@ def batch_metrics(trees: Trees, difficulty_of_group: Sequence[str] | None = None
       "parallel_fraction": parallel_fraction(trees),
       "steps_per_node": float(trees.steps.mean()) if trees.num_nodes else 0.0,
       "child_success": float(trees.success[trees.parent >= 0].mean()) if (trees.parent >= 0).any() else 0.0,
+      "delegation_rate": float(np.mean(trees.num_children > 0)) if trees.num_nodes else 0.0,
   }
   critical = critical_path_tokens(trees)
   total = trees.tokens_generated.sum()
@@ -73,12 +76,22 @@ def batch_metrics(trees: Trees, difficulty_of_group: Sequence[str] | None = None
   metrics["critical_path_fraction"] = float(critical[roots].sum() / total) if total else 0.0
   for reason in EndReason:
     metrics[f"end_{reason.name.lower()}"] = float(np.mean(trees.end_reason == reason)) if trees.num_nodes else 0.0
+  tree_depth = np.zeros(trees.num_trees, np.int64)
+  np.maximum.at(tree_depth, trees.tree, trees.depth)
+  solved_roots = roots[trees.success[roots] > 0]
+  metrics["max_depth_solved"] = float(tree_depth[trees.tree[solved_roots]].max(initial=0))
   if difficulty_of_group is not None:
-    by_difficulty: dict[str, list[float]] = defaultdict(list)
+    by_difficulty: dict[str, list[int]] = defaultdict(list)
     for r in roots:
-      by_difficulty[difficulty_of_group[int(trees.group[r])]].append(float(trees.success[r]))
-    for name, values in sorted(by_difficulty.items()):
-      metrics[f"success/{name}"] = float(np.mean(values))
+      by_difficulty[difficulty_of_group[int(trees.group[r])]].append(int(r))
+    for name, tier_roots in sorted(by_difficulty.items()):
+      solved = float(trees.success[tier_roots].sum())
+      metrics[f"success/{name}"] = solved / len(tier_roots)
+      metrics[f"solved/{name}"] = solved
+      metrics[f"tasks/{name}"] = float(len(tier_roots))
+      metrics[f"max_depth/{name}"] = float(tree_depth[trees.tree[tier_roots]].max())
+      solved_depths = [tree_depth[trees.tree[r]] for r in tier_roots if trees.success[r] > 0]
+      metrics[f"max_depth_solved/{name}"] = float(max(solved_depths, default=0))
   return metrics
 
 

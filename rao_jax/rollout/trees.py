@@ -69,17 +69,23 @@ class Trees:
   def roots(self) -> np.ndarray:
     return np.flatnonzero(self.parent < 0)
 
-  def to_jsonl(self, path: str) -> None:
-    """Writes one JSON object per tree: its nodes (records plus their scalar fields), nested by id."""
+  def to_jsonl(self, path: str, group_tags: Sequence[dict[str, Any]] | None = None) -> None:
+    """Writes one JSON object per tree: its nodes (records plus their scalar fields), nested by id.
+
+    `group_tags[g]` (JSON-like, e.g. {"difficulty": "hard"}) is copied into every tree of group g.
+    """
     with open(path, "w", encoding="utf-8") as f:
-      for line in self.tree_dicts():
+      for line in self.tree_dicts(group_tags):
         f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
-  def tree_dicts(self) -> list[dict[str, Any]]:
+  def tree_dicts(self, group_tags: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     trees: dict[int, dict[str, Any]] = {}
     for i in range(self.num_nodes):
       t = int(self.tree[i])
-      tree = trees.setdefault(t, {"tree": t, "group": int(self.group[i]), "nodes": []})
+      if t not in trees:
+        tags = group_tags[int(self.group[i])] if group_tags is not None else {}
+        trees[t] = {"tree": t, "group": int(self.group[i]), **tags, "nodes": []}
+      tree = trees[t]
       node = {
           "id": i, "parent": int(self.parent[i]), "depth": int(self.depth[i]),
           "success": float(self.success[i]), "num_children": int(self.num_children[i]),

@@ -7,7 +7,7 @@ the policy over expert transcripts (teacher forcing: each prediction sees the ex
 and counts argmax hits on the policy's tokens of three kinds:
 
   goal_item:   the first item name the policy writes, which is the goal's item, copied from the prompt
-               ("Look up the recipes of m1_i2"), in a flat expert's transcript;
+               into its first lookup (`get_info(['m1_i2'])`);
   later_items: every later item name (ingredients copied from recipes, delegated goals, crafts);
   other:       all other policy tokens (protocol, code, thoughts, counts).
 """

@@ -16,6 +16,7 @@ import ml_collections
 from rao_jax import config_utils
 from rao_jax.agent.interpreter.pool import InterpreterConfig
 from rao_jax.envs.textcraft_synth.dataset import BUILDER_CONFIGS
+from rao_jax.envs.textcraft_synth.env import INFO_STYLES
 from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES, SPLITS
 from rao_jax.envs.textcraft_synth.world import WORLD_PRESETS
 from rao_jax.model.config import ModelConfig
@@ -23,6 +24,7 @@ from rao_jax.rl.advantages import AdvantageConfig
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.sampling import SamplingConfig
 from rao_jax.train.optimizer import OptimizerConfig
+from rao_jax.train.policy_update import UpdateConfig
 from rao_jax.train.sft import SFTConfig, SFTDataConfig
 from rao_jax.train.train_step import TrainStepConfig
 from rao_jax.train.warm_start import TokenizerConfig
@@ -49,6 +51,7 @@ class Settings:
   workdir: str
   env_name: str
   world: str
+  info_style: str
   dataset: str
   train_difficulties: tuple[str, ...]
   max_train_tasks: int
@@ -62,11 +65,7 @@ class Settings:
   num_steps: int
   tasks_per_step: int
   samples_per_task: int
-  advantage: AdvantageConfig
-  train_step: TrainStepConfig         # num_micro_batches is set per step from the trees' size
-  optimizer: OptimizerConfig
-  row_length: int
-  rows_per_micro_batch: int
+  update: UpdateConfig                # advantages, loss, optimiser, packed rows of each RAO step
   eval: EvalSettings
   checkpoint_every: int
   max_checkpoints: int
@@ -76,7 +75,7 @@ class Settings:
 
   @property
   def env_config(self) -> dict[str, Any]:
-    return {"world": self.world}
+    return {"world": self.world, "info_style": self.info_style}
 
   @property
   def greedy_rollout(self) -> RolloutConfig:
@@ -125,6 +124,8 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
            f"config.env.name={cfg.env.name!r}: this trainer runs 'textcraft_synth'")
   _require(cfg.env.world in WORLD_PRESETS,
            f"config.env.world={cfg.env.world!r} is not one of {sorted(WORLD_PRESETS)}")
+  _require(cfg.env.info_style in INFO_STYLES,
+           f"config.env.info_style={cfg.env.info_style!r} is not one of {INFO_STYLES}")
   datasets = [c.name for c in BUILDER_CONFIGS]
   _require(cfg.env.dataset in datasets, f"config.env.dataset={cfg.env.dataset!r} is not one of {datasets}")
 
@@ -164,16 +165,16 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
                        delegation=rollout.delegation)
 
   ws = cfg.warm_start
-  sft_data = _built("warm_start", SFTDataConfig, mixture=ws.mixture,
+  sft_data = _built("warm_start", SFTDataConfig, recursive_fraction=ws.recursive_fraction,
                     difficulties=_difficulties(ws.difficulties, "warm_start.difficulties"),
                     max_tasks_per_difficulty=ws.max_tasks_per_difficulty, world=cfg.env.world,
-                    delegation=rollout.delegation, max_steps_per_node=rollout.max_steps_per_node,
-                    max_depth=rollout.max_depth, context_window=rollout.context_window,
-                    prompt_style=rollout.prompt_style,
+                    info_style=cfg.env.info_style, delegation=rollout.delegation,
+                    max_steps_per_node=rollout.max_steps_per_node, max_depth=rollout.max_depth,
+                    context_window=rollout.context_window, prompt_style=rollout.prompt_style,
                     max_own_crafts=ws.max_own_crafts, crafts_per_cell=ws.crafts_per_cell,
-                    renamed_copies=ws.renamed_copies)
+                    transcript_style=ws.transcript_style, renamed_copies=ws.renamed_copies, seed=cfg.seed)
   sft_optimizer = _built("warm_start", OptimizerConfig, learning_rate=ws.learning_rate, weight_decay=0.0,
-                         warmup_steps=ws.warmup_steps)
+                         warmup_steps=ws.warmup_steps, schedule=ws.schedule, total_steps=ws.num_steps)
   sft = _built("warm_start", SFTConfig, optimizer=sft_optimizer, num_steps=ws.num_steps,
                rows_per_batch=ws.rows_per_batch, row_length=ws.row_length,
                attention_chunk_size=ws.attention_chunk_size, seed=cfg.seed)
@@ -217,13 +218,14 @@ def settings_from_config(cfg: ml_collections.ConfigDict) -> Settings:
 
   return Settings(
       preset=cfg.preset, seed=cfg.seed, workdir=cfg.workdir, env_name=cfg.env.name, world=cfg.env.world,
-      dataset=cfg.env.dataset,
+      info_style=cfg.env.info_style, dataset=cfg.env.dataset,
       train_difficulties=_difficulties(cfg.data.train_difficulties, "data.train_difficulties"),
       max_train_tasks=cfg.data.max_train_tasks, model=model, model_checkpoint=checkpoint,
       tokenizer=tokenizer, sft_data=sft_data, sft=sft, rollout=rollout, interpreter=interpreter,
       num_steps=rl.num_steps, tasks_per_step=rl.tasks_per_step, samples_per_task=rl.samples_per_task,
-      advantage=advantage, train_step=train_step, optimizer=optimizer, row_length=rl.row_length,
-      rows_per_micro_batch=rl.rows_per_micro_batch, eval=eval_settings,
+      update=UpdateConfig(advantage=advantage, train_step=train_step, optimizer=optimizer,
+                          row_length=rl.row_length, rows_per_micro_batch=rl.rows_per_micro_batch),
+      eval=eval_settings,
       checkpoint_every=_positive_int(cfg, "checkpoint", "every_steps"),
       max_checkpoints=_positive_int(cfg, "checkpoint", "max_to_keep"), tensorboard=bool(cfg.log.tensorboard),
       train_trees_every=cfg.log.train_trees_every, progress_bar=bool(cfg.log.progress_bar))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from collections.abc import Callable, Iterator, Sequence
 
 import jax
@@ -27,41 +28,45 @@ from jax.sharding import Mesh
 
 from rao_jax import sharding as sharding_lib
 from rao_jax.agent import prompts
-from rao_jax.agent.chat import ChatLayout, Conversation
+from rao_jax.agent.chat import ChatLayout, Conversation, Provenance
 from rao_jax.envs.base import PromptParts
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
 from rao_jax.envs.textcraft_synth.renaming import ItemRenaming
 from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES, Task
+from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.train import packing
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
 from rao_jax.train.train_step import Metrics, TrainStepConfig, create_train_state, make_train_step
-
-MIXTURES = ("flat", "recursive", "mixed")
-
 
 @dataclasses.dataclass(frozen=True)
 class SFTDataConfig:
   """Which expert transcripts the warm start sees, and the engine settings they are rendered for.
 
   Attributes:
-    mixture: "flat" (single-agent solver), "recursive" (delegating solver) or "mixed" (both, per task).
+    recursive_fraction: the share of expert trees written by the delegating solver; the rest are the
+      flat solver's. Each task, and each of its renamed copies, draws its solver independently (seeded),
+      so 0 is a single-agent warm start, 1 a fully recursive one, and values in between a policy that
+      delegates at some nodes and not at others, for RL to sharpen.
     difficulties: task difficulties to keep ("easy", "medium", "hard", "extreme").
     max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
-    world: TextCraft-Synth world preset of the tasks (the environment's `env_config["world"]`).
+    world, info_style: the TextCraft-Synth environment config of the tasks (`env_config`).
     delegation, max_steps_per_node, max_depth, context_window, prompt_style: the rollout engine's settings
       (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes the engine
       could not have produced (more turns than the budget, longer than the window) are left out.
-    max_own_crafts, crafts_per_cell: the solvers' planning knobs (`solvers.SolverConfig`).
-    renamed_copies: each expert node is also rendered this many times under a random renaming of the
-      world's items (`renaming.ItemRenaming`, seeded by task, solver and copy), so that item names
-      can only be predicted by copying them from the goal and the observations.
+    max_own_crafts, crafts_per_cell, transcript_style: the solvers' knobs (`solvers.SolverConfig`:
+      max_own_crafts, crafts_per_cell, style).
+    renamed_copies: each expert tree is also rendered this many times under a random renaming of the
+      world's items (`renaming.ItemRenaming`, seeded by task and copy), so that item names can only be
+      predicted by copying them from the goal and the observations.
+    seed: seeds the solver draws.
   """
 
-  mixture: str = "mixed"
+  recursive_fraction: float = 0.5
   difficulties: tuple[str, ...] = ("easy", "medium")
   max_tasks_per_difficulty: int = 0
   world: str = "small"
+  info_style: str = "full"
   delegation: bool = True
   max_steps_per_node: int = 25
   max_depth: int = 6
@@ -69,28 +74,44 @@ class SFTDataConfig:
   prompt_style: str = "full"
   max_own_crafts: int = 8
   crafts_per_cell: int = 1
+  transcript_style: str = "spec"
   renamed_copies: int = 0
+  seed: int = 0
 
   def __post_init__(self):
-    if self.mixture not in MIXTURES:
-      raise ValueError(f"sft.mixture={self.mixture!r} is not one of {MIXTURES}")
+    if not 0.0 <= self.recursive_fraction <= 1.0:
+      raise ValueError(f"sft.recursive_fraction={self.recursive_fraction!r} must be in [0, 1]")
     unknown = sorted(set(self.difficulties) - set(DIFFICULTIES))
     if unknown or not self.difficulties:
       raise ValueError(f"sft.difficulties={self.difficulties} must be a non-empty subset of {DIFFICULTIES}")
     prompts.check_style(self.prompt_style, "sft.prompt_style")
-    if self.mixture != "flat" and not self.delegation:
-      raise ValueError(f"sft.mixture={self.mixture!r} holds delegating transcripts, which need delegation=True")
+    if self.info_style not in env_lib.INFO_STYLES:
+      raise ValueError(f"sft.info_style={self.info_style!r} is not one of {env_lib.INFO_STYLES}")
+    if self.transcript_style not in solvers.TRANSCRIPT_STYLES:
+      raise ValueError(f"sft.transcript_style={self.transcript_style!r} is not one of {solvers.TRANSCRIPT_STYLES}")
+    if self.recursive_fraction > 0 and not self.delegation:
+      raise ValueError(f"sft.recursive_fraction={self.recursive_fraction} asks for delegating transcripts, "
+                       "which need delegation=True")
     for name in ("max_steps_per_node", "context_window", "max_own_crafts", "crafts_per_cell"):
       if getattr(self, name) <= 0:
         raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
     if self.max_tasks_per_difficulty < 0 or self.max_depth < 0 or self.renamed_copies < 0:
       raise ValueError("sft.max_tasks_per_difficulty, sft.max_depth and sft.renamed_copies must be >= 0")
 
-  def solver_configs(self) -> tuple[solvers.SolverConfig, ...]:
-    flat = solvers.SolverConfig(delegate=False, max_depth=self.max_depth, max_own_crafts=self.max_own_crafts,
-                                crafts_per_cell=self.crafts_per_cell)
-    recursive = dataclasses.replace(flat, delegate=True)
-    return {"flat": (flat,), "recursive": (recursive,), "mixed": (flat, recursive)}[self.mixture]
+  @property
+  def env_config(self) -> dict[str, str]:
+    return {"world": self.world, "info_style": self.info_style}
+
+  def solver_config(self, delegate: bool) -> solvers.SolverConfig:
+    """The flat (`delegate=False`) or delegating expert, rendered for the engine's limits."""
+    return solvers.SolverConfig(delegate=delegate, max_depth=self.max_depth, max_own_crafts=self.max_own_crafts,
+                                crafts_per_cell=self.crafts_per_cell, style=self.transcript_style)
+
+  def delegates(self, task_index: int, copy: int) -> bool:
+    """Whether copy `copy` of task `task_index` is written by the delegating solver (seeded draw)."""
+    if self.recursive_fraction in (0.0, 1.0):
+      return self.recursive_fraction == 1.0
+    return random.Random(f"sft/solver/{self.seed}/{task_index}/{copy}").random() < self.recursive_fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,23 +136,32 @@ class SFTConfig:
       raise ValueError(f"sft.attention_chunk_size={self.attention_chunk_size} must be >= 0")
 
 
+def render_node(parts: PromptParts, turns: Sequence[tuple[str, str | None]], layout: ChatLayout, *,
+                delegation: bool, step_budget: int, prompt_style: str = "full") -> Conversation:
+  """The token sequence the rollout engine builds for a node (see the module docstring).
+
+  `parts` are the node's prompt parts; `turns` its (assistant turn text, observation text) pairs in
+  order, the observation None after the node's last turn. Any environment's demonstrations render here.
+  """
+  system, user = prompts.node_prompt(parts, delegation=delegation, step_budget=step_budget, style=prompt_style)
+  conversation = layout.start(system, user)
+  for completion, observation in turns:
+    layout.add_turn(conversation, layout.tokenizer.encode(completion), None, observation)
+  return conversation
+
+
 def node_conversation(node: solvers.Transcript, parts: PromptParts, layout: ChatLayout, *,
                       delegation: bool, step_budget: int, prompt_style: str = "full",
                       rename: Callable[[str], str] | None = None) -> Conversation:
-  """One expert node as the token sequence the rollout engine would have built for it (see module doc).
+  """One expert TextCraft node as the token sequence the rollout engine would have built for it.
 
   `rename` (e.g. an `ItemRenaming`) rewrites the goal, the turns and the observations, not the rules.
   """
   rename = rename or (lambda text: text)
-  parts = dataclasses.replace(parts, goal=rename(parts.goal))
-  system = prompts.system_prompt(parts, delegation=delegation, style=prompt_style)
-  user = prompts.first_user_turn(parts, step_budget=step_budget, style=prompt_style)
-  conversation = layout.start(system, user)
-  for index, turn in enumerate(node.turns, start=1):
-    completion = layout.tokenizer.encode(rename(turn.assistant_text()))
-    observation = None if turn.output is None else rename(node.observation_text(index))
-    layout.add_turn(conversation, completion, None, observation)
-  return conversation
+  turns = [(rename(turn.assistant_text()), None if turn.output is None else rename(node.observation_text(index)))
+           for index, turn in enumerate(node.turns, start=1)]
+  return render_node(dataclasses.replace(parts, goal=rename(parts.goal)), turns, layout, delegation=delegation,
+                     step_budget=step_budget, prompt_style=prompt_style)
 
 
 def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
@@ -148,49 +178,84 @@ def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
 
 def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDataConfig
                         ) -> list[Conversation]:
-  """One `Conversation` per node of every expert tree (solver(s) of `config.mixture` on each task), and
-  `config.renamed_copies` more per node under item renamings (one renaming per tree and copy).
+  """One `Conversation` per node of every expert tree: each selected task is solved, and rendered once as
+  it is and `config.renamed_copies` times under item renamings, each by the solver
+  `config.delegates(task, copy)` picks.
 
-  Trees whose root the solver could not solve are skipped, as are nodes the engine could not have
-  produced (more turns than `max_steps_per_node`, or a sequence longer than `context_window`).
+  Trees whose root the solver could not solve are skipped. A node longer than the engine allows (more
+  turns than `max_steps_per_node`, more tokens than `context_window`; a flat expert on a large task) is
+  cut to the part the engine could have produced: a policy imitating it does what the expert does until
+  it runs out of cells or context, as a single agent does on tasks too large for it.
   MODEL tokens carry NaN sampler log-probs (no sampler produced them).
   """
-  env_config = {"world": config.world}
   conversations: list[Conversation] = []
-  skipped_trees = skipped_nodes = 0
+  skipped_trees = cut_nodes = 0
+  trees_by_solver = {False: 0, True: 0}
   for task_index, task in enumerate(select_tasks(tasks, config)):
-    for solver_index, solver_config in enumerate(config.solver_configs()):
-      root = env_lib.make_root_environment(env_config, task.to_dict())
-      # As in the engine: a node at the depth cap sees no delegation (section and launch_subagent docs).
-      parts_at = {may: root.prompt_parts(may) for may in (False, config.delegation)}
-      try:
-        transcript = solvers.solve(root, solver_config)
-      except solvers.InfeasibleError:
+    solved: dict[bool, solvers.Transcript | None] = {}
+    for copy in range(1 + config.renamed_copies):
+      delegate = config.delegates(task_index, copy)
+      if delegate not in solved:
+        solved[delegate] = solve_task(task, config, delegate)
+      transcript = solved[delegate]
+      if transcript is None:
         skipped_trees += 1
         continue
-      if transcript.success < 1.0:
-        skipped_trees += 1
-        continue
-      renamings = [None] + [ItemRenaming(root.world, f"{task_index}/{solver_index}/{copy}")
-                            for copy in range(config.renamed_copies)]
-      for node in transcript.nodes():
-        if len(node.turns) > config.max_steps_per_node:
-          skipped_nodes += len(renamings)
-          continue
-        may_delegate = config.delegation and node.depth < config.max_depth
-        parts = dataclasses.replace(parts_at[may_delegate], goal=node.goal)
-        for rename in renamings:
-          conversation = node_conversation(node, parts, layout, delegation=may_delegate,
-                                           step_budget=config.max_steps_per_node,
-                                           prompt_style=config.prompt_style, rename=rename)
-          if len(conversation) > config.context_window:
-            skipped_nodes += 1
-            continue
-          conversations.append(conversation)
-  if skipped_trees or skipped_nodes:
-    logging.warning("sft: left out %d unsolved trees and %d nodes over the engine's limits",
-                    skipped_trees, skipped_nodes)
+      trees_by_solver[delegate] += 1
+      rename = ItemRenaming(get_world(config.world), f"{task_index}/{copy}") if copy else None
+      for node, conversation in zip(transcript.nodes(), tree_conversations(transcript, task, layout, config,
+                                                                           rename)):
+        if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
+          cut_nodes += 1
+          conversation = _engine_prefix(conversation, config)
+        conversations.append(conversation)
+  logging.info("sft: %d flat and %d delegating expert trees, %d node sequences (%d cut to the engine's "
+               "limits)", trees_by_solver[False], trees_by_solver[True], len(conversations), cut_nodes)
+  if skipped_trees:
+    logging.warning("sft: left out %d trees the expert could not solve", skipped_trees)
   return conversations
+
+
+def solve_task(task: Task, config: SFTDataConfig, delegate: bool) -> solvers.Transcript | None:
+  """The flat or delegating expert's tree for `task` (on a fresh inventory), or None if it fails."""
+  root = env_lib.make_root_environment(config.env_config, task.to_dict())
+  try:
+    transcript = solvers.solve(root, config.solver_config(delegate))
+  except solvers.InfeasibleError:
+    return None
+  return transcript if transcript.success >= 1.0 else None
+
+
+def tree_conversations(transcript: solvers.Transcript, task: Task, layout: ChatLayout, config: SFTDataConfig,
+                       rename: Callable[[str], str] | None = None) -> list[Conversation]:
+  """Every node of an expert tree (`transcript.nodes()` order) as the engine would render it, uncut."""
+  root = env_lib.make_root_environment(config.env_config, task.to_dict())
+  # As in the engine: a node at the depth cap sees no delegation (section and launch_subagent docs).
+  parts_at = {may: root.prompt_parts(may) for may in (False, config.delegation)}
+  conversations = []
+  for node in transcript.nodes():
+    may_delegate = config.delegation and node.depth < config.max_depth
+    parts = dataclasses.replace(parts_at[may_delegate], goal=node.goal)
+    conversations.append(node_conversation(node, parts, layout, delegation=may_delegate,
+                                           step_budget=config.max_steps_per_node,
+                                           prompt_style=config.prompt_style, rename=rename))
+  return conversations
+
+
+def _engine_prefix(conversation: Conversation, config: SFTDataConfig) -> Conversation:
+  """The part of an expert node the engine could have produced: its first `max_steps_per_node` turns,
+  cut at `context_window` tokens (a real node ends there with a step-limit or overflow error)."""
+  turns_seen, end = 0, len(conversation)
+  for index in range(1, len(conversation)):
+    starts_turn = conversation.provenance[index] == Provenance.MODEL != conversation.provenance[index - 1]
+    if starts_turn:
+      turns_seen += 1
+      if turns_seen > config.max_steps_per_node:
+        end = index
+        break
+  cut = Conversation(conversation.ids[:end], conversation.provenance[:end], conversation.logprobs[:end])
+  cut.truncate(config.context_window)
+  return cut
 
 
 def _batches(sequences: Sequence[packing.NodeSequence], config: SFTConfig) -> Iterator[packing.PackedBatch]:

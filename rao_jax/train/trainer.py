@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -32,19 +31,17 @@ from rao_jax.agent.interpreter.pool import InterpreterPool
 from rao_jax.envs.textcraft_synth.dataset import load_tasks
 from rao_jax.envs.textcraft_synth.tasks import Task
 from rao_jax.model.transformer import Transformer
-from rao_jax.rl.advantages import advantages_from_trees
 from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.metrics import batch_metrics, timing_metrics
 from rao_jax.rollout.trees import Trees
-from rao_jax.train import packing, warm_start
+from rao_jax.train import warm_start
 from rao_jax.train.checkpoint import Checkpoints, Progress, RunIdentity, tokenizer_fingerprint
 from rao_jax.train.metrics_log import MetricsLog, read_records
-from rao_jax.train.optimizer import make_optimizer
+from rao_jax.train.policy_update import PolicyUpdater
 from rao_jax.train.settings import Settings
-from rao_jax.train.train_step import TrainState, create_train_state, make_train_step
+from rao_jax.train.train_step import TrainState
 
 EVAL_KEY_OFFSET = 1 << 30  # eval keys fold_in(base, offset + step), disjoint from the training keys
-_COMPILED_STEPS: dict = {}  # (graphdef, optimizer, step config, mesh) -> compiled train step
 
 
 def stream_tasks(tasks: Sequence[Task], start: int, count: int, seed: int) -> list[Task]:
@@ -68,13 +65,22 @@ def eval_tasks(tasks: Sequence[Task], difficulties: Sequence[str], per_difficult
   return chosen
 
 
-def _next_power_of_two(n: int) -> int:
-  return 1 << max(0, n - 1).bit_length()
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """One greedy evaluation: its metrics, its trees, and the task of each tree (tree i solves tasks[i])."""
+
+  metrics: dict[str, float]
+  trees: Trees
+  tasks: list[Task]
+
+  def write_trees(self, path: str) -> None:
+    """The trees as JSON lines for the viewer, each tagged with its task's difficulty."""
+    self.trees.to_jsonl(path, [{"difficulty": t.difficulty} for t in self.tasks])
 
 
 @dataclasses.dataclass
 class Run:
-  """The built parts of a run: data, tokenizer, policy and its train state."""
+  """The built parts of a run: data, tokenizer, the starting policy and the mesh."""
 
   settings: Settings
   train_tasks: list[Task]
@@ -82,8 +88,6 @@ class Run:
   layout: object
   model: nnx.Module
   mesh: jax.sharding.Mesh
-  graphdef: nnx.GraphDef
-  state: TrainState
   identity: RunIdentity
 
 
@@ -105,8 +109,7 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   if settings.model_checkpoint and not tokenizer_config.path:
     tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.model_checkpoint)
   tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, tasks,
-                                         settings.world, step_budget=settings.rollout.max_steps_per_node,
-                                         prompt_style=settings.rollout.prompt_style)
+                                         settings.sft_data)
   if tokenizer.vocab_size > settings.model.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but config.model.vocab_size is "
                      f"{settings.model.vocab_size}")
@@ -121,11 +124,10 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
     model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, split,
                                       settings.sft_data, sft_config, seed=settings.seed, mesh=mesh,
                                       progress_bar=settings.progress_bar)
-  graphdef, state = create_train_state(model, make_optimizer(settings.optimizer), mesh)
   identity = RunIdentity(model_config=settings.model.to_dict(),
                          tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
   return Run(settings=settings, train_tasks=tasks, tokenizer=tokenizer, layout=layout, model=model, mesh=mesh,
-             graphdef=graphdef, state=state, identity=identity)
+             identity=identity)
 
 
 class Trainer:
@@ -135,8 +137,7 @@ class Trainer:
   def __init__(self, run: Run):
     self.run_parts = run
     self.settings = settings = run.settings
-    self.tx = make_optimizer(settings.optimizer)
-    self.state = run.state
+    self.updater = PolicyUpdater(run.model, settings.update, run.mesh, vocab_limit=run.tokenizer.vocab_size)
     self.pool = InterpreterPool(settings.interpreter)
     try:
       engine_mesh = run.mesh if jax.device_count() > 1 else None
@@ -167,6 +168,11 @@ class Trainer:
 
   # ------------------------------------------------------------------ state
 
+  @property
+  def state(self) -> TrainState:
+    """The policy's train state (parameters, optimiser state, step count)."""
+    return self.updater.state
+
   def _set_policy(self, params: nnx.State) -> None:
     self.engine.set_params(params)
     self.eval_engine.set_params(params)
@@ -175,7 +181,7 @@ class Trainer:
     """Loads the checkpoint at `step` (default: the latest) if there is one; True if one was loaded."""
     if step is None and self.checkpoints.latest_step() is None:
       return False
-    self.state, progress = self.checkpoints.restore(self.state, step)
+    self.updater.state, progress = self.checkpoints.restore(self.state, step)
     expected_position = progress.step * self.settings.tasks_per_step
     if progress.data_position != expected_position:
       raise ValueError(f"checkpoint step {progress.step} consumed {progress.data_position} tasks, but "
@@ -193,45 +199,10 @@ class Trainer:
 
   # ------------------------------------------------------------------ one RAO step
 
-  def _compiled_step(self, num_micro_batches: int):
-    config = dataclasses.replace(self.settings.train_step, num_micro_batches=num_micro_batches,
-                                 vocab_limit=self.run_parts.tokenizer.vocab_size)
-    key = (self.run_parts.graphdef, self.settings.optimizer, config, self.run_parts.mesh)
-    if key not in _COMPILED_STEPS:  # shared by trainers of one process (resumed runs, tests)
-      _COMPILED_STEPS[key] = make_train_step(self.run_parts.graphdef, self.state, self.tx, config,
-                                             self.run_parts.mesh)
-    return _COMPILED_STEPS[key]
-
   def train_batch(self, trees: Trees) -> dict[str, float]:
-    """Advantages, packing and one optimiser step on `trees`; returns scalar metrics."""
-    s = self.settings
-    advantages = advantages_from_trees(trees, s.advantage, pad_to=_next_power_of_two(trees.num_nodes))
-    node_advantage, valid = (np.asarray(x)[:trees.num_nodes] for x in jax.device_get(
-        (advantages.advantage, advantages.valid)))
-    sequences = packing.trees_sequences(trees)
-    kept = [i for i in np.flatnonzero(valid) if sequences[i][1].any()]
-    metrics = {"adv/kept_node_fraction": len(kept) / max(1, trees.num_nodes),
-               "adv/abs_mean": float(np.abs(node_advantage[kept]).mean()) if kept else 0.0,
-               "adv/reward_mean": float(np.asarray(advantages.reward)[:trees.num_nodes].mean())}
-    if not kept:  # every group's trees scored alike: no signal, no update
-      return {**metrics, "train/updated": 0.0, "train/skipped_nonfinite": 0.0}
-    kept_sequences = [sequences[i] for i in kept]
-    lengths = np.minimum([len(q[0]) for q in kept_sequences], s.row_length)
-    rows_needed = int(packing.first_fit_decreasing(lengths, len(lengths), s.row_length).max()) + 1
-    num_micro = math.ceil(rows_needed / s.rows_per_micro_batch)
-    batch, stats = packing.pack_sequences(kept_sequences, num_micro * s.rows_per_micro_batch, s.row_length,
-                                          node_advantages=node_advantage[kept])
+    """Advantages, packing and one optimiser step on `trees` (`PolicyUpdater.update`)."""
     self.checkpoints.wait()  # an async save may still read the buffers the step donates
-    self.state, step_metrics = self._compiled_step(num_micro)(self.state, batch)
-    step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-    if step_metrics["skipped"]:
-      logging.warning("step %d: non-finite loss (%s) or gradient norm (%s); the update was skipped",
-                      self.step, step_metrics["loss"], step_metrics["grad_norm"])
-    metrics.update({f"train/{k}": v for k, v in step_metrics.items() if k != "skipped"})
-    metrics.update({"train/updated": 1.0 - step_metrics["skipped"],
-                    "train/skipped_nonfinite": step_metrics["skipped"],
-                    "train/micro_batches": float(num_micro), "train/pack_fill": stats.fill})
-    return metrics
+    return self.updater.update(trees)
 
   def rl_step(self) -> dict[str, float]:
     """Rolls out step `self.step`'s batch, trains on it, and advances the step."""
@@ -249,7 +220,8 @@ class Trainer:
     metrics["time/train_s"] = time.perf_counter() - train_started
     metrics["time/step_s"] = time.perf_counter() - started
     if s.train_trees_every and self.step % s.train_trees_every == 0:
-      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"))
+      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"),
+                            [{"difficulty": t.difficulty} for t in tasks])
     self.step += 1
     return metrics
 
@@ -261,7 +233,7 @@ class Trainer:
     return os.path.join(directory, f"{name}.jsonl")
 
   def evaluate(self, split: str | None = None, difficulties: Sequence[str] | None = None,
-               tasks_per_difficulty: int | None = None) -> tuple[dict[str, float], Trees]:
+               tasks_per_difficulty: int | None = None) -> Evaluation:
     """Greedy success per difficulty on held-out tasks with the current policy (one tree per task)."""
     s = self.settings
     split = split or s.eval.split
@@ -273,12 +245,12 @@ class Trainer:
                                   jax.random.fold_in(self.base_key, EVAL_KEY_OFFSET + self.step))
     metrics = batch_metrics(result.trees, [t.difficulty for t in tasks])
     metrics["time/eval_s"] = result.timings.total_s
-    return metrics, result.trees
+    return Evaluation(metrics=metrics, trees=result.trees, tasks=tasks)
 
   def _evaluate_and_log(self) -> dict:
-    metrics, trees = self.evaluate()
-    trees.to_jsonl(self.trees_path(f"eval_{self.settings.eval.split}_step{self.step:06d}"))
-    return self.log.write(self.step, "eval", metrics)
+    evaluation = self.evaluate()
+    evaluation.write_trees(self.trees_path(f"eval_{self.settings.eval.split}_step{self.step:06d}"))
+    return self.log.write(self.step, "eval", evaluation.metrics)
 
   # ------------------------------------------------------------------ the loop
 

@@ -28,7 +28,6 @@ from rao_jax import tokenizer as tokenizer_lib
 from rao_jax.agent import prompts
 from rao_jax.agent.chat import ChatLayout
 from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth import solvers
 from rao_jax.envs.textcraft_synth.tasks import Task
 from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.model import hf_checkpoint
@@ -60,48 +59,49 @@ class TokenizerConfig:
       raise ValueError("tokenizer.vocab_size must be positive, corpus_examples and transcript_tasks >= 0")
 
 
-def transcript_texts(tasks: Sequence[Task], world: str, *, step_budget: int = 25,
-                     prompt_style: str = "full") -> list[str]:
-  """Node prompts (with and without delegation) and the recursive expert's turns and observations on
-  `tasks`: the tokenizer's training text, so the text every node reads and writes costs few tokens."""
+def transcript_texts(tasks: Sequence[Task], data_config: sft.SFTDataConfig) -> list[str]:
+  """Node prompts (with and without delegation) and both expert solvers' turns and observations on
+  `tasks`, rendered as the warm start renders them: the tokenizer's training text, so the text every
+  node reads and writes costs few tokens."""
   texts = []
   for task in tasks:
-    root = env_lib.make_root_environment({"world": world}, task.to_dict())
+    root = env_lib.make_root_environment(data_config.env_config, task.to_dict())
     for delegation in (True, False):
       parts = root.prompt_parts(delegation)
-      texts += [prompts.system_prompt(parts, delegation=delegation, style=prompt_style),
-                prompts.first_user_turn(parts, step_budget=step_budget, style=prompt_style)]
-    try:
-      transcript = solvers.solve(root, solvers.RECURSIVE)
-    except solvers.InfeasibleError:
-      continue
-    for node in transcript.nodes():
-      for index, turn in enumerate(node.turns, start=1):
-        texts.append(turn.assistant_text())
-        texts.append(node.observation_text(index))
+      texts += [prompts.system_prompt(parts, delegation=delegation, style=data_config.prompt_style),
+                prompts.first_user_turn(parts, step_budget=data_config.max_steps_per_node,
+                                        style=data_config.prompt_style)]
+    for delegate in (True, False):
+      transcript = sft.solve_task(task, data_config, delegate)
+      for node in transcript.nodes() if transcript else ():
+        for index, turn in enumerate(node.turns, start=1):
+          texts.append(turn.assistant_text())
+          texts.append(node.observation_text(index))
   return texts
 
 
-def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequence[Task], world: str, *,
-                    step_budget: int = 25, prompt_style: str = "full") -> tokenizer_lib.Tokenizer:
+def build_tokenizer(directory: str, config: TokenizerConfig, train_tasks: Sequence[Task],
+                    data_config: sft.SFTDataConfig) -> tokenizer_lib.Tokenizer:
   """`config.path`'s tokenizer, else `{directory}/{key}/tokenizer.model`, trained there on first use.
 
-  The key hashes everything the training text and pieces depend on (the config, the world, the prompt
-  settings and the transcript tasks), so a changed setting trains a new tokenizer instead of silently
-  reusing one trained for other text.
+  The key hashes everything the training text and pieces depend on (the tokenizer config, the warm
+  start's settings that fix the world and how prompts and transcripts read, and the transcript tasks),
+  so a changed setting trains a new tokenizer instead of silently reusing one trained for other text.
   """
   if config.path:
     return tokenizer_lib.load_tokenizer(config.path)
   transcript_tasks = train_tasks[:config.transcript_tasks]
-  identity = {"config": dataclasses.asdict(config), "world": world, "step_budget": step_budget,
-              "prompt_style": prompt_style, "tasks": [t.to_dict() for t in transcript_tasks]}
+  text_fields = ("world", "info_style", "delegation", "max_steps_per_node", "max_depth", "prompt_style",
+                 "max_own_crafts", "crafts_per_cell", "transcript_style")  # what the training text depends on
+  identity = {"config": dataclasses.asdict(config), "tasks": [t.to_dict() for t in transcript_tasks],
+              "data": {name: getattr(data_config, name) for name in text_fields}}
   directory = os.path.join(directory, _content_key(identity))
   model_file = os.path.join(directory, "tokenizer.model")
   if not os.path.isfile(model_file):
     os.makedirs(directory, exist_ok=True)
     texts = (tokenizer_lib.builtin_corpus(config.corpus_examples)
-             + transcript_texts(transcript_tasks, world, step_budget=step_budget, prompt_style=prompt_style))
-    whole_words = tuple(get_world(world).items) if config.whole_item_names else ()
+             + transcript_texts(transcript_tasks, data_config))
+    whole_words = tuple(get_world(data_config.world).items) if config.whole_item_names else ()
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
       trained = tokenizer_lib.train_sentencepiece(texts, model_prefix=os.path.join(scratch, "tokenizer"),
                                                   vocab_size=config.vocab_size, whole_words=whole_words)

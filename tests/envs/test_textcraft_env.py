@@ -201,9 +201,12 @@ def test_fork_errors(args, kwargs, message):
   assert isinstance(result, str) and result.startswith(env_lib.ERROR_PREFIX) and message in result
 
 
-def test_fork_accepts_base_targets_and_none_context():
-  child = _root().fork({"log": 1}, None)
-  assert isinstance(child, env_lib.TextCraftNode) and child.judge("done") == 0.0
+def test_fork_refuses_base_targets_and_accepts_none_context():
+  # No tool makes a base material, so a child asked for one could never succeed: the launch is refused.
+  refused = _root().fork({"log": 1})
+  assert isinstance(refused, str) and "log is a base material" in refused
+  child = _root().fork({"plank": 4}, None)
+  assert isinstance(child, env_lib.TextCraftNode) and child.context == "" and child.judge("done") == 0.0
 
 
 @pytest.mark.parametrize("finish_value, expected", [

@@ -57,5 +57,5 @@ def alternating_advantages(trees, config, *, pad_to=None) -> NodeAdvantages:
 
 @pytest.fixture(scope="session")
 def stand_in_advantages():
-  """`alternating_advantages` (a replacement for `trainer.advantages_from_trees`)."""
+  """`alternating_advantages` (a replacement for `policy_update.advantages_from_trees`)."""
   return alternating_advantages

@@ -8,12 +8,12 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-_TOY = ["--config.model.vocab_size=1024", "--config.model.hidden_size=32", "--config.model.num_layers=1",
+_TOY = ["--config.model.vocab_size=1280", "--config.model.hidden_size=32", "--config.model.num_layers=1",
         "--config.model.num_heads=2", "--config.model.num_kv_heads=1", "--config.model.head_dim=16",
-        "--config.model.intermediate_size=64", "--config.tokenizer.vocab_size=1024",
+        "--config.model.intermediate_size=64", "--config.tokenizer.vocab_size=1280",
         "--config.tokenizer.corpus_examples=200", "--config.tokenizer.transcript_tasks=3",
         "--config.warm_start.difficulties=('easy',)", "--config.warm_start.max_tasks_per_difficulty=2",
-        "--config.warm_start.mixture=flat", "--config.warm_start.rows_per_batch=2",
+        "--config.warm_start.recursive_fraction=0.0", "--config.warm_start.rows_per_batch=2",
         "--config.warm_start.num_steps=2", "--num_tasks=2"]
 _ROW = re.compile(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| \d+ s \|$", re.MULTILINE)
 

@@ -14,7 +14,7 @@ from rao_jax.model.config import ModelConfig
 from rao_jax.train import probe, sft, warm_start
 from rao_jax.train.optimizer import OptimizerConfig
 
-FLAT = sft.SFTDataConfig(mixture="flat", difficulties=("easy",), max_tasks_per_difficulty=3, prompt_style="minimal")
+FLAT = sft.SFTDataConfig(recursive_fraction=0.0, difficulties=("easy",), max_tasks_per_difficulty=3, prompt_style="minimal")
 ITEMS = tuple(world_lib.get_world("small").items)
 
 
@@ -28,7 +28,7 @@ def conversations(request, easy_tasks, tmp_path_factory):
   config = warm_start.TokenizerConfig(vocab_size=1024, corpus_examples=100, transcript_tasks=2,
                                       whole_item_names=request.param)
   tokenizer = warm_start.build_tokenizer(str(tmp_path_factory.mktemp("probe_tokenizer")), config, easy_tasks,
-                                         "small")
+                                         FLAT)
   tasks = sft.select_tasks(easy_tasks, FLAT)
   return tasks, tokenizer, sft.build_sft_sequences(easy_tasks, layout_for(tokenizer), FLAT)
 

@@ -15,7 +15,9 @@ from rao_jax.train import sft, warm_start
 from rao_jax.train.optimizer import OptimizerConfig
 
 # max_own_crafts=1 makes the recursive solver delegate even on easy tasks.
-DATA = sft.SFTDataConfig(mixture="mixed", difficulties=("easy",), max_tasks_per_difficulty=2, max_own_crafts=1)
+DATA = sft.SFTDataConfig(recursive_fraction=1.0, difficulties=("easy",), max_tasks_per_difficulty=2,
+                         max_own_crafts=1)
+FLAT = dataclasses.replace(DATA, recursive_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def layout(easy_tasks, tmp_path_factory):
   texts = list(tokenizer_lib.builtin_corpus(num_examples=200))
   for task in sft.select_tasks(easy_tasks, DATA):
     root = env_lib.make_root_environment({"world": DATA.world}, task.to_dict())
-    transcript = solvers.solve(root, DATA.solver_configs()[1])
+    transcript = solvers.solve(root, DATA.solver_config(True))
     parts = root.prompt_parts(True)
     texts += [prompts.system_prompt(parts, delegation=True), prompts.first_user_turn(parts, step_budget=25)]
     for node in transcript.nodes():
@@ -45,11 +47,12 @@ def _model_spans(layout, conversation):
           if p == Provenance.MODEL]
 
 
-def test_sequences_follow_the_engine_layout_with_loss_on_model_turns_only(easy_tasks, layout):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, DATA)
-  tasks = sft.select_tasks(easy_tasks, DATA)
+@pytest.mark.parametrize("data", [DATA, FLAT], ids=["recursive", "flat"])
+def test_sequences_follow_the_engine_layout_with_loss_on_model_turns_only(easy_tasks, layout, data):
+  conversations = sft.build_sft_sequences(easy_tasks, layout, data)
+  tasks = sft.select_tasks(easy_tasks, data)
   assert len(tasks) == 2 and all(t.difficulty == "easy" for t in tasks)
-  # The first sequence is the first task's flat root: its prompt is exactly what the engine prefills.
+  # The first sequence is the first task's root: its prompt is exactly what the engine prefills.
   root = env_lib.make_root_environment({"world": DATA.world}, tasks[0].to_dict())
   parts = root.prompt_parts(True)
   prompt = layout.prompt_ids(prompts.system_prompt(parts, delegation=True),
@@ -70,33 +73,56 @@ def test_sequences_follow_the_engine_layout_with_loss_on_model_turns_only(easy_t
     assert np.isnan(conversation.sampler_logprobs()[mask]).all()
 
 
-def test_mixture_selects_the_solvers(easy_tasks, layout):
-  counts = {}
-  for mixture in sft.MIXTURES:
-    conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture=mixture))
-    delegating = sum(any("launch_subagent" in t for t in _model_spans(layout, c)) for c in conversations)
-    counts[mixture] = (len(conversations), delegating)
-  assert counts["flat"] == (2, 0)  # one node per task, never delegating
-  assert counts["recursive"][0] > 2 and counts["recursive"][1] >= 1  # children are sequences too
-  assert counts["mixed"] == (counts["flat"][0] + counts["recursive"][0], counts["recursive"][1])
+def _delegating(layout, conversations) -> int:
+  return sum(any("launch_subagent" in t for t in _model_spans(layout, c)) for c in conversations)
 
 
-def test_nodes_beyond_the_engine_limits_are_left_out(easy_tasks, layout):
-  assert sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, max_steps_per_node=2)) == []
-  assert sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, context_window=64)) == []
+def test_recursive_fraction_picks_the_solver_of_each_tree(easy_tasks, layout):
+  flat = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  assert len(flat) == 2 and _delegating(layout, flat) == 0  # one node per task, never delegating
+  recursive = sft.build_sft_sequences(easy_tasks, layout, DATA)
+  assert len(recursive) > 2 and _delegating(layout, recursive) >= 1  # children are sequences too
+  # In between, each task and each renamed copy draws its solver (seeded by config.seed).
+  mixed = dataclasses.replace(DATA, recursive_fraction=0.3, renamed_copies=29)
+  draws = np.asarray([[mixed.delegates(task, copy) for copy in range(30)] for task in range(2)])
+  reseeded = dataclasses.replace(mixed, seed=1)
+  assert 0.1 < draws.mean() < 0.5 and (draws != [[reseeded.delegates(t, c) for c in range(30)] for t in range(2)]).any()
+  tasks = sft.select_tasks(easy_tasks, DATA)
+  per_tree = [_delegating(layout, sft.build_sft_sequences([task], layout, DATA)) for task in tasks]
+  conversations = sft.build_sft_sequences(easy_tasks, layout, mixed)
+  assert _delegating(layout, conversations) == int(draws.sum(axis=1) @ per_tree)
+
+
+def test_nodes_beyond_the_engine_limits_are_cut_to_what_the_engine_could_produce(easy_tasks, layout):
+  two_cells = dataclasses.replace(FLAT, max_steps_per_node=2)
+  cut = sft.build_sft_sequences(easy_tasks, layout, two_cells)
+  tasks = sft.select_tasks(easy_tasks, two_cells)
+  assert len(cut) == len(tasks)
+  for conversation, task in zip(cut, tasks):
+    (whole,) = sft.tree_conversations(sft.solve_task(task, two_cells, False), task, layout, two_cells)
+    assert len(_model_spans(layout, conversation)) == 2 < len(_model_spans(layout, whole))
+    assert conversation.ids == whole.ids[:len(conversation)] and conversation.provenance[-1] == Provenance.ENV
+  full = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  window = len(full[0]) - 10
+  short = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(FLAT, context_window=window))
+  assert all(len(c) <= window for c in short) and short[0].ids == full[0].ids[:window]
 
 
 def test_bad_data_configs_raise():
-  with pytest.raises(ValueError, match="mixture"):
-    sft.SFTDataConfig(mixture="both")
+  with pytest.raises(ValueError, match="recursive_fraction=1.5"):
+    sft.SFTDataConfig(recursive_fraction=1.5)
+  with pytest.raises(ValueError, match="transcript_style='verbose'"):
+    sft.SFTDataConfig(transcript_style="verbose")
+  with pytest.raises(ValueError, match="info_style='long'"):
+    sft.SFTDataConfig(info_style="long")
   with pytest.raises(ValueError, match="difficulties"):
     sft.SFTDataConfig(difficulties=("trivial",))
   with pytest.raises(ValueError, match="delegation"):
-    sft.SFTDataConfig(mixture="recursive", delegation=False)
+    sft.SFTDataConfig(recursive_fraction=0.5, delegation=False)
 
 
 def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture="flat"))
+  conversations = sft.build_sft_sequences(easy_tasks, layout, FLAT)
   config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
                        num_kv_heads=1, head_dim=16, intermediate_size=64)
   sft_config = sft.SFTConfig(optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0), num_steps=8,
@@ -108,7 +134,7 @@ def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
 
 
 def test_rows_shorter_than_every_prompt_raise_instead_of_looping(easy_tasks, layout, make_model):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(DATA, mixture="flat"))
+  conversations = sft.build_sft_sequences(easy_tasks, layout, FLAT)
   config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
                        num_kv_heads=1, head_dim=16, intermediate_size=64)
   prompt_length = min(int(np.argmax(c.loss_mask())) for c in conversations)
@@ -136,25 +162,25 @@ def test_minimal_prompts_render_the_engine_prompt(easy_tasks, layout):
 def test_tokenizer_with_whole_item_names(easy_tasks, tmp_path):
   config = warm_start.TokenizerConfig(vocab_size=1024, corpus_examples=50, transcript_tasks=1,
                                       whole_item_names=True)
-  tokenizer = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, "small")
+  tokenizer = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, DATA)
   items = tuple(world_lib.get_world("small").items)
   assert len({tokenizer.token_id(item) for item in items}) == len(items)
   goal = f"Craft the following items: 2x {items[-1]}"
   assert tokenizer.decode(tokenizer.encode(goal)) == goal
   # The same settings reuse the trained file; another setting trains its own instead of reusing it.
-  again = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, "small")
+  again = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, DATA)
   assert again.model_file == tokenizer.model_file
   split_names = warm_start.build_tokenizer(str(tmp_path), dataclasses.replace(config, whole_item_names=False),
-                                           easy_tasks, "small")
+                                           easy_tasks, DATA)
   assert split_names.model_file != tokenizer.model_file and len(split_names.encode(goal)) > len(
       tokenizer.encode(goal))
 
 
-def test_renamed_copies_add_renamed_nodes(easy_tasks, layout):
-  plain = sft.build_sft_sequences(easy_tasks, layout, DATA)
-  data = dataclasses.replace(DATA, renamed_copies=2)
+def test_renamed_copies_add_renamed_trees(easy_tasks, layout):
+  plain = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  data = dataclasses.replace(FLAT, renamed_copies=2)
   renamed = sft.build_sft_sequences(easy_tasks, layout, data)
-  assert len(renamed) == 3 * len(plain)  # these nodes are far below the context window
+  assert len(renamed) == 3 * len(plain)  # one flat node per tree and copy
   original, copy_a, copy_b = renamed[:3]
   assert original.ids == plain[0].ids
   texts = [layout.tokenizer.decode(c.ids) for c in (original, copy_a, copy_b)]
@@ -162,4 +188,3 @@ def test_renamed_copies_add_renamed_nodes(easy_tasks, layout):
   assert sft.build_sft_sequences(easy_tasks, layout, data)[1].ids == copy_a.ids  # seeded
   with pytest.raises(ValueError, match="renamed_copies"):
     dataclasses.replace(DATA, renamed_copies=-1)
-

@@ -18,7 +18,7 @@ from rao_jax.model import hf_checkpoint
 from rao_jax.model.config import get_preset
 from rao_jax.model.random_init import random_normal_model
 from rao_jax.tokenizer import HFTokenizer
-from rao_jax.train import trainer, warm_start
+from rao_jax.train import policy_update, sft, trainer, warm_start
 from rao_jax.train.checkpoint import Checkpoints
 from rao_jax.train.metrics_log import read_records
 from rao_jax.train.settings import settings_from_config
@@ -44,7 +44,7 @@ def checkpoint_dir(tmp_path_factory, build_qwen_like_tokenizer_json):
   directory = tmp_path_factory.mktemp("qwen3_toy")
   world = get_world("small")
   tasks = build_splits(world, TaskConfig(num_train=8, num_val=0, mix=(1.0, 0.0, 0.0, 0.0)))["train"]
-  texts = warm_start.transcript_texts(tasks, "small", step_budget=3, prompt_style="full")
+  texts = warm_start.transcript_texts(tasks, sft.SFTDataConfig(world="small", max_steps_per_node=3))
   build_qwen_like_tokenizer_json(directory, vocab_size=_TOY_SHAPE["vocab_size"] - 24, extra_texts=texts,
                                  tokenizer_config={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
   stored = dataclasses.replace(get_preset("qwen3_4b"), **_TOY_SHAPE)  # bfloat16, tied, RoPE theta 1e6
@@ -70,7 +70,7 @@ def _toy_settings(workdir, checkpoint):
 
 def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, tmp_path, monkeypatch,
                                                                 stand_in_advantages):
-  monkeypatch.setattr(trainer, "advantages_from_trees", stand_in_advantages)
+  monkeypatch.setattr(policy_update, "advantages_from_trees", stand_in_advantages)
   settings = _toy_settings(tmp_path, checkpoint_dir)
   run = trainer.build_run(settings)
   assert isinstance(run.tokenizer, HFTokenizer) and isinstance(run.layout, Qwen3ChatLayout)
@@ -78,7 +78,7 @@ def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, t
 
   # The bfloat16 checkpoint becomes float32 master weights holding exactly its values.
   imported, _ = hf_checkpoint.load_hf_checkpoint(checkpoint_dir)
-  start = jax.tree.leaves(run.state.params)
+  start = jax.tree.leaves(nnx.state(run.model))
   assert all(leaf.dtype == jnp.float32 for leaf in start)
   for ours, theirs in zip(start, jax.tree.leaves(nnx.state(imported))):
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs, np.float32))

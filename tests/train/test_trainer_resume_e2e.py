@@ -7,8 +7,9 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
-from rao_jax.train import trainer
+from rao_jax.train import policy_update, trainer
 from rao_jax.train.checkpoint import Checkpoints
 from rao_jax.train.metrics_log import read_records
 from rao_jax.train.settings import settings_from_config
@@ -26,12 +27,12 @@ def _toy_settings(workdir, num_steps):
   spec.loader.exec_module(module)
   cfg = module.get_config("tiny")
   cfg.workdir = str(workdir)
-  cfg.model.update(vocab_size=1024, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
+  cfg.model.update(vocab_size=1280, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,
                    intermediate_size=64)
-  cfg.tokenizer.update(vocab_size=1024, corpus_examples=200, transcript_tasks=3)
+  cfg.tokenizer.update(vocab_size=1280, corpus_examples=200, transcript_tasks=3)
   cfg.data.update(train_difficulties=("easy",), max_train_tasks=3)
   cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=2, num_steps=1, rows_per_batch=2,
-                        row_length=2048, mixture="flat", crafts_per_cell=8)
+                        row_length=2048, recursive_fraction=0.0, crafts_per_cell=8)
   cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=16, max_steps_per_node=5, max_depth=1,
                      decode_steps_per_round=64, prefill_chunk_buckets=(128, 1024), prefill_row_buckets=(4,))
   cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2, row_length=2048,
@@ -69,7 +70,7 @@ def _deterministic(records):
 
 
 def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypatch, stand_in_advantages):
-  monkeypatch.setattr(trainer, "advantages_from_trees", stand_in_advantages)
+  monkeypatch.setattr(policy_update, "advantages_from_trees", stand_in_advantages)
   source, _ = built
   interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
   _copy_built_parts(source, interrupted)
@@ -88,7 +89,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypat
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The updates changed the policy, so a restore of the wrong state could not have matched.
   assert Checkpoints(str(uninterrupted / "checkpoints"), built[1].identity).latest_step() == 2
-  warm = built[1].state.params
+  warm = nnx.state(built[1].model)
   assert any(not np.array_equal(np.asarray(a), np.asarray(b))
              for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(full_state.params)))
   assert os.path.isfile(uninterrupted / "trees" / "eval_val_step000002.jsonl")
@@ -104,12 +105,12 @@ def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch, s
     result = stand_in_advantages(trees, config, pad_to=pad_to)
     return result.replace(advantage=np.full_like(result.advantage, np.nan))
 
-  monkeypatch.setattr(trainer, "advantages_from_trees", nan_advantages)
+  monkeypatch.setattr(policy_update, "advantages_from_trees", nan_advantages)
   source, run = built
   _copy_built_parts(source, tmp_path)
   state = _train(tmp_path, num_steps=1)
   (train_record,) = [r for r in read_records(str(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
   assert train_record["train/skipped_nonfinite"] == 1.0 and train_record["train/updated"] == 0.0
   assert train_record["train/loss"] is None  # NaN is written as null
-  for a, b in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(state.params)):
+  for a, b in zip(jax.tree.leaves(nnx.state(run.model)), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -40,6 +40,12 @@ BUILDER_CONFIGS = (
     TextcraftSynthConfig(
         name="small", world=WORLD_PRESETS["small"], tasks=TaskConfig(),
         description="A CPU-sized world: 8 items per domain and tier, same tiers and rules."),
+    TextcraftSynthConfig(
+        name="toy", world=WORLD_PRESETS["toy"],
+        tasks=TaskConfig(target_counts=(1, 1), holdout_fraction=0.25),
+        description="The tiny preset's world: toy recipes (one unit in, one out), every target count 1, "
+                    "every item of a difficulty's pool a task once (~240 easy + medium train tasks, "
+                    ">= 30 val tasks per difficulty)."),
 )
 
 

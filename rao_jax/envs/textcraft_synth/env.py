@@ -32,6 +32,10 @@ MAX_CONTEXT_CHARS = 4000
 _MAX_SHOWN_CHARS = 60
 
 ERROR_PREFIX = "Error: "
+# What `get_info` returns per item: "full" is the spec's record (name, can_craft, is_base, in_inventory,
+# crafting_depth, recipes); "compact" maps each name to its recipe's ingredients {item: units}, or to
+# "base" / "unknown item" (the toy preset's short observations, docs/textcraft_synth.md).
+INFO_STYLES = ("full", "compact")
 
 
 class SharedInventory:
@@ -130,11 +134,14 @@ class TextCraftNode:
   """The environment of one node: tools over the shared inventory, fork, and the judge."""
 
   def __init__(self, world: World, inventory: SharedInventory, targets: Mapping[str, int],
-               context: str = ""):
+               context: str = "", *, info_style: str = "full"):
+    if info_style not in INFO_STYLES:
+      raise ValueError(f"info_style={info_style!r} is not one of {INFO_STYLES}")
     self.world = world
     self.inventory = inventory
     self.targets: dict[str, int] = dict(targets)
     self.context = context
+    self.info_style = info_style
     # Target counts at the fork: items held before the node started do not count toward success.
     self.counts_at_fork = {item: inventory.count(item) for item in self.targets}
 
@@ -201,9 +208,10 @@ class TextCraftNode:
     return f"Crafted {total} {name}. Inventory now has {self.inventory.count(name)} {name}."
 
   @_safe_tool
-  def get_info(self, items) -> list[dict] | str:
+  def get_info(self, items) -> list[dict] | dict | str:
     """Per item: name, can_craft (has a recipe), is_base, in_inventory, crafting_depth (tier label),
-    recipes; an unknown name gets {"name", "error"}. A single name is accepted as a one-item list."""
+    recipes; an unknown name gets {"name", "error"}. A single name is accepted as a one-item list.
+    With the "compact" info style: {name: ingredients {item: units} | "base" | "unknown item"}."""
     names = [items] if type(items) is str else _plain_list(items)
     if names is None:
       raise ToolError(f"items must be a list of item names, got {_show(items)}")
@@ -214,7 +222,15 @@ class TextCraftNode:
     for name in names:
       if type(name) is not str:
         raise ToolError(f"item names must be str, got {_show(name)}")
+    if self.info_style == "compact":
+      return {name[:MAX_NAME_CHARS]: self._compact_info(name) for name in names}
     return [self._item_info(name) for name in names]
+
+  def _compact_info(self, name: str) -> dict[str, int] | str:
+    if len(name) > MAX_NAME_CHARS or not self.world.is_known(name):
+      return "unknown item"
+    recipe = self.world.item(name).recipe
+    return "base" if recipe is None else recipe.ingredient_dict()
 
   def _item_info(self, name: str) -> dict:
     if len(name) > MAX_NAME_CHARS or not self.world.is_known(name):
@@ -257,9 +273,10 @@ class TextCraftNode:
     return f"{goal}\n{self.context.strip()}" if self.context.strip() else goal
 
   def prompt_parts(self, delegation: bool) -> PromptParts:
+    tool_docs = TOOL_DOCS if self.info_style == "full" else TOOL_DOCS.replace(_FULL_INFO_DOC, _COMPACT_INFO_DOC)
     return PromptParts(
         rules=RULES, delegation_rules=DELEGATION_RULES if delegation else "", goal=self.goal,
-        tool_docs=TOOL_DOCS + (DELEGATION_TOOL_DOCS if delegation else ""))
+        tool_docs=tool_docs + (DELEGATION_TOOL_DOCS if delegation else ""))
 
 
 @functools.partial(_safe_tool, shown_name="launch_subagent")
@@ -279,11 +296,12 @@ def _fork(parent: TextCraftNode, targets, context="") -> TextCraftNode | str:
     raise ToolError(f"context is too long ({len(context)} > {MAX_CONTEXT_CHARS} characters)")
   child_targets: dict[str, int] = {}
   for name, count in pairs:
-    parent._known_item(name, "a target")
+    if parent._known_item(name, "a target").is_base:
+      raise ToolError(f"{name} is a base material and cannot be crafted; a sub-agent's targets must be craftable")
     if not _is_count(count):
       raise ToolError(f"count of {name} must be an int in [1, {MAX_COUNT}], got {_show(count)}")
     child_targets[name] = count
-  return TextCraftNode(parent.world, parent.inventory, child_targets, context)
+  return TextCraftNode(parent.world, parent.inventory, child_targets, context, info_style=parent.info_style)
 
 
 def _format_counts(counts: Mapping[str, int]) -> str:
@@ -306,10 +324,12 @@ sub-agent crafts is at once in your inventory, and sub-agents consume from the s
 Run sub-agents in parallel when their recipes share no crafted item and enough materials exist \
 for all; otherwise await them one at a time."""
 
-TOOL_DOCS = """\
-craft(ingredients: dict, target: tuple) -> str: craft target = (item, total) from ingredients {item: units}.
-get_info(items: list) -> list[dict]: per item: can_craft, is_base, in_inventory, crafting_depth, recipes.
-view_inventory() -> dict: the inventory {item: count}.
+_FULL_INFO_DOC = "get_info(items: list) -> list[dict]: per item: can_craft, is_base, in_inventory, crafting_depth, recipes."
+_COMPACT_INFO_DOC = "get_info(items: list) -> dict: {item: its recipe's ingredients {item: units}, or 'base'}."
+TOOL_DOCS = f"""\
+craft(ingredients: dict, target: tuple) -> str: craft target = (item, total) from ingredients {{item: units}}.
+{_FULL_INFO_DOC}
+view_inventory() -> dict: the inventory {{item: count}}.
 finish(message: str): end your episode; message (non-empty) is your result."""
 
 DELEGATION_TOOL_DOCS = """
@@ -318,14 +338,15 @@ await launch_subagent(targets: dict, context: str = "") -> str: a sub-agent craf
 
 
 def make_root_environment(env_config: Mapping[str, Any], task: Mapping[str, Any]) -> TextCraftNode:
-  """The root node of `task` (a `Task.to_dict()`) in the world of `env_config` ({"world": ...}).
+  """The root node of `task` (a `Task.to_dict()`) in the world of `env_config`.
 
-  `env_config["world"]` is a preset name ("small", "paper") or a mapping of `WorldConfig` fields;
-  worlds are cached per process. Raises ValueError / KeyError on a bad config or task (trusted input).
+  `env_config["world"]` is a preset name ("small", "paper", "toy") or a mapping of `WorldConfig` fields;
+  worlds are cached per process. `env_config["info_style"]` (default "full") is one of INFO_STYLES.
+  Raises ValueError / KeyError on a bad config or task (trusted input).
   """
-  unknown = sorted(set(env_config) - {"world"})
+  unknown = sorted(set(env_config) - {"world", "info_style"})
   if unknown:
-    raise ValueError(f"unknown TextCraft-Synth env_config keys {unknown}; known: ['world']")
+    raise ValueError(f"unknown TextCraft-Synth env_config keys {unknown}; known: ['info_style', 'world']")
   world_spec = env_config.get("world", "paper")
   world = get_world(dict(world_spec) if isinstance(world_spec, Mapping) else world_spec)
   parsed = tasks_lib.Task.from_dict(task)
@@ -335,4 +356,5 @@ def make_root_environment(env_config: Mapping[str, Any], task: Mapping[str, Any]
   for item, count in parsed.targets.items():
     if not _is_count(count):
       raise ValueError(f"target count of {item!r} must be in [1, {MAX_COUNT}], got {count!r}")
-  return TextCraftNode(world, SharedInventory(parsed.inventory), parsed.targets)
+  return TextCraftNode(world, SharedInventory(parsed.inventory), parsed.targets,
+                       info_style=env_config.get("info_style", "full"))

@@ -38,6 +38,9 @@ from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
 from rao_jax.envs.textcraft_synth.world import World
 
 Counts = dict[str, int]
+TRANSCRIPT_STYLES = ("spec", "compact")
+# The finish message of every compact-style node (its result, as its parent sees it).
+COMPACT_FINISH_MESSAGE = "done"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,10 @@ class SolverConfig:
     crafts_per_cell: craft calls per code cell (1 = one craft per turn).
     use_get_info: look recipes up with get_info (as a real agent must) before crafting.
     info_batch: items per get_info call.
+    style: how turns read. "spec": a thought per turn, the inventory viewed first, printed results
+      (the paper's agent). "compact": no thoughts, no inventory view, only the recipes of items the
+      node crafts itself are looked up, children launched in one `asyncio.gather`, and the last cell
+      crafts and finishes (`finish('done')`); for the toy preset's small models and windows.
   """
 
   delegate: bool = False
@@ -60,6 +67,7 @@ class SolverConfig:
   crafts_per_cell: int = 1
   use_get_info: bool = True
   info_batch: int = 8
+  style: str = "spec"
 
   def __post_init__(self):
     for name in ("max_own_crafts", "crafts_per_cell", "info_batch"):
@@ -67,6 +75,10 @@ class SolverConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.max_depth < 0:
       raise ValueError(f"max_depth must be >= 0, got {self.max_depth}")
+    if self.style not in TRANSCRIPT_STYLES:
+      raise ValueError(f"style must be one of {TRANSCRIPT_STYLES}, got {self.style!r}")
+    if self.style == "compact" and not self.use_get_info:
+      raise ValueError("the compact style crafts from the recipes it looked up: it needs use_get_info=True")
 
 
 FLAT = SolverConfig(delegate=False)
@@ -344,8 +356,69 @@ def _info_layers(world: World, plan: NodePlan) -> list[list[str]]:
   return layers
 
 
+def _compact_turns(world: World, plan: NodePlan, config: SolverConfig) -> list[tuple[str, str]]:
+  """("", code) of every turn of a compact-style node (see `SolverConfig.style`). A delegating node:
+
+      info = get_info(['m3_i4'])                           -> {'m3_i4': {'m1_i2': 1, 'm3_i3': 1}}
+      info
+      await asyncio.gather(*[launch_subagent({i: n}) for i, n in info['m3_i4'].items()])
+      craft(info['m3_i4'], ('m3_i4', 1))
+      finish('done')                                       <- in the same cell as the last craft
+
+  The recipes a node looks up are kept in its `info` dict and used from there, as a code-acting agent
+  does, so the item names it writes are names it read: the goal, and for a flat node the ingredients
+  of the recipes it looked up (`new = get_info([...])`, `info |= new`). A flat node crafts in the
+  reverse order of its lookups (deepest layer first), which is a valid order whenever the recipe tree
+  repeats no item, instead of by tier labels it cannot see. Launches and crafts that the recipe does not
+  spell out (other counts, part of a recipe delegated) name their items and counts in a dict literal.
+  """
+  crafted = {item for item, _ in plan.crafts}
+  layers = [[name for name in layer if name in crafted] for layer in _info_layers(world, plan)]
+  turns = []
+  for index, names in enumerate(names for layer in layers for names in _chunks(layer, config.info_batch)):
+    code = (f"info = get_info({names!r})\ninfo" if index == 0 else
+            f"new = get_info({names!r})\ninfo |= new\nnew")
+    turns.append(("", code))
+  (target, total), = plan.targets.items() if len(plan.targets) == 1 else ((None, 0),)
+  for wave in plan.waves:
+    asks = dict(sorted((item, count) for child in wave for item, count in child.targets.items()))
+    source = (f"info[{target!r}]" if target in crafted and asks == _ingredients(world, target, total)
+              else repr(asks))
+    turns.append(("", f"await asyncio.gather(*[launch_subagent({{i: n}}) for i, n in {source}.items()])"))
+  totals = dict(plan.crafts)
+  order = list(reversed([name for layer in layers for name in layer]))
+  if sorted(order) != sorted(totals) or not _is_topological(world, order):
+    order = list(totals)  # a recipe DAG that repeats items: the plan's tier order
+  cells = [[_compact_craft(world, item, totals[item]) for item in group]
+           for group in _chunks(order, config.crafts_per_cell)] or [[]]
+  cells[-1].append(f"finish({COMPACT_FINISH_MESSAGE!r})")
+  return turns + [("", "\n".join(cell)) for cell in cells]
+
+
+def _ingredients(world: World, item: str, total: int) -> dict[str, int]:
+  """The ingredients {name: units} of crafting `total` units of `item`."""
+  recipe = world.item(item).recipe
+  return {name: units * total // recipe.result_count for name, units in recipe.ingredients}
+
+
+def _is_topological(world: World, order: list[str]) -> bool:
+  """Every crafted item of `order` comes after the crafted ingredients of it that `order` holds."""
+  position = {item: index for index, item in enumerate(order)}
+  return all(position[ingredient] < position[item] for item in order
+             for ingredient, _ in world.item(item).recipe.ingredients if ingredient in position)
+
+
+def _compact_craft(world: World, item: str, total: int) -> str:
+  """craft(info[item], ...) for one craft of the looked-up recipe, else the ingredients spelled out."""
+  if total == world.item(item).recipe.result_count:
+    return f"craft(info[{item!r}], ({item!r}, {total}))"
+  return f"craft({_ingredients(world, item, total)!r}, ({item!r}, {total}))"
+
+
 def _planned_turns(world: World, plan: NodePlan, config: SolverConfig) -> list[tuple[str, str]]:
   """(thought, code) of every turn of a node, the finish turn last."""
+  if config.style == "compact":
+    return _compact_turns(world, plan, config)
   turns = [("First I check what the inventory holds.", "view_inventory()")]
   if config.use_get_info:
     for layer in _info_layers(world, plan):

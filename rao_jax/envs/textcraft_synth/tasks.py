@@ -223,6 +223,8 @@ class TaskConfig:
       requirement plus a per-base buffer.
     multi_target: tasks with 2..max_targets distinct targets of the same difficulty.
     distractor_bases, distractor_units: inclusive ranges of unneeded base items added and their units.
+    target_counts: inclusive range of every target's count, replacing the spec's per-difficulty
+      TARGET_COUNT_RANGE when set ((1, 1) for the toy preset: no craft counts to compute).
   """
 
   seed: int = 42
@@ -236,6 +238,7 @@ class TaskConfig:
   max_targets: int = 3
   distractor_bases: tuple[int, int] = (1, 3)
   distractor_units: tuple[int, int] = (1, 5)
+  target_counts: tuple[int, int] | None = None
 
   def __post_init__(self):
     if len(self.mix) != len(DIFFICULTIES) or any(p < 0 for p in self.mix) or not math.isclose(sum(self.mix), 1):
@@ -252,6 +255,12 @@ class TaskConfig:
       low, high = getattr(self, name)
       if not 0 <= low <= high:
         raise ValueError(f"{name} must be an inclusive range 0 <= low <= high, got {(low, high)}")
+    if self.target_counts is not None and not 1 <= self.target_counts[0] <= self.target_counts[1]:
+      raise ValueError(f"target_counts must be an inclusive range 1 <= low <= high, got {self.target_counts}")
+
+  def count_range(self, difficulty: str) -> tuple[int, int]:
+    """Inclusive range of a target's count for tasks of `difficulty`."""
+    return self.target_counts or TARGET_COUNT_RANGE[difficulty]
 
 
 def split_target_items(world: World, seed: int, holdout_fraction: float) -> dict[str, tuple[str, ...]]:
@@ -286,7 +295,7 @@ def _sample_difficulty(
     world: World, rng: random.Random, pool: tuple[str, ...], difficulty: str, quota: int,
     config: TaskConfig) -> list[Task]:
   """Up to `quota` distinct tasks with targets from `pool`, within `max_attempts_factor * quota` draws."""
-  low, high = TARGET_COUNT_RANGE[difficulty]
+  low, high = config.count_range(difficulty)
   num_counts = high - low + 1
   num_targets = (2, config.max_targets) if config.multi_target else (1, 1)
   if len(pool) < num_targets[0]:

@@ -6,6 +6,15 @@ tiers below (plus, from tier 4 on, one candidate four tiers below), and twelve c
 tiers 10..12 combine one item of each domain they name. Item names carry no meaning, so a model cannot
 rely on prior knowledge. Everything follows from `WorldConfig` through one local `random.Random`, so the
 same config gives the same world on every machine.
+
+Two recipe rule sets share the names, tiers and domains:
+  "paper": the spec's rules (TEXTCRAFT_SYNTH.md): 1-6 ingredients, 1-2 units each, 1-4 units made.
+  "toy":   recipes a CPU-sized model can master (docs/textcraft_synth.md): one unit of every ingredient,
+           one unit made per craft; a tier-1 item takes one or two base materials, a higher item takes
+           one item of the tier below and, with `second_ingredient_probability`, a second one from two
+           tiers below (tier 1 for tier 2) whose recipe tree shares no item with the first's. So an
+           item's recipe tree is a true tree: no crafted item appears twice in it, and siblings never
+           compete for the same crafted item.
 """
 from __future__ import annotations
 
@@ -33,16 +42,25 @@ MAX_DISTINCT_INGREDIENTS = 6
 TIER_SUFFIX_FROM = 6
 # From this tier on, a recipe may also use one item four tiers below.
 FAR_CANDIDATE_FROM = 4
+RECIPE_RULES = ("paper", "toy")
+# Toy rules: candidates tried for a second ingredient whose recipe tree is disjoint from the first's.
+_TOY_SECOND_INGREDIENT_TRIES = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
-  """Generator settings. `items_per_domain_tier` is K: K base entries and ~K craftables per domain tier."""
+  """Generator settings. `items_per_domain_tier` is K: K base entries and ~K craftables per domain tier.
+
+  `recipe_rules` picks the rule set ("paper" or "toy", module docstring); `second_ingredient_probability`
+  is the toy rules' chance that a recipe above tier 1 has a second crafted ingredient (unused by "paper").
+  """
 
   seed: int = 42
   items_per_domain_tier: int = 25
   max_tier: int = 12
   cross_domain: bool = True
+  recipe_rules: str = "paper"
+  second_ingredient_probability: float = 0.35
 
   def __post_init__(self):
     if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -53,11 +71,21 @@ class WorldConfig:
       raise ValueError(f"max_tier must be a positive int, got {self.max_tier!r}")
     if not isinstance(self.cross_domain, bool):
       raise TypeError(f"cross_domain must be a bool, got {self.cross_domain!r}")
+    if self.recipe_rules not in RECIPE_RULES:
+      raise ValueError(f"recipe_rules must be one of {RECIPE_RULES}, got {self.recipe_rules!r}")
+    if self.recipe_rules == "toy" and self.cross_domain:
+      raise ValueError("the toy recipe rules have no cross-domain items: set cross_domain=False")
+    if not 0.0 <= self.second_ingredient_probability <= 1.0:
+      raise ValueError("second_ingredient_probability must be in [0, 1], got "
+                       f"{self.second_ingredient_probability!r}")
 
 
 WORLD_PRESETS: Mapping[str, WorldConfig] = types.MappingProxyType({
     "paper": WorldConfig(),
     "small": WorldConfig(items_per_domain_tier=8),  # A CPU-sized toy with the same tiers.
+    # The `tiny` training preset's world: toy recipes, ~70 craftables per tier (>= 30 held-out
+    # targets per difficulty with a quarter of the items held out).
+    "toy": WorldConfig(items_per_domain_tier=14, cross_domain=False, recipe_rules="toy"),
 })
 
 
@@ -227,6 +255,23 @@ def _cross_domain_recipe(
   return Recipe(ingredients=tuple(sorted(picks)), result_count=1)
 
 
+def _toy_recipe(rng: random.Random, tier: int, entries_by_tier: list[list[str]],
+                closures: Mapping[str, frozenset[str]], second_probability: float) -> Recipe:
+  """A toy-rules recipe (module docstring): 1-2 bases at tier 1, else 1-2 crafted items, 1 unit each."""
+  if tier == 1:
+    names = rng.sample(sorted(set(entries_by_tier[0])), rng.randint(1, 2))
+  else:
+    first = rng.choice(entries_by_tier[tier - 1])
+    names = [first]
+    if rng.random() < second_probability:
+      pool = [name for name in entries_by_tier[max(1, tier - 2)] if name != first]
+      for candidate in rng.sample(pool, min(_TOY_SECOND_INGREDIENT_TRIES, len(pool))):
+        if not closures[candidate] & closures[first]:
+          names.append(candidate)
+          break
+  return Recipe(ingredients=tuple(sorted((name, 1) for name in names)), result_count=1)
+
+
 def generate_world(config: WorldConfig) -> World:
   """Generates the world of `config` deterministically (a local `random.Random(config.seed)`)."""
   rng = random.Random(config.seed)
@@ -242,6 +287,7 @@ def generate_world(config: WorldConfig) -> World:
     for name in base_entries:
       items.setdefault(name, Item(name=name, domain=domain, tier=0, recipe=None))
 
+  closures: dict[str, frozenset[str]] = {}  # toy rules: crafted item -> the crafted items of its tree
   for tier in range(1, config.max_tier + 1):
     for domain in DOMAINS:
       prefixes = domain_prefixes(domain)
@@ -249,7 +295,12 @@ def generate_world(config: WorldConfig) -> World:
       for index in range(craftables_per_domain(config, tier)):
         stem = f"{rng.choice(prefixes)}_i{tier}" + (f"_{tier}" if tier >= TIER_SUFFIX_FROM else "")
         name = _unique_name(stem, index, items.keys())
-        recipe = _domain_recipe(rng, tier, entries[domain])
+        if config.recipe_rules == "toy":
+          recipe = _toy_recipe(rng, tier, entries[domain], closures, config.second_ingredient_probability)
+          closures[name] = frozenset({name}).union(
+              *(closures[i] for i, _ in recipe.ingredients if i in closures))
+        else:
+          recipe = _domain_recipe(rng, tier, entries[domain])
         items[name] = Item(name=name, domain=domain, tier=tier, recipe=recipe)
         tier_entries.append(name)
       entries[domain].append(tier_entries)

@@ -1,0 +1,71 @@
+"""The end-of-run report of a RAO run, read from its metrics log: held-out success per tier, before and after.
+
+    tier      warm start (step 0)   after RL (step 40)    change
+    easy      25 / 30   83%         29 / 30   97%         +13 pts
+    ...
+
+Everything comes from `metrics.jsonl`, so a resumed or completed run prints the same report as the run that
+wrote it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from rao_jax.train.metrics_log import read_records
+
+_TIER_ORDER = ("easy", "medium", "hard", "extreme")
+
+
+def eval_records(workdir: str) -> list[dict]:
+  """The run's evaluation records, in step order."""
+  records = read_records(os.path.join(workdir, "metrics.jsonl"))
+  return sorted((r for r in records if r.get("kind") == "eval"), key=lambda r: r["step"])
+
+
+def tiers_of(record: dict) -> list[str]:
+  """The difficulty tiers an evaluation record covers, easiest first."""
+  tiers = [key.split("/", 1)[1] for key in record if key.startswith("tasks/")]
+  return sorted(tiers, key=lambda t: (_TIER_ORDER.index(t) if t in _TIER_ORDER else len(_TIER_ORDER), t))
+
+
+def _cell(record: dict, tier: str) -> str:
+  solved, tasks = int(record[f"solved/{tier}"]), int(record[f"tasks/{tier}"])
+  return f"{solved:>3} / {tasks:<3} {record[f'success/{tier}']:>4.0%}"
+
+
+def success_table(first: dict, last: dict) -> str:
+  """Greedy held-out success per tier at two evaluations (counts and shares), and the change in points."""
+  before, after = f"warm start (step {first['step']})", f"after RL (step {last['step']})"
+  rows = [f"{'tier':<9} {before:<22} {after:<22} change"]
+  for tier in tiers_of(last):
+    change = 100 * (last[f"success/{tier}"] - first[f"success/{tier}"])
+    rows.append(f"{tier:<9} {_cell(first, tier):<22} {_cell(last, tier):<22} {change:+.0f} pts")
+  mean_change = 100 * sum(last[f"success/{t}"] - first[f"success/{t}"] for t in tiers_of(last)) / len(tiers_of(last))
+  rows.append(f"{'mean':<9} {'':<22} {'':<22} {mean_change:+.0f} pts")
+  return "\n".join(rows)
+
+
+def report(workdir: str, trees_split: str) -> str:
+  """The report of the run in `workdir` (or a note that it has no evaluation yet)."""
+  evals = [r for r in eval_records(workdir) if any(k.startswith("tasks/") for k in r)]
+  if not evals:
+    return f"no evaluation in {workdir}/metrics.jsonl yet"
+  first, last = evals[0], evals[-1]
+  trees = os.path.join(workdir, "trees", f"eval_{trees_split}_step{last['step']:06d}.jsonl")
+  lines = ["Greedy held-out success (solved / tasks):", success_table(first, last), "",
+           f"work directory: {workdir}",
+           f"view the final evaluation's trees: python -m rao_jax.viz --trees {trees}"]
+  return "\n".join(lines)
+
+
+def depth_summary(records: Sequence[dict], tier: str = "hard") -> str | None:
+  """How deep the solved held-out `tier` trees of the final evaluation are against every solved training
+  tree ("held-out hard trees solved at depth up to 8; solved training trees at most depth 5")."""
+  evals = [r for r in records if r.get("kind") == "eval" and f"max_depth_solved/{tier}" in r]
+  train = [r["rollout/max_depth_solved"] for r in records
+           if r.get("kind") == "train" and "rollout/max_depth_solved" in r]
+  if not evals or not train:
+    return None
+  return (f"solved held-out {tier} trees reach depth {int(evals[-1][f'max_depth_solved/{tier}'])} (final "
+          f"evaluation); solved training trees reached at most depth {int(max(train))}")

@@ -1,0 +1,89 @@
+"""The end-of-run report and scripts/plot_figures.py, on work directories written the way the trainer writes them."""
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+
+from rao_jax.train import report
+
+_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "plot_figures.py")
+TIERS = ("easy", "medium", "hard", "extreme")
+
+
+def _eval(step, solved):
+  record = {"step": step, "kind": "eval", "success": sum(solved) / 120, "delegation_rate": 0.1 * step}
+  for tier, count in zip(TIERS, solved):
+    record.update({f"success/{tier}": count / 30, f"solved/{tier}": float(count), f"tasks/{tier}": 30.0,
+                   f"max_depth/{tier}": float(TIERS.index(tier) * 3 + 1),
+                   f"max_depth_solved/{tier}": float(TIERS.index(tier) * 3)})
+  return record
+
+
+def _tree(depth, difficulty, success=1.0):
+  nodes = [{"id": d, "depth": d, "parent": d - 1, "success": success} for d in range(depth + 1)]
+  return {"tree": 0, "group": 0, "difficulty": difficulty, "nodes": nodes}
+
+
+def _workdir(path, solved_before, solved_after, train_depth=3):
+  os.makedirs(path / "trees")
+  records = [_eval(0, solved_before)]
+  records += [{"step": s, "kind": "train", "rollout/delegation_rate": 0.2 * s, "rollout/max_depth": 12,
+               "rollout/max_depth_solved": train_depth}
+              for s in range(4)]
+  records.append(_eval(4, solved_after))
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  for step, depth in ((0, 2), (2, train_depth)):
+    (path / "trees" / f"train_step{step:06d}.jsonl").write_text(json.dumps(_tree(depth, "medium")) + "\n")
+  (path / "trees" / "eval_val_step000004.jsonl").write_text(
+      "".join(json.dumps(_tree(d, t, s)) + "\n" for d, t, s in ((7, "hard", 1.0), (8, "hard", 1.0), (1, "easy", 1.0),
+                                                                (12, "hard", 0.0))))
+  return str(path)
+
+
+def test_report_counts_per_tier_and_the_change(tmp_path):
+  workdir = _workdir(tmp_path / "run", (25, 3, 0, 0), (29, 27, 21, 12))
+  text = report.report(workdir, "val")
+  assert "warm start (step 0)" in text and "after RL (step 4)" in text
+  assert re.search(r"^hard +0 / 30 +0% +21 / 30 +70% +\+70 pts$", text, re.MULTILINE), text
+  assert "mean" in text and "+51 pts" in text  # (13.3 + 80 + 70 + 40) / 4, rounded
+  assert f"python -m rao_jax.viz --trees {workdir}/trees/eval_val_step000004.jsonl" in text
+  assert report.depth_summary(report.read_records(os.path.join(workdir, "metrics.jsonl"))) == (
+      "solved held-out hard trees reach depth 6 (final evaluation); solved training trees reached at most depth 3")
+  assert report.report(str(tmp_path), "val").startswith("no evaluation")
+
+
+def _plot_main():
+  spec = importlib.util.spec_from_file_location("plot_figures", _SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main
+
+
+def test_figures_regenerate_from_the_two_work_directories(tmp_path, capsys):
+  rao = _workdir(tmp_path / "rao", (25, 3, 0, 0), (29, 27, 21, 12))
+  linear = _workdir(tmp_path / "linear", (25, 3, 0, 0), (27, 4, 0, 0), train_depth=0)
+  assert _plot_main()(["--workdir", rao, "--baseline", linear, "--out", str(tmp_path / "figures")]) == 0
+  written = capsys.readouterr().out.split()
+  assert [os.path.basename(p) for p in written] == ["success_per_tier.png", "depth_distribution.png",
+                                                      "delegation_rate.png"]
+  for path in written:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_depth_figure_counts_solved_trees_only(tmp_path):
+  workdir = _workdir(tmp_path / "rao", (25, 3, 0, 0), (29, 27, 21, 12))
+  spec = importlib.util.spec_from_file_location("plot_figures", _SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  path = os.path.join(workdir, "trees", "eval_val_step000004.jsonl")
+  assert module._solved_tree_depths(path, "hard") == [7, 8]  # the failed depth-12 chain is left out
+  assert module._solved_tree_depths(path) == [7, 8, 1]
+
+
+def test_figures_need_evaluations(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no evaluations"):
+    _plot_main()(["--workdir", str(tmp_path / "empty")])
