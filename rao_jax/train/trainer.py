@@ -5,7 +5,7 @@ One step s (0-based; the params after it are those of step s + 1):
      seeded by (seed, epoch)) are rolled out G times each with PRNG key fold_in(train_key, s);
   2. node rewards and advantages (RAO Eq. 1, 3, 4) are computed on the flat node arrays; nodes of groups
      without signal are dropped, the rest are packed into rows (micro-batches of a fixed row count, as
-     many as the trees need) and one optimiser step is taken;
+     many as the trees need) and one optimiser step is taken (`policy_update.PolicyUpdater`);
   3. the rollout engines receive the new parameters.
 Greedy evaluation per difficulty tier runs before step 0 (the warm-start policy), every `every_steps`
 steps and after the last. Checkpoints hold the train state and the step (from which the data position

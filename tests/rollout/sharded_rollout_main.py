@@ -19,7 +19,7 @@ from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.sampling import SamplingConfig
 
-LAUNCH = ("a, b = await asyncio.gather(launch_subagent({'m0_ore': 1}), launch_subagent({'m1_ore': 1}))\n"
+LAUNCH = ("a, b = await asyncio.gather(launch_subagent({'m1_i1': 1}), launch_subagent({'m2_i1': 1}))\n"
           "print(a, b)")
 
 

@@ -64,7 +64,7 @@ def test_hostile_cells_end_as_observations(model, toy_tokenizer, pool, tasks):
       "while True:\n    pass",
       "import os\nos.system('echo pwned')",
       "print('x' * 100000)",
-      "launch_subagent({'m0_ore': 1})",
+      "launch_subagent({'m1_i1': 1})",
       "finish({1, 2})",
       "raise SystemExit(3)",
       "r = await launch_subagent({'NOT_AN_ITEM': 1})\nprint(r)",
@@ -84,7 +84,7 @@ def test_hostile_cells_end_as_observations(model, toy_tokenizer, pool, tasks):
 
 
 def test_depth_cap_refuses_launches(model, toy_tokenizer, pool, tasks):
-  script = {"*": ["r = await launch_subagent({'m0_ore': 1})\nprint(r)", "finish('ok')"]}
+  script = {"*": ["r = await launch_subagent({'m1_i1': 1})\nprint(r)", "finish('ok')"]}
   result = _engine(model, toy_tokenizer, pool).run(ENV_NAME, ENV_CONFIG, tasks[:1], 2, jax.random.key(0),
                                                    forcer=_script(toy_tokenizer, script))
   trees = result.trees
@@ -137,8 +137,8 @@ def test_tree_timeout(model, toy_tokenizer, pool, tasks):
 def test_greedy_trees_identical_across_slot_counts_with_eviction(model, toy_tokenizer, pool, tasks):
   """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict; the
   shared prompt-prefix cache gives the same tokens as prefilling every prompt in full."""
-  launch = ("a, b, c = await asyncio.gather(launch_subagent({'m0_ore': 1}), "
-            "launch_subagent({'m1_ore': 1}), launch_subagent({'m2_ore': 1}))\nprint(a, b, c)")
+  launch = ("a, b, c = await asyncio.gather(launch_subagent({'m1_i1': 1}), "
+            "launch_subagent({'m2_i1': 1}), launch_subagent({'m6_i1': 1}))\nprint(a, b, c)")
   script = {(): [launch, None, None]}   # children and the root's later turns sample greedily
   sequences = []
   for num_slots, shared_prefix in ((2, True), (6, True), (6, False)):
@@ -166,7 +166,7 @@ def test_completion_limit_cuts_turns(model, toy_tokenizer, pool, tasks):
 
 
 def test_shared_tree_budget_ends_the_whole_tree(model, toy_tokenizer, pool, tasks):
-  launch = "a, b = await asyncio.gather(launch_subagent({'m0_ore': 1}), launch_subagent({'m1_ore': 1}))"
+  launch = "a, b = await asyncio.gather(launch_subagent({'m1_i1': 1}), launch_subagent({'m2_i1': 1}))"
   script = {(): [launch, "print(1)", "print(2)"], "*": ["print(1)", "print(2)", "print(3)"]}
   engine = _engine(model, toy_tokenizer, pool, tree_step_budget=4)
   trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
@@ -186,7 +186,7 @@ def test_linear_baseline_has_no_delegation(model, toy_tokenizer, tasks):
       _engine(model, toy_tokenizer, linear_pool)  # the pool and the engine must agree
     engine = _engine(model, toy_tokenizer, linear_pool, delegation=False)
     trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0), forcer=_script(
-        toy_tokenizer, {"*": ["r = await launch_subagent({'m0_ore': 1})", "finish('x')"]})).trees
+        toy_tokenizer, {"*": ["r = await launch_subagent({'m1_i1': 1})", "finish('x')"]})).trees
   assert trees.num_nodes == 1 and trees.num_children[0] == 0
   assert "launch_subagent" in trees.records[0]["turns"][0]["observation"]  # NameError text
   assert _statuses(trees, 0) == ["error", "finished"]

@@ -27,24 +27,24 @@ def _trees(sequences, success, group) -> Trees:
                tokens=tokens, loss_mask=mask, sampler_log_probs=log_probs)
 
 
-def _sequence_log_prob(params, graphdef, sequence) -> float:
+def _log_prob_fn(graphdef):
+  @jax.jit
+  def log_probs(params, tokens):
+    positions = jnp.arange(tokens.shape[0])[None]
+    model = nnx.merge(graphdef, params)
+    return token_log_probs(model, tokens[None], positions, jnp.ones_like(positions))[0]
+  return log_probs
+
+
+def _sequence_log_prob(log_probs, params, sequence) -> float:
   tokens, mask, _ = sequence
-  model = nnx.merge(graphdef, params)
-  positions = jnp.arange(len(tokens))[None]
-  log_probs = token_log_probs(model, jnp.asarray(tokens)[None], positions, jnp.ones_like(positions))
-  return float(jnp.sum(jnp.where(jnp.asarray(mask)[None], log_probs, 0.0)))
+  return float(jnp.sum(jnp.where(jnp.asarray(mask), log_probs(params, jnp.asarray(tokens)), 0.0)))
 
 
-def _with_sampler_log_probs(model, sequences):
+def _with_sampler_log_probs(log_probs, params, sequences):
   """The sequences with the model's own log-probs as the sampler's (an on-policy batch)."""
-  graphdef, params = nnx.split(model)
-  out = []
-  for tokens, mask, _ in sequences:
-    positions = jnp.arange(len(tokens))[None]
-    lp = np.asarray(token_log_probs(nnx.merge(graphdef, params), jnp.asarray(tokens)[None], positions,
-                                    jnp.ones_like(positions)))[0]
-    out.append((tokens, mask, np.where(mask, lp, 0.0).astype(np.float32)))
-  return out
+  return [(tokens, mask, np.where(mask, np.asarray(log_probs(params, jnp.asarray(tokens))), 0.0).astype(np.float32))
+          for tokens, mask, _ in sequences]
 
 
 def _updater(model, loss):
@@ -59,14 +59,14 @@ def _updater(model, loss):
 @pytest.mark.parametrize("loss", ["cispo", "ppo_clip", "reinforce"])
 def test_an_update_raises_the_successful_nodes_and_lowers_the_failed(make_model, make_sequences, loss):
   model = make_model()
-  sequences = _with_sampler_log_probs(model, make_sequences([20, 24, 18, 22], seed=3))
+  updater = _updater(model, loss)
+  log_probs = _log_prob_fn(updater.graphdef)
+  sequences = _with_sampler_log_probs(log_probs, updater.params, make_sequences([24] * 4, seed=3))
   # Group 0: tree 0 succeeded, tree 1 failed. Group 1: both failed (no signal, no loss).
   trees = _trees(sequences, success=[1.0, 0.0, 0.0, 0.0], group=[0, 0, 1, 1])
-  updater = _updater(model, loss)
-  graphdef = updater.graphdef
-  before = [_sequence_log_prob(updater.params, graphdef, s) for s in sequences]
+  before = [_sequence_log_prob(log_probs, updater.params, s) for s in sequences]
   metrics = updater.update(trees)
-  after = [_sequence_log_prob(updater.params, graphdef, s) for s in sequences]
+  after = [_sequence_log_prob(log_probs, updater.params, s) for s in sequences]
   assert metrics["train/updated"] == 1.0 and metrics["adv/kept_node_fraction"] == 0.5
   assert after[0] > before[0] and after[1] < before[1], (before, after)
   assert int(updater.state.step) == 1

@@ -14,7 +14,7 @@ _TOY = ["--config.model.vocab_size=1280", "--config.model.hidden_size=32", "--co
         "--config.tokenizer.corpus_examples=200", "--config.tokenizer.transcript_tasks=3",
         "--config.warm_start.difficulties=('easy',)", "--config.warm_start.max_tasks_per_difficulty=2",
         "--config.warm_start.recursive_fraction=0.0", "--config.warm_start.rows_per_batch=2",
-        "--config.warm_start.num_steps=2", "--num_tasks=2"]
+        "--config.warm_start.num_steps=2", "--config.warm_start.warmup_steps=0", "--num_tasks=2"]
 _ROW = re.compile(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| \d+ s \|$", re.MULTILINE)
 
 

@@ -32,7 +32,8 @@ def _toy_settings(workdir, num_steps):
   cfg.tokenizer.update(vocab_size=1280, corpus_examples=200, transcript_tasks=3)
   cfg.data.update(train_difficulties=("easy",), max_train_tasks=3)
   cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=2, num_steps=1, rows_per_batch=2,
-                        row_length=2048, recursive_fraction=0.0, crafts_per_cell=8)
+                        row_length=2048, recursive_fraction=0.0, crafts_per_cell=8,
+                        warmup_steps=0)
   cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=16, max_steps_per_node=5, max_depth=1,
                      decode_steps_per_round=64, prefill_chunk_buckets=(128, 1024), prefill_row_buckets=(4,))
   cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2, row_length=2048,

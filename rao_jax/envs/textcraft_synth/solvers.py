@@ -57,8 +57,9 @@ class SolverConfig:
     info_batch: items per get_info call.
     style: how turns read. "spec": a thought per turn, the inventory viewed first, printed results
       (the paper's agent). "compact": no thoughts, no inventory view, only the recipes of items the
-      node crafts itself are looked up, children launched in one `asyncio.gather`, and the last cell
-      crafts and finishes (`finish('done')`); for the toy preset's small models and windows.
+      node crafts itself are looked up and kept in a variable `info`, children launched in one
+      `asyncio.gather`, and the last cell crafts and finishes (`finish('done')`); for the toy preset's
+      small models and windows (`_compact_turns`).
   """
 
   delegate: bool = False
@@ -328,9 +329,7 @@ def _code_counts(counts: Mapping[str, int]) -> str:
 
 
 def _craft_line(world: World, item: str, total: int) -> str:
-  recipe = world.item(item).recipe
-  ingredients = {name: units * total // recipe.result_count for name, units in recipe.ingredients}
-  return f'print(craft({_code_counts(ingredients)}, ("{item}", {total})))'
+  return f'print(craft({_code_counts(_ingredients(world, item, total))}, ("{item}", {total})))'
 
 
 def _summary(counts: Mapping[str, int]) -> str:
@@ -379,7 +378,7 @@ def _compact_turns(world: World, plan: NodePlan, config: SolverConfig) -> list[t
     code = (f"info = get_info({names!r})\ninfo" if index == 0 else
             f"new = get_info({names!r})\ninfo |= new\nnew")
     turns.append(("", code))
-  (target, total), = plan.targets.items() if len(plan.targets) == 1 else ((None, 0),)
+  target, total = next(iter(plan.targets.items())) if len(plan.targets) == 1 else (None, 0)
   for wave in plan.waves:
     asks = dict(sorted((item, count) for child in wave for item, count in child.targets.items()))
     source = (f"info[{target!r}]" if target in crafted and asks == _ingredients(world, target, total)
