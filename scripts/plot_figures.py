@@ -44,6 +44,14 @@ def _solved_tree_depths(path: str, difficulty: str | None = None) -> list[int]:
   return depths
 
 
+def _save(figure, out: str, name: str) -> str:
+  figure.tight_layout()
+  path = os.path.join(out, name)
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+  return path
+
+
 def plot_success(runs: dict[str, str], out: str) -> str:
   evals = {name: [r for r in eval_records(workdir) if any(k.startswith("tasks/") for k in r)]
            for name, workdir in runs.items()}
@@ -62,11 +70,7 @@ def plot_success(runs: dict[str, str], out: str) -> str:
     axis.set_ylim(-0.03, 1.03)
   axes[0][0].set_ylabel("greedy held-out success")
   axes[0][-1].legend(loc="best")
-  figure.tight_layout()
-  path = os.path.join(out, "success_per_tier.png")
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  return path
+  return _save(figure, out, "success_per_tier.png")
 
 
 def plot_depths(workdir: str, out: str, tier: str = "hard") -> str:
@@ -92,11 +96,7 @@ def plot_depths(workdir: str, out: str, tier: str = "hard") -> str:
   axis.set_xticks(range(top + 1))
   axis.set_ylim(0, 1.05)
   axis.legend(loc="upper right", fontsize="small")
-  figure.tight_layout()
-  path = os.path.join(out, "depth_distribution.png")
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  return path
+  return _save(figure, out, "depth_distribution.png")
 
 
 def plot_delegation(runs: dict[str, str], out: str) -> str:
@@ -114,11 +114,7 @@ def plot_delegation(runs: dict[str, str], out: str) -> str:
   axis.set_ylabel("share of nodes that launch a child")
   axis.set_ylim(-0.03, 1.03)
   axis.legend(loc="best", fontsize="small")
-  figure.tight_layout()
-  path = os.path.join(out, "delegation_rate.png")
-  figure.savefig(path, dpi=120)
-  plt.close(figure)
-  return path
+  return _save(figure, out, "delegation_rate.png")
 
 
 def main(argv: list[str] | None = None) -> int:

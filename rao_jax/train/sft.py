@@ -39,6 +39,7 @@ from rao_jax.train import packing
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
 from rao_jax.train.train_step import Metrics, TrainStepConfig, create_train_state, make_train_step
 
+
 @dataclasses.dataclass(frozen=True)
 class SFTDataConfig:
   """Which expert transcripts the warm start sees, and the engine settings they are rendered for.
@@ -52,8 +53,9 @@ class SFTDataConfig:
     max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
     world, info_style: the TextCraft-Synth environment config of the tasks (`env_config`).
     delegation, max_steps_per_node, max_depth, context_window, prompt_style: the rollout engine's settings
-      (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes the engine
-      could not have produced (more turns than the budget, longer than the window) are left out.
+      (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes longer
+      than the engine allows (more turns than the budget, more tokens than the window) are cut to the
+      part it could have produced.
     max_own_crafts, crafts_per_cell, transcript_style: the solvers' knobs (`solvers.SolverConfig`:
       max_own_crafts, crafts_per_cell, style).
     renamed_copies: each expert tree is also rendered this many times under a random renaming of the

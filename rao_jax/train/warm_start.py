@@ -68,9 +68,8 @@ def transcript_texts(tasks: Sequence[Task], data_config: sft.SFTDataConfig) -> l
     root = env_lib.make_root_environment(data_config.env_config, task.to_dict())
     for delegation in (True, False):
       parts = root.prompt_parts(delegation)
-      texts += [prompts.system_prompt(parts, delegation=delegation, style=data_config.prompt_style),
-                prompts.first_user_turn(parts, step_budget=data_config.max_steps_per_node,
-                                        style=data_config.prompt_style)]
+      texts += prompts.node_prompt(parts, delegation=delegation, step_budget=data_config.max_steps_per_node,
+                                   style=data_config.prompt_style)
     for delegate in (True, False):
       transcript = sft.solve_task(task, data_config, delegate)
       for node in transcript.nodes() if transcript else ():

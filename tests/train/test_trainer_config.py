@@ -90,6 +90,7 @@ def test_unknown_preset():
     ("warm_start", "attention_chunk_size", -8, r"config\.warm_start\.attention_chunk_size=-8"),
     ("model", "num_heads", 3, r"config\.model\.num_heads"),
     ("warm_start", "recursive_fraction", 1.5, r"config\.warm_start\.recursive_fraction=1\.5"),
+    ("warm_start", "schedule", "cubic", r"config\.warm_start\.schedule='cubic'"),
     ("warm_start", "transcript_style", "chatty", r"config\.warm_start\.transcript_style='chatty'"),
     ("env", "info_style", "verbose", r"config\.env\.info_style='verbose'"),
     ("interpreter", "num_workers", 0, r"config\.interpreter.*num_workers"),
