@@ -57,10 +57,12 @@ def children_per_launching_cell(trees: Trees) -> float:
 def batch_metrics(trees: Trees, difficulty_of_group: Sequence[str] | None = None) -> dict[str, float]:
   """Success by difficulty and tree statistics for one batch of trees."""
   roots = trees.roots()
+  tree_depth = np.zeros(trees.num_trees, np.int64)  # [num_trees] depth of each tree's deepest node
+  np.maximum.at(tree_depth, trees.tree, trees.depth)
   metrics: dict[str, float] = {
       "success": float(trees.success[roots].mean()) if roots.size else 0.0,
       "nodes_per_tree": trees.num_nodes / max(1, roots.size),
-      "max_depth_mean": float(np.mean([trees.depth[trees.tree == t].max() for t in trees.tree[roots]]))
+      "max_depth_mean": float(np.mean(tree_depth[trees.tree[roots]]))
                         if roots.size else 0.0,
       "max_depth": float(trees.depth.max(initial=0)),
       "children_per_launching_cell": children_per_launching_cell(trees),
@@ -76,8 +78,6 @@ def batch_metrics(trees: Trees, difficulty_of_group: Sequence[str] | None = None
   metrics["critical_path_fraction"] = float(critical[roots].sum() / total) if total else 0.0
   for reason in EndReason:
     metrics[f"end_{reason.name.lower()}"] = float(np.mean(trees.end_reason == reason)) if trees.num_nodes else 0.0
-  tree_depth = np.zeros(trees.num_trees, np.int64)
-  np.maximum.at(tree_depth, trees.tree, trees.depth)
   solved_roots = roots[trees.success[roots] > 0]
   metrics["max_depth_solved"] = float(tree_depth[trees.tree[solved_roots]].max(initial=0))
   if difficulty_of_group is not None:
@@ -90,8 +90,8 @@ def batch_metrics(trees: Trees, difficulty_of_group: Sequence[str] | None = None
       metrics[f"solved/{name}"] = solved
       metrics[f"tasks/{name}"] = float(len(tier_roots))
       metrics[f"max_depth/{name}"] = float(tree_depth[trees.tree[tier_roots]].max())
-      solved_depths = [tree_depth[trees.tree[r]] for r in tier_roots if trees.success[r] > 0]
-      metrics[f"max_depth_solved/{name}"] = float(max(solved_depths, default=0))
+      solved_tier = [r for r in tier_roots if trees.success[r] > 0]
+      metrics[f"max_depth_solved/{name}"] = float(tree_depth[trees.tree[solved_tier]].max(initial=0))
   return metrics
 
 

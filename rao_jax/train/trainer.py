@@ -65,6 +65,11 @@ def eval_tasks(tasks: Sequence[Task], difficulties: Sequence[str], per_difficult
   return chosen
 
 
+def difficulty_tags(tasks: Sequence[Task]) -> list[dict[str, str]]:
+  """Per group (task), the tag its trees carry in a trees file: {"difficulty": ...}."""
+  return [{"difficulty": t.difficulty} for t in tasks]
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
   """One greedy evaluation: its metrics, its trees, and the task of each tree (tree i solves tasks[i])."""
@@ -75,7 +80,7 @@ class Evaluation:
 
   def write_trees(self, path: str) -> None:
     """The trees as JSON lines for the viewer, each tagged with its task's difficulty."""
-    self.trees.to_jsonl(path, [{"difficulty": t.difficulty} for t in self.tasks])
+    self.trees.to_jsonl(path, difficulty_tags(self.tasks))
 
 
 @dataclasses.dataclass
@@ -220,8 +225,7 @@ class Trainer:
     metrics["time/train_s"] = time.perf_counter() - train_started
     metrics["time/step_s"] = time.perf_counter() - started
     if s.train_trees_every and self.step % s.train_trees_every == 0:
-      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"),
-                            [{"difficulty": t.difficulty} for t in tasks])
+      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"), difficulty_tags(tasks))
     self.step += 1
     return metrics
 
