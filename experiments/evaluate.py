@@ -1,4 +1,4 @@
-"""Evaluates a training checkpoint greedily on any split and difficulty tiers; writes the trees.
+"""Evaluates a training checkpoint greedily on any split and difficulty tiers of its suite; writes the trees.
 
   python experiments/evaluate.py --config configs/textcraft.py:tiny --split val \
       --difficulties easy,medium,hard,extreme --tasks_per_difficulty 20 [--step 16]
@@ -16,10 +16,10 @@ from ml_collections import config_flags
 from rao_jax.train import trainer
 from rao_jax.train.settings import settings_from_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/textcraft.py:preset)",
+_CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/<suite>.py:preset)",
                                           lock_config=True)
 _STEP = flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
-_SPLIT = flags.DEFINE_enum("split", "val", ["train", "val"], "task split")
+_SPLIT = flags.DEFINE_string("split", "val", "task split (one of the suite's)")
 _DIFFICULTIES = flags.DEFINE_list("difficulties", None, "tiers (default: the config's eval tiers)")
 _TASKS = flags.DEFINE_integer("tasks_per_difficulty", None, "tasks per tier (default: the config's)")
 _OUTPUT = flags.DEFINE_string("output", None, "trees JSON-lines path")

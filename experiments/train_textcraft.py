@@ -1,38 +1,9 @@
-"""Trains a recursive agent with RAO on TextCraft-Synth (rerun the same command to resume).
+"""Trains on TextCraft-Synth: `experiments/train.py` under the name the paper's commands use.
 
   python experiments/train_textcraft.py --config configs/textcraft.py:tiny
-  python experiments/train_textcraft.py --config configs/textcraft.py:qwen3_4b \
-      --config.model.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=/data/run1
 """
 import os
-from collections.abc import Sequence
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from rao_jax.train import report, trainer
-from rao_jax.train.metrics_log import read_records
-from rao_jax.train.settings import settings_from_config
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/textcraft.py:preset)",
-                                          lock_config=True)
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  settings = settings_from_config(_CONFIG.value)
-  with trainer.Trainer(trainer.build_run(settings)) as run:
-    records = run.train()
-  if not records:
-    print(f"resumed the completed run in {settings.workdir} (step {settings.num_steps}): nothing left to do")
-  print(report.report(settings.workdir, settings.eval.split))
-  depths = report.depth_summary(read_records(os.path.join(settings.workdir, "metrics.jsonl")))
-  if depths:
-    print(depths)
-
+import runpy
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"), run_name="__main__")

@@ -4,13 +4,15 @@ Contract shared by both kinds: `encode` adds no BOS/EOS and maps special-token s
 ("<|im_start|>", "<python>", ...) to their single ids; `decode(encode(s)) == s` for any text the
 tokenizer's normaliser leaves unchanged (the toy SentencePiece models use the identity normaliser and
 byte fallback, so every Python string round-trips; Qwen's tokenizer.json applies NFC).
+
+A leaf module: it imports nothing from rao_jax (the agent's toy training corpus is built above it,
+in `rao_jax.agent.corpus`).
 """
 from __future__ import annotations
 
 import abc
 import json
 import os
-import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -19,27 +21,19 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 import tokenizers
 
-from rao_jax.agent import prompts, turn_format
-from rao_jax.envs.base import PromptParts
-
 # Turn markers of the toy chat layout (`rao_jax.agent.chat.ToyChatLayout`).
 TOY_SYSTEM = "<|system|>"
 TOY_USER = "<|user|>"
 TOY_ASSISTANT = "<|assistant|>"
 TOY_END_OF_TURN = "<|end|>"
 
+# The thought and code tags of a turn, as `rao_jax.agent.turn_format` writes them (spelled out here so
+# that this module imports nothing from rao_jax; tests/tokenizer checks that the two agree).
+TURN_TAGS: tuple[str, ...] = ("<thought>", "</thought>", "<python>", "</python>")
+
 # Pieces that a toy SentencePiece model keeps whole (user-defined symbols): the turn markers and the
 # thought / code tags, so a turn's structure, and the `</python>` stop sequence, cost one token each.
-CHAT_SPECIAL_TOKENS: tuple[str, ...] = (
-    TOY_SYSTEM,
-    TOY_USER,
-    TOY_ASSISTANT,
-    TOY_END_OF_TURN,
-    turn_format.THOUGHT_OPEN,
-    turn_format.THOUGHT_CLOSE,
-    turn_format.CODE_OPEN,
-    turn_format.CODE_CLOSE,
-)
+CHAT_SPECIAL_TOKENS: tuple[str, ...] = (TOY_SYSTEM, TOY_USER, TOY_ASSISTANT, TOY_END_OF_TURN, *TURN_TAGS)
 
 # Control ids of every SentencePiece model trained here.
 SP_PAD_ID, SP_UNK_ID, SP_BOS_ID, SP_EOS_ID = 0, 1, 2, 3
@@ -311,57 +305,3 @@ def matched_token_mask(tokenizer: Tokenizer, ids: Sequence[int], pattern: re.Pat
   for match in pattern.finditer(tokenizer.decode([int(i) for i in ids])):
     mask |= (starts < match.end()) & (ends > match.start())
   return mask
-
-
-def builtin_corpus(num_examples: int = 2000, seed: int = 0) -> list[str]:
-  """A deterministic toy corpus: TextCraft-like sentences and agent turns with Python cells.
-
-  Enough to train a tokenizer for the tiny models when no environment text is at hand. The generic
-  agent prompts are included so that the rules every node reads cost few tokens.
-  """
-  rng = random.Random(seed)
-  items = [f"m{d}_i{i}" for d in range(4) for i in range(12)] + [
-      "plank", "stick", "log", "iron_ingot", "crafting_table", "wool", "string", "bowl"]
-  tools = ("craft", "get_info", "view_inventory")
-  texts = []
-  for step in range(num_examples):
-    item, other = rng.choice(items), rng.choice(items)
-    count, units = rng.randint(1, 12), rng.randint(1, 4)
-    recipe = f"{units}x {other}" if rng.random() < 0.5 else f"{units}x {other}, {units + 1}x {item}"
-    thought = rng.choice((
-        f"I need {count} {item}; first I check the inventory.",
-        f"The recipe for {item} uses {recipe}. I will craft it.",
-        f"Delegate the {other} sub-task to a child, then craft {item}.",
-        "Check what I have before crafting.",
-    ))
-    code = rng.choice((
-        f"inv = view_inventory()\nprint(inv.get({item!r}, 0))",
-        f"print(get_info([{item!r}, {other!r}]))",
-        f"print(craft({{{other!r}: {units}}}, ({item!r}, {count})))",
-        f"r = await launch_subagent({{{other!r}: {count}}})\nprint(r)",
-        f"a, b = await asyncio.gather(\n    launch_subagent({{{item!r}: {count}}}),\n"
-        f"    launch_subagent({{{other!r}: {units}}}))\nprint(a, b)",
-        f"for name in [{item!r}, {other!r}]:\n    if inv.get(name, 0) < {count}:\n"
-        f"        print(name, 'missing')",
-        f"finish('Crafted {count}x {item}.')",
-    ))
-    observation = rng.choice((
-        f"Crafted {count} {item} from {recipe}.",
-        f"{item}: {recipe} -> {units} {item}",
-        f"{{{item!r}: {count}, {other!r}: {units}}}",
-        f"Error: not enough {other} (have {units - 1}, need {units}).",
-        f"Traceback (most recent call last):\n  File \"<cell>\", line 1\n"
-        f"NameError: name {rng.choice(tools)!r} is not defined",
-    ))
-    texts.append(turn_format.render_assistant_turn(thought, code))
-    texts.append(turn_format.render_observation(step % 25 + 1, observation))
-    goal = f"Craft the following items: {count}x {item}, {units}x {other}"
-    texts.append(goal)
-    if step % 10 == 0:
-      parts = PromptParts(
-          rules=f"Crafting: craft(ingredients, target) makes {item} from {recipe} you own.",
-          delegation_rules="The inventory is shared with sub-agents.", goal=goal,
-          tool_docs="\n".join(f"{tool}(...) -> str" for tool in tools))
-      texts.append(prompts.system_prompt(parts, delegation=step % 20 == 0))
-      texts.append(prompts.first_user_turn(parts, step_budget=rng.randint(5, 30)))
-  return texts

@@ -4,27 +4,30 @@ Usage:
   python scripts/bench_decode.py            # tiny and small presets, batch 1, 16, 64, 256 (a few minutes)
   python scripts/bench_decode.py --quick    # seconds: tiny preset, batch 1 and 8, short continuation
 
-Each row times one greedy `generate` call (prefill of a short random prompt + `new_tokens` decode steps,
-no eos so every row generates them all) after a warm-up that compiles the same programs, and reports
-generated tokens per second. The uncached baseline (`generate_uncached`: a full forward over the sequence
-so far for every token, lengths bucketed to powers of two) is timed at the batch sizes given by
---uncached_batch_sizes only, since it is quadratic in length; its outputs are checked to be identical.
+Each row times one greedy `rao_jax.rollout.generate.generate` call (the rollout engine's device program:
+prefill of a short random prompt + `new_tokens` decode steps, no stop sequence so every row generates them
+all) after a warm-up that compiles the same programs, and reports generated tokens per second. The uncached
+baseline (`generate_uncached` below: a full forward over the sequence so far for every token, lengths
+bucketed to powers of two) is timed at the batch sizes given by --uncached_batch_sizes only, since it is
+quadratic in length; its outputs are checked to be identical.
 Prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from rao_jax.model.config import get_preset
-from rao_jax.model.generation import bucket_length, generate, generate_uncached
 from rao_jax.model.transformer import Transformer
+from rao_jax.rollout.generate import bucket_length, generate
 
 
 def _parse_ints(text: str) -> list[int]:
@@ -44,11 +47,38 @@ def _timed(fn) -> tuple[float, object]:
   return time.perf_counter() - start, result
 
 
-def _warm_up_uncached(model, config, batch: int, prompt_len: int, max_len: int) -> None:
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _argmax_after(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Full causal forward over right-padded tokens [B, L]; the argmax [B] int32 at position lengths - 1."""
+  logits, _ = nnx.merge(graphdef, params)(tokens)
+  return jnp.argmax(jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0], axis=-1)
+
+
+def generate_uncached(model: Transformer, prompts: list[list[int]], *, max_new_tokens: int,
+                      max_len: int) -> list[list[int]]:
+  """The baseline: greedy continuations, every step a full forward over the sequences so far, right-padded
+  to a power-of-two bucket of the longest (within 2x of the exact length; few programs compiled)."""
+  graphdef, params = nnx.split(model)
+  sequences = np.zeros((len(prompts), bucket_length(max_len)), np.int32)
+  for row, prompt in zip(sequences, prompts):
+    row[:len(prompt)] = prompt
+  lengths = np.array([len(p) for p in prompts], np.int32)
+  outputs = [[] for _ in prompts]
+  for _ in range(max_new_tokens):
+    padded = bucket_length(int(lengths.max()))
+    tokens = np.asarray(_argmax_after(graphdef, params, jnp.asarray(sequences[:, :padded]), jnp.asarray(lengths)))
+    for b in np.flatnonzero(lengths < max_len):
+      outputs[b].append(int(tokens[b]))
+      sequences[b, lengths[b]] = tokens[b]
+      lengths[b] += 1
+  return outputs
+
+
+def _warm_up_uncached(model, batch: int, prompt_len: int, max_len: int) -> None:
   """Compiles every padded length the timed uncached run will use, one cheap call per bucket."""
   length = prompt_len
   while length < max_len:
-    generate_uncached(model, config, [[1] * length] * batch, max_new_tokens=1, max_len=max_len)
+    generate_uncached(model, [[1] * length] * batch, max_new_tokens=1, max_len=max_len)
     length = bucket_length(length) + 1
 
 
@@ -61,14 +91,13 @@ def bench_preset(name: str, batch_sizes: list[int], uncached_batch_sizes: list[i
   rows = []
   for batch in batch_sizes:
     prompts = rng.integers(0, config.vocab_size, (batch, prompt_len)).tolist()
-    generate(model, config, prompts, max_new_tokens=1, max_len=max_len)  # compiles the same program
-    cached_s, cached = _timed(lambda: generate(model, config, prompts, max_new_tokens=new_tokens,
-                                                max_len=max_len))
+    generate(model, prompts, max_new_tokens=1, max_len=max_len)  # compiles the same program
+    cached_s, cached = _timed(lambda: generate(model, prompts, max_new_tokens=new_tokens, max_len=max_len))
     assert all(len(row) == new_tokens for row in cached)
     row = dict(preset=name, params=config.num_params, batch=batch, cached=batch * new_tokens / cached_s)
     if batch in uncached_batch_sizes:
-      _warm_up_uncached(model, config, batch, prompt_len, max_len)
-      uncached_s, uncached = _timed(lambda: generate_uncached(model, config, prompts, max_new_tokens=new_tokens,
+      _warm_up_uncached(model, batch, prompt_len, max_len)
+      uncached_s, uncached = _timed(lambda: generate_uncached(model, prompts, max_new_tokens=new_tokens,
                                                               max_len=max_len))
       row.update(uncached=batch * new_tokens / uncached_s, same_tokens=uncached == cached)
     rows.append(row)

@@ -19,7 +19,7 @@ import io
 import statistics
 import time
 
-from rao_jax.agent.interpreter import InterpreterConfig, InterpreterPool
+from rao_jax.agent.interpreter import CellStatus, InterpreterConfig, InterpreterPool
 from rao_jax.envs import registry
 from rao_jax.envs.textcraft_synth import tasks as tasks_lib
 from rao_jax.envs.textcraft_synth import world as world_lib
@@ -56,7 +56,7 @@ def bench_pool(pool: InterpreterPool, tasks: list[dict], code: str, nodes: int, 
                first_id: int) -> list[float]:
   ids = list(range(first_id, first_id + nodes))
   prompts = pool.create_roots([(i, ENV_NAME, ENV_CONFIG, tasks[k % len(tasks)])
-                               for k, i in enumerate(ids)])
+                               for k, i in enumerate(ids)], max_depth=6, delegation=True)
   assert not any(isinstance(p, str) for p in prompts), prompts[:1]
   pool.run_cells([(i, code) for i in ids])  # Warm-up.
   latencies = []
@@ -65,7 +65,7 @@ def bench_pool(pool: InterpreterPool, tasks: list[dict], code: str, nodes: int, 
     start = time.perf_counter()
     results = pool.run_cells(cells)
     latencies.append(time.perf_counter() - start)
-    bad = [r for r in results if r.status not in ("output", "error")]
+    bad = [r for r in results if r.status not in (CellStatus.OUTPUT, CellStatus.ERROR)]
     assert not bad, bad[:1]
   pool.release(ids)
   return latencies

@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import prompts, turn_format
+from rao_jax.agent import corpus, episode, prompts, turn_format
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
 from rao_jax.envs.textcraft_synth import env as env_lib
@@ -125,7 +125,7 @@ def select_tasks(num_tasks: int) -> tuple[dict[str, Any], ...]:
 
 def train_toy_tokenizer(tasks: Sequence[dict[str, Any]], directory: str):
   """SentencePiece (vocabulary 1024) on the built-in corpus plus a few expert transcripts and prompts."""
-  texts = list(tokenizer_lib.builtin_corpus(num_examples=300))
+  texts = list(corpus.builtin_corpus(num_examples=300))
   for task in tasks[:4]:
     root = env_lib.make_root_environment(ENV_CONFIG, task)
     parts = root.prompt_parts(True)
@@ -133,7 +133,7 @@ def train_toy_tokenizer(tasks: Sequence[dict[str, Any]], directory: str):
     transcript = solvers.solve(env_lib.make_root_environment(ENV_CONFIG, task), solvers.RECURSIVE)
     for node in transcript.nodes():
       for i, turn in enumerate(node.turns, start=1):
-        texts += [turn.assistant_text(), node.observation_text(i)]
+        texts += [episode.assistant_text(turn), episode.observation_text(i, turn.output or "")]
   return tokenizer_lib.train_sentencepiece(texts, model_prefix=os.path.join(directory, "toy"),
                                            vocab_size=1024)
 
@@ -415,8 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{workload.num_trees} trees, fanout {workload.fanout}", flush=True)
 
   rows, results = [], {}
-  pool_config = InterpreterConfig(num_workers=2, max_depth=len(args.fanout) + 1)
-  with InterpreterPool(pool_config) as pool:
+  with InterpreterPool(InterpreterConfig(num_workers=2)) as pool:
     for num_slots in args.slots:
       row, result = run_engine(f"engine S={num_slots}", model, tokenizer, pool, workload, num_slots, args)
       rows.append(row)

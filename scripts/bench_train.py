@@ -49,8 +49,10 @@ def flops_per_step(config: ModelConfig, rows: int, row_length: int) -> float:
   return float(per_token) * rows * row_length
 
 
-def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0) -> packing.PackedBatch:
-  """Node-like sequences (a quarter to a full row long, 60% policy tokens) packed into exactly `rows` rows."""
+def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0
+                 ) -> tuple[packing.PackedBatch, tuple[np.ndarray, np.ndarray]]:
+  """Node-like sequences (a quarter to a full row long, 60% policy tokens) packed into exactly `rows` rows,
+  and their node advantages and validity ([N] each, all valid)."""
   rng = np.random.default_rng(seed)
   sequences, used = [], 0
   while used < rows * row_length * 0.9:
@@ -65,7 +67,7 @@ def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0)
       break
     except ValueError:
       sequences.pop()
-  return batch.with_node_advantages(rng.standard_normal(len(sequences)).astype(np.float32))
+  return batch, (rng.standard_normal(len(sequences)).astype(np.float32), np.ones(len(sequences), bool))
 
 
 def matmul_peak(size: int, repeats: int) -> float:
@@ -91,17 +93,17 @@ def time_case(case: Case, steps: int) -> dict:
                                    logits_chunk_size=case.logits_chunk_size,
                                    attention_chunk_size=case.attention_chunk_size, remat=case.remat)
   step = ts.make_train_step(graphdef, state, tx, step_config, mesh)
-  batch = random_batch(config, case.rows, case.row_length)
-  compiled = step.jitted.lower(state, batch.micro_batches(case.num_micro_batches)).compile()
+  batch, nodes = random_batch(config, case.rows, case.row_length)
+  compiled = step.jitted.lower(state, batch.micro_batches(case.num_micro_batches), *nodes).compile()
   temp_bytes = compiled.memory_analysis().temp_size_in_bytes
   start = time.perf_counter()
-  state, metrics = step(state, batch)
+  state, metrics = step(state, batch, *nodes)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
   for _ in range(steps):
     start = time.perf_counter()
-    state, metrics = step(state, batch)
+    state, metrics = step(state, batch, *nodes)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
   step_s = float(np.median(times))

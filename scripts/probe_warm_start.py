@@ -5,7 +5,7 @@
 
 Renders the flat (or, with --solver recursive, the delegating) expert's transcripts of held-out tasks,
 every node of their trees, exactly as the warm start was trained on them
-(`sft.build_sft_sequences`, without renamed copies) and reports the policy's argmax next-token accuracy
+(`sft.build_sft_sequences`, without augmented copies) and reports the policy's argmax next-token accuracy
 on its own tokens, split into the goal's item name, later item names and all other tokens
 (`rao_jax.train.probe`). A policy that learned the protocol but not to copy items from the goal and the
 observations scores high on the others and near zero on item names, and then cannot solve a task it
@@ -27,9 +27,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from rao_jax.envs.textcraft_synth.dataset import load_tasks
 from rao_jax.envs.textcraft_synth.renaming import item_name_pattern
-from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.model.transformer import Transformer
 from rao_jax.train import probe, sft, trainer
 from rao_jax.train.settings import settings_from_config
@@ -40,7 +38,7 @@ _DIFFICULTY = flags.DEFINE_string("difficulty", "easy", "difficulty of the held-
 _NUM_TASKS = flags.DEFINE_integer("num_tasks", 16, "number of held-out tasks")
 _SOLVER = flags.DEFINE_enum("solver", "flat", ["flat", "recursive"], "the expert whose transcripts are probed")
 _CURVE_EVERY = flags.DEFINE_integer("curve_every", 0, "> 0: train a fresh warm start and probe it every "
-                                    "this many SFT steps (config.warm_start.num_steps in all)")
+                                    "this many SFT steps (config.warm_start.sft.num_steps in all)")
 
 
 def _accuracy_cells(result: probe.ProbeResult) -> str:
@@ -53,24 +51,25 @@ def main(argv: Sequence[str]) -> None:
   settings = settings_from_config(_CONFIG.value)
   curve = _CURVE_EVERY.value > 0
   run = trainer.build_run(settings, warm_start_policy=not curve)
-  tasks = [t for t in load_tasks(settings.dataset, _SPLIT.value, f"{settings.workdir}/data")
+  suite, fmt = run.suite, settings.rollout.episode
+  tasks = [t for t in suite.load_tasks(_SPLIT.value, f"{settings.workdir}/data")
            if t.difficulty == _DIFFICULTY.value][:_NUM_TASKS.value]
-  data = dataclasses.replace(settings.sft_data, recursive_fraction=float(_SOLVER.value == "recursive"), difficulties=(_DIFFICULTY.value,),
-                             max_tasks_per_difficulty=0, renamed_copies=0)
-  held_out = sft.build_sft_sequences(tasks, run.layout, data)
-  pattern = item_name_pattern(tuple(get_world(settings.world).items))
+  data = dataclasses.replace(settings.warm_start.data, recursive_fraction=float(_SOLVER.value == "recursive"),
+                             difficulties=(_DIFFICULTY.value,), max_tasks_per_difficulty=0, augmented_copies=0)
+  held_out = sft.build_sft_sequences(suite, tasks, run.layout, data, fmt)
+  pattern = item_name_pattern(suite.whole_words())
   measure = lambda model: probe.teacher_forced_accuracy(model, held_out, run.tokenizer, pattern)
   print(f"{len(held_out)} {_SOLVER.value} expert sequences of {len(tasks)} {_SPLIT.value} {_DIFFICULTY.value} tasks")
   if not curve:
-    result = measure(run.model)
+    result = measure(run.initial_policy)
     print("| policy tokens | count | argmax accuracy |\n|---|---|---|")
     for kind in probe.TOKEN_KINDS:
       print(f"| {kind} | {result.total[kind]} | {result.accuracy(kind):.3f} |")
     return
 
-  train_split = load_tasks(settings.dataset, "train", f"{settings.workdir}/data")
-  conversations = sft.build_sft_sequences(train_split, run.layout, settings.sft_data)
-  sft_config = dataclasses.replace(settings.sft, vocab_limit=run.tokenizer.vocab_size)
+  train_split = suite.load_tasks("train", f"{settings.workdir}/data")
+  conversations = sft.build_sft_sequences(suite, train_split, run.layout, settings.warm_start.data, fmt)
+  sft_config = dataclasses.replace(settings.warm_start.sft, vocab_limit=run.tokenizer.vocab_size)
   print(f"SFT on {len(conversations)} expert sequences, {sft_config.num_steps} steps", flush=True)
   start = time.perf_counter()
   probing = 0.0  # seconds spent probing so far, kept off the SFT clock

@@ -12,6 +12,7 @@ import os
 import sys
 
 from rao_jax import tokenizer as tokenizer_lib
+from rao_jax.agent import corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
   missing = [f for f in args.input if not os.path.isfile(f)]
   if missing:
     parser.error(f"--input files not found: {missing}")
-  texts = tokenizer_lib.builtin_corpus() if args.builtin_corpus else ()
+  texts = corpus.builtin_corpus() if args.builtin_corpus else ()
   tok = tokenizer_lib.train_sentencepiece(
       texts, text_files=args.input, model_prefix=os.path.join(args.output, "tokenizer"),
       vocab_size=args.vocab_size, model_type=args.model_type)

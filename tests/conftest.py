@@ -9,7 +9,7 @@ import pytest  # noqa: E402  (after the environment: importing jax through plugi
 import tokenizers  # noqa: E402
 from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 
-from rao_jax import tokenizer as tokenizer_lib  # noqa: E402
+from rao_jax.agent import corpus  # noqa: E402
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
@@ -23,7 +23,7 @@ def _build_qwen_like_tokenizer_json(directory, *, tokenizer_config=None, config=
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIALS),
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tok.train_from_iterator(tokenizer_lib.builtin_corpus(200) + list(extra_texts), trainer)
+  tok.train_from_iterator(corpus.builtin_corpus(200) + list(extra_texts), trainer)
   directory.mkdir(parents=True, exist_ok=True)
   tok.save(str(directory / "tokenizer.json"))
   if tokenizer_config is not None:

@@ -71,3 +71,27 @@ class NodeEnvironment(Protocol):
 # A factory builds a root node's environment from the environment's config (hashable, JSON-like;
 # e.g. the world's generator settings) and one task (a JSON-like dict from the dataset).
 RootFactory = Callable[[dict, dict], NodeEnvironment]
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoTurn:
+  """One assistant turn of an expert demonstration: a thought (may be empty), one cell, and what the
+  cell printed (None for the cell that finished)."""
+
+  thought: str
+  code: str
+  output: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoNode:
+  """One node of an expert tree, as a suite hands it to the warm start (`rao_jax.agent.episode` renders it).
+
+  `environment` is the node's own environment (its prompt parts); `goal` is what the node's prompt
+  shows, which differs from the environment's in an augmented (renamed) copy.
+  """
+
+  goal: str
+  depth: int
+  environment: NodeEnvironment
+  turns: tuple[DemoTurn, ...]

@@ -12,12 +12,22 @@ tests that show RAO raising reward (tests/rl/test_rl_learns.py):
   alone, and the root learns *what to delegate* only through its own advantage.
 
 Tasks are JSON-like dicts {"answer": word} with a word from WORDS.
+
+Each is also a complete environment suite (`ChoiceSuite`, `RelaySuite`; `rao_jax.envs.suite`), the
+smallest example of how a benchmark plugs into the trainer: `configs/diagnostic.py` trains on them with
+`python experiments/train.py --config configs/diagnostic.py:choice`. Their expert guesses: each
+demonstration uses a word drawn uniformly (seeded), so a warm start picks the answer a quarter of the
+time and RL has to find it from reward alone.
 """
 from __future__ import annotations
 
+import dataclasses
+import random
 from typing import Any, Callable, Mapping
 
-from rao_jax.envs.base import JSONLike, PromptParts
+from rao_jax.errors import FieldError
+from rao_jax.envs.base import DemoNode, DemoTurn, JSONLike, PromptParts
+from rao_jax.envs.suite import Suite
 
 WORDS = ("red", "blue", "green", "gold")
 CHOICE = "diagnostic_choice"
@@ -115,3 +125,86 @@ def make_choice_environment(env_config: Mapping[str, Any], task: Mapping[str, An
 
 def make_relay_environment(env_config: Mapping[str, Any], task: Mapping[str, Any]) -> RelayNode:
   return RelayNode({"word": None}, _answer(env_config, task))
+
+
+# ---------------------------------------------------------------------------------- suites
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticConfig:
+  """Every task's hidden answer, and how many tasks a split holds (all alike)."""
+
+  answer: str = "red"
+  num_tasks: int = 64
+
+  def __post_init__(self):
+    if not _word(self.answer):
+      raise FieldError("answer", self.answer, f"is not one of {list(WORDS)}")
+    if self.num_tasks <= 0:
+      raise FieldError("num_tasks", self.num_tasks, "must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticTask:
+  answer: str
+  difficulty: str = "all"
+
+  def to_dict(self) -> dict[str, str]:
+    return {"answer": self.answer}
+
+
+def _guess(variant: str | None) -> str:
+  """The guessing expert's word for one demonstration copy (uniform over WORDS, seeded)."""
+  return random.Random(f"diagnostic/{variant}").choice(WORDS)
+
+
+def _cell(code: str) -> DemoTurn:
+  return DemoTurn(thought="", code=code, output=None)
+
+
+class _DiagnosticSuite(Suite):
+  Config = DiagnosticConfig
+  difficulties = ("all",)
+  splits = ("train", "val")
+
+  @property
+  def env_config(self) -> dict[str, Any]:
+    return {}  # the answer travels with each task
+
+  def whole_words(self) -> tuple[str, ...]:
+    return WORDS
+
+  def load_tasks(self, split: str, data_dir: str) -> list[DiagnosticTask]:
+    del data_dir  # generated in memory
+    if split not in self.splits:
+      raise ValueError(f"split {split!r} is not one of {self.splits}")
+    return [DiagnosticTask(self.config.answer)] * self.config.num_tasks
+
+
+class ChoiceSuite(_DiagnosticSuite):
+  """"diagnostic_choice" tasks: finish with the hidden word."""
+
+  env_name = CHOICE
+
+  def demonstrations(self, task: DiagnosticTask, *, delegate: bool, max_depth: int, variant: str | None = None
+                     ) -> list[DemoNode] | None:
+    del delegate, max_depth  # one node; nothing to delegate
+    return [DemoNode(goal="Pick a word.", depth=0, environment=ChoiceNode(task.answer),
+                     turns=(_cell(f"finish({_guess(variant)!r})"),))]
+
+
+class RelaySuite(_DiagnosticSuite):
+  """"diagnostic_relay" tasks: the root must delegate the hidden word to a child that writes it."""
+
+  env_name = RELAY
+
+  def demonstrations(self, task: DiagnosticTask, *, delegate: bool, max_depth: int, variant: str | None = None
+                     ) -> list[DemoNode] | None:
+    if not delegate or max_depth < 1:
+      return None  # the root cannot act on the board itself
+    root = RelayNode({"word": None}, task.answer)
+    word = _guess(variant)
+    launch = DemoTurn(thought="", code=f"await launch_subagent({word!r})", output="'done'")
+    child = root.fork(word)
+    return [DemoNode(goal=root.goal, depth=0, environment=root, turns=(launch, _cell("finish('done')"))),
+            DemoNode(goal=child.goal, depth=1, environment=child, turns=(_cell("write()\nfinish('done')"),))]

@@ -1,36 +1,75 @@
-"""Environments by name, importable inside interpreter worker processes."""
+"""Environments and environment suites by name.
+
+Root factories (`make_root_environment`) are looked up inside the interpreter's worker processes, suites
+(`get_suite_class`) by the trainer. Built-in entries are imported lazily from "module:attribute", so a
+process loads only what it uses; `register` and `register_suite` add entries defined elsewhere.
+"""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from rao_jax.envs.base import NodeEnvironment, RootFactory
 
-# name -> "module:function" of a RootFactory; imported lazily so a worker loads only what it hosts.
-_BUILTIN: dict[str, str] = {
+
+class _LazyRegistry:
+  """Names -> objects; built-in ones are imported on first use from their "module:attribute"."""
+
+  def __init__(self, kind: str, builtin: dict[str, str]):
+    self._kind = kind
+    self._builtin = builtin
+    self._loaded: dict[str, Any] = {}
+
+  def register(self, name: str, value: Any) -> None:
+    self._loaded[name] = value
+
+  def names(self) -> list[str]:
+    return sorted(set(self._builtin) | set(self._loaded))
+
+  def get(self, name: str) -> Any:
+    if name not in self._loaded:
+      if name not in self._builtin:
+        raise KeyError(f"unknown {self._kind} {name!r}; known: {self.names()}")
+      module_name, attribute = self._builtin[name].split(":")
+      self._loaded[name] = getattr(importlib.import_module(module_name), attribute)
+    return self._loaded[name]
+
+
+_FACTORIES = _LazyRegistry("environment", {
     "textcraft_synth": "rao_jax.envs.textcraft_synth.env:make_root_environment",
     "diagnostic_choice": "rao_jax.envs.diagnostics:make_choice_environment",
     "diagnostic_relay": "rao_jax.envs.diagnostics:make_relay_environment",
-}
-_REGISTERED: dict[str, RootFactory] = {}
+})
+_SUITES = _LazyRegistry("environment suite", {
+    "textcraft_synth": "rao_jax.envs.textcraft_synth.suite:TextCraftSuite",
+    "diagnostic_choice": "rao_jax.envs.diagnostics:ChoiceSuite",
+    "diagnostic_relay": "rao_jax.envs.diagnostics:RelaySuite",
+})
 
 
 def register(name: str, factory: RootFactory) -> None:
-  """Registers `factory` under `name` (for environments outside this package)."""
-  _REGISTERED[name] = factory
+  """Registers a root factory under `name` (for environments outside this package)."""
+  _FACTORIES.register(name, factory)
 
 
 def get_factory(name: str) -> RootFactory:
-  if name in _REGISTERED:
-    return _REGISTERED[name]
-  if name not in _BUILTIN:
-    known = sorted(set(_BUILTIN) | set(_REGISTERED))
-    raise KeyError(f"unknown environment {name!r}; known: {known}")
-  module_name, function_name = _BUILTIN[name].split(":")
-  factory = getattr(importlib.import_module(module_name), function_name)
-  _REGISTERED[name] = factory
-  return factory
+  return _FACTORIES.get(name)
 
 
 def make_root_environment(name: str, env_config: dict, task: dict) -> NodeEnvironment:
   """Builds the root node's environment of environment `name` for one task."""
   return get_factory(name)(env_config, task)
+
+
+def register_suite(name: str, suite_class: Any) -> None:
+  """Registers a `rao_jax.envs.suite.Suite` subclass under `name` (for suites outside this package)."""
+  _SUITES.register(name, suite_class)
+
+
+def suite_names() -> list[str]:
+  return _SUITES.names()
+
+
+def get_suite_class(name: str) -> Any:
+  """The `Suite` subclass registered as `name`; KeyError listing the known names otherwise."""
+  return _SUITES.get(name)

@@ -1,6 +1,6 @@
-"""Qwen3-family decoder in Flax NNX: config, KV cache, forward, Hugging Face checkpoints, generation."""
+"""Qwen3-family decoder in Flax NNX: config, KV cache, forward, Hugging Face checkpoints (sampling:
+`rao_jax.rollout.generate`)."""
 from rao_jax.model.config import PRESETS, ModelConfig, get_preset
-from rao_jax.model.generation import generate, generate_uncached
 from rao_jax.model.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint
 from rao_jax.model.kv_cache import CACHE_LOGICAL_AXES, KVCache
 from rao_jax.model.transformer import Transformer
@@ -11,8 +11,6 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "Transformer",
-    "generate",
-    "generate_uncached",
     "get_preset",
     "load_hf_checkpoint",
     "save_hf_checkpoint",

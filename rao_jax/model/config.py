@@ -17,6 +17,8 @@ _HF_FIXED_VALUES = {
     "rope_scaling": None,
 }
 
+from rao_jax.errors import FieldError
+
 
 def _hf_rope_theta(hf: Mapping[str, Any]) -> float:
   """RoPE base of a config.json: top-level `rope_theta` (transformers 4.x) or `rope_parameters` (5.x)."""
@@ -49,28 +51,30 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
 
+  def __post_init__(self):
+    self.validate()
+
   def validate(self) -> ModelConfig:
     """Returns `self` if every field is consistent; raises ValueError naming the first bad field."""
     for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                  "intermediate_size"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"model.{name}={value!r} must be a positive integer")
+        raise FieldError(name, value, "must be a positive integer")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"model.num_heads={self.num_heads} is not divisible by "
-                       f"model.num_kv_heads={self.num_kv_heads}")
+      raise FieldError("num_heads", self.num_heads, f"is not divisible by num_kv_heads={self.num_kv_heads}")
     if self.head_dim % 2:
-      raise ValueError(f"model.head_dim={self.head_dim} must be even (RoPE rotates pairs of features)")
+      raise FieldError("head_dim", self.head_dim, "must be even (RoPE rotates pairs of features)")
     if not self.rope_theta > 0:
-      raise ValueError(f"model.rope_theta={self.rope_theta!r} must be positive")
+      raise FieldError("rope_theta", self.rope_theta, "must be positive")
     if not self.rms_norm_eps > 0:
-      raise ValueError(f"model.rms_norm_eps={self.rms_norm_eps!r} must be positive")
+      raise FieldError("rms_norm_eps", self.rms_norm_eps, "must be positive")
     if not isinstance(self.tie_embeddings, bool):
-      raise ValueError(f"model.tie_embeddings={self.tie_embeddings!r} must be a bool")
+      raise FieldError("tie_embeddings", self.tie_embeddings, "must be a bool")
     for name in ("param_dtype", "dtype"):
       value = getattr(self, name)
       if value not in _DTYPE_NAMES:
-        raise ValueError(f"model.{name}={value!r} is not one of {_DTYPE_NAMES}")
+        raise FieldError(name, value, f"is not one of {_DTYPE_NAMES}")
     return self
 
   @property

@@ -1,5 +1,6 @@
 """RAO training maths: tree rewards and advantages (`advantages`), token-level policy losses (`losses`)."""
 from rao_jax.rl.advantages import AdvantageConfig
+from rao_jax.rl.advantages import BadRewardError
 from rao_jax.rl.advantages import NodeAdvantages
 from rao_jax.rl.advantages import advantages_from_trees
 from rao_jax.rl.advantages import tree_advantages

@@ -8,7 +8,9 @@ drops (mode "drop"); gathers read index 0 for excluded nodes and mask the result
 Preconditions for real nodes (`node_mask` true), checked eagerly by `validate_forest`:
 `0 <= tree < num_trees`, `0 <= group < num_groups`, `0 <= depth <= max_depth`, `parent` is −1 for
 exactly one node per tree (its root) and otherwise a real node of the same tree, one level shallower,
-and every node of a tree carries the same group. Padding rows may hold anything.
+every node of a tree carries the same group, and `success` is a finite number in [0, 1] (a violation of
+this last one alone raises `BadRewardError`, so that a caller can skip the batch instead of failing).
+Padding rows may hold anything.
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ class AdvantageConfig:
   bonus_weight: float = 0.0                  # λ in R(X) = s(X) + λ · reduce_c s(c)
   bonus_reduce: str = "mean"                 # "mean" (paper Eq. 1) | "sum" (ablation)
   bonus_cap: float | None = None             # "sum" only: the bonus λ · Σ s(c) is capped at this value
-  reward_mode: str = "local"                 # "local" (Eq. 1) | "root" (team reward: R(X) = R(root))
+  reward_mode: str = "local"                 # "local" (Eq. 1) | "root" (team reward: R(X) = s(root), no bonus)
   baseline: str = "leave_one_out"            # "leave_one_out" (Eq. 3) | "group_mean" | "none"
   drop_zero_variance_groups: bool = True     # mask groups whose root rewards are all equal
   zero_variance_tolerance: float = 1e-6      # "all equal" means max − min <= this (float32 sums)
@@ -97,17 +99,21 @@ def _gather(table: jax.Array, ids: jax.Array, include: jax.Array) -> jax.Array:
 
 def node_rewards(parent: jax.Array, tree: jax.Array, success: jax.Array, node_mask: jax.Array,
                  *, num_trees: int, config: AdvantageConfig) -> jax.Array:
-  """R(X) per node (paper Eq. 1).
+  """R(X) per node (paper Eq. 1; method spec §3).
 
   local:  R(X) = s(X) + λ · mean_{c ∈ children(X)} s(c) if X has children, else s(X); the bonus uses the
           children's own success s(c), never their R(c), so bonuses do not compound. With "sum" the bonus
           is λ · Σ_c s(c), capped at `bonus_cap` when set.
-  root:   R(X) = R_local(root of X's tree) for every node (team reward).
+  root:   R(X) = s(root of X's tree) for every node (team reward: the root's own success; the bonus
+          settings do not apply).
 
   Args: parent, tree [N] int32; success [N] float; node_mask [N] bool. Returns [N] float32, 0 at padding.
   """
   n = parent.shape[0]
   success = jnp.where(node_mask, success.astype(jnp.float32), 0.0)  # [N]
+  if config.reward_mode == "root":
+    is_root = node_mask & (parent < 0)
+    return _gather(_segment_sum(success, tree, is_root, num_trees), tree, node_mask)  # [N]
   is_child = node_mask & (parent >= 0)  # [N]
   child_success_sum = _segment_sum(success, parent, is_child, n)  # [N] indexed by parent
   child_count = _segment_sum(jnp.ones_like(success), parent, is_child, n)  # [N]
@@ -118,12 +124,7 @@ def node_rewards(parent: jax.Array, tree: jax.Array, success: jax.Array, node_ma
   bonus = config.bonus_weight * bonus
   if config.bonus_cap is not None:
     bonus = jnp.minimum(bonus, config.bonus_cap)
-  rewards = success + bonus  # [N]
-  if config.reward_mode == "root":
-    is_root = node_mask & (parent < 0)
-    root_reward = _segment_sum(rewards, tree, is_root, num_trees)  # [num_trees]
-    rewards = _gather(root_reward, tree, node_mask)
-  return jnp.where(node_mask, rewards, 0.0)
+  return jnp.where(node_mask, success + bonus, 0.0)
 
 
 def tree_baselines(parent: jax.Array, tree: jax.Array, group: jax.Array, rewards: jax.Array,
@@ -215,27 +216,46 @@ def tree_advantages(parent: jax.Array, tree: jax.Array, group: jax.Array, depth:
                         depth_weight=weights)
 
 
+class BadRewardError(ValueError):
+  """A well-formed forest whose successes are not all finite numbers in [0, 1] (a misbehaving judge)."""
+
+
+def _check_ids(name: str, ids: np.ndarray, bound: int | None, bound_name: str) -> None:
+  """0 <= ids, and ids < bound when one is given; else ValueError naming the first offenders."""
+  bad = (ids < 0) if bound is None else (ids < 0) | (ids >= bound)
+  if np.any(bad):
+    where = np.flatnonzero(bad)[:5]
+    rule = "must be >= 0" if bound is None else f"must lie in [0, {bound}) ({bound_name})"
+    raise ValueError(f"{name} {rule}; nodes {where.tolist()} hold {ids[where].tolist()}")
+
+
 def validate_forest(parent: np.ndarray, tree: np.ndarray, group: np.ndarray, depth: np.ndarray,
-                    success: np.ndarray) -> None:
-  """Raises ValueError unless the [N] host arrays describe well-formed trees (module preconditions)."""
+                    success: np.ndarray, *, num_trees: int | None = None, num_groups: int | None = None,
+                    max_depth: int | None = None) -> None:
+  """Checks the module preconditions on [N] host arrays describing the real nodes of a forest.
+
+  Raises ValueError for a malformed forest: a shape mismatch, a negative id, a tree id >= num_trees, a
+  group id >= num_groups or a depth > max_depth (the static bounds of `tree_advantages`, which would
+  otherwise drop or misroute those nodes silently; None: no bound), a parent that is neither −1 nor a
+  node of the same tree one level shallower, a tree without exactly one root, or a tree whose nodes
+  disagree on the group. Then raises `BadRewardError` (a ValueError) if some success is NaN, infinite
+  or outside [0, 1]: the structure is sound but the rewards are not usable.
+  """
   arrays = dict(parent=parent, tree=tree, group=group, depth=depth, success=success)
   n = parent.shape[0]
   for name, array in arrays.items():
     if array.shape != (n,):
       raise ValueError(f"{name} has shape {array.shape}; expected ({n},) like parent")
-  if not np.all(np.isfinite(success)) or np.any((success < 0) | (success > 1)):
-    raise ValueError("success must lie in [0, 1]")
-  for name in ("tree", "group", "depth"):
-    if np.any(arrays[name] < 0):
-      raise ValueError(f"{name} ids must be >= 0")
+  _check_ids("tree ids", tree, num_trees, "num_trees")
+  _check_ids("group ids", group, num_groups, "num_groups")
+  _check_ids("depth", depth, None if max_depth is None else max_depth + 1, "up to max_depth")
   if np.any((parent < -1) | (parent >= n)):
     raise ValueError(f"parent must be -1 (root) or a node index in [0, {n})")
   is_root = parent < 0
-  num_tree_ids = int(tree.max(initial=-1)) + 1
-  roots_per_tree = np.bincount(tree[is_root], minlength=num_tree_ids)
-  present = np.bincount(tree, minlength=num_tree_ids) > 0
-  if np.any(present & (roots_per_tree != 1)):
-    bad = np.flatnonzero(present & (roots_per_tree != 1))[:5].tolist()
+  tree_ids, tree_index = np.unique(tree, return_inverse=True)  # [T] ids present, [N] position of each
+  roots_per_tree = np.bincount(tree_index[is_root], minlength=len(tree_ids))  # [T]
+  if np.any(roots_per_tree != 1):
+    bad = tree_ids[roots_per_tree != 1][:5].tolist()
     raise ValueError(f"every tree needs exactly one root (parent = -1); trees {bad} do not")
   if np.any(depth[is_root] != 0):
     raise ValueError("roots must have depth 0")
@@ -245,18 +265,25 @@ def validate_forest(parent: np.ndarray, tree: np.ndarray, group: np.ndarray, dep
     raise ValueError("a node's parent must belong to the same tree")
   if np.any(depth[parent_of_child] + 1 != depth[child]):
     raise ValueError("a node must be exactly one level deeper than its parent")
-  root_group = np.full(roots_per_tree.shape, -1)
-  root_group[tree[is_root]] = group[is_root]
-  if np.any(root_group[tree] != group):
+  root_group = np.empty(len(tree_ids), group.dtype)
+  root_group[tree_index[is_root]] = group[is_root]
+  if np.any(root_group[tree_index] != group):
     raise ValueError("all nodes of a tree must carry its root's group")
+  bad = ~(np.isfinite(success) & (success >= 0) & (success <= 1))  # NaN fails every comparison
+  if np.any(bad):
+    where = np.flatnonzero(bad)[:5]
+    raise BadRewardError(f"success must be a finite number in [0, 1]; {int(bad.sum())} of {n} nodes are "
+                         f"not (nodes {where.tolist()} hold {success[where].tolist()})")
 
 
 def advantages_from_trees(trees: Trees, config: AdvantageConfig, *,
                           pad_to: int | None = None) -> NodeAdvantages:
   """Validates a host `Trees` batch and runs `tree_advantages` on it; outputs are [pad_to or N].
 
-  Segment bounds are all set to the padded node count (a forest of P nodes has fewer than P trees,
-  groups and depth levels), so the function compiles once per `pad_to` whatever the forest's shape.
+  Segment bounds are all set to the padded node count P (a forest of P nodes has at most P trees and
+  depth levels), so the function compiles once per `pad_to` whatever the forest's shape; tree and group
+  ids must therefore be below P (`validate_forest` rejects larger ones). Raises `BadRewardError` for a
+  well-formed forest with unusable successes, ValueError for a malformed one.
   """
   n = trees.num_nodes
   size = n if pad_to is None else pad_to
@@ -264,7 +291,8 @@ def advantages_from_trees(trees: Trees, config: AdvantageConfig, *,
     raise ValueError(f"pad_to={pad_to} is smaller than the number of nodes ({n})")
   if size == 0:
     raise ValueError("Trees holds no nodes")
-  validate_forest(trees.parent, trees.tree, trees.group, trees.depth, trees.success)
+  validate_forest(trees.parent, trees.tree, trees.group, trees.depth, trees.success, num_trees=size,
+                  num_groups=size, max_depth=size - 1)
 
   def padded(array: np.ndarray, fill, dtype) -> jax.Array:
     out = np.full(size, fill, dtype)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from rao_jax.errors import FieldError
 from rao_jax.agent import prompts
+from rao_jax.agent.episode import EpisodeFormat
 from rao_jax.rollout.sampling import SamplingConfig
 
 
@@ -53,27 +55,35 @@ class RolloutConfig:
   share_prompt_prefix: bool = True
   sampling: SamplingConfig = SamplingConfig()
 
+  @property
+  def episode(self) -> EpisodeFormat:
+    """How the nodes' episodes read and the limits that shape them."""
+    return EpisodeFormat(delegation=self.delegation, max_depth=self.max_depth,
+                         max_steps_per_node=self.max_steps_per_node, context_window=self.context_window,
+                         prompt_style=self.prompt_style)
+
   def __post_init__(self):
     for name in ("num_slots", "context_window", "completion_limit", "max_steps_per_node",
                  "decode_steps_per_round"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"rollout.{name}={value!r} must be a positive integer")
-    prompts.check_style(self.prompt_style, "rollout.prompt_style")
+        raise FieldError(name, value, "must be a positive integer")
+    if self.prompt_style not in prompts.PROMPT_STYLES:
+      raise FieldError("prompt_style", self.prompt_style, f"is not one of {prompts.PROMPT_STYLES}")
     if self.max_depth < 0:
-      raise ValueError(f"rollout.max_depth={self.max_depth} must be >= 0")
-    if self.tree_step_budget < 0 or self.tree_timeout_s < 0:
-      raise ValueError("rollout.tree_step_budget and rollout.tree_timeout_s must be >= 0 (0 = off)")
+      raise FieldError("max_depth", self.max_depth, "must be >= 0")
+    for name in ("tree_step_budget", "tree_timeout_s"):
+      if getattr(self, name) < 0:
+        raise FieldError(name, getattr(self, name), "must be >= 0 (0 = off)")
     if not 0.0 < self.refill_fraction <= 1.0:
-      raise ValueError(f"rollout.refill_fraction={self.refill_fraction} must be in (0, 1]")
+      raise FieldError("refill_fraction", self.refill_fraction, "must be in (0, 1]")
     if self.completion_limit >= self.context_window:
-      raise ValueError(f"rollout.completion_limit={self.completion_limit} must be smaller than "
-                       f"rollout.context_window={self.context_window}")
+      raise FieldError("completion_limit", self.completion_limit,
+                       f"must be smaller than context_window={self.context_window}")
     if isinstance(self.prefill_attention_chunk_size, bool) or not isinstance(
         self.prefill_attention_chunk_size, int) or self.prefill_attention_chunk_size < 0:
-      raise ValueError(f"rollout.prefill_attention_chunk_size={self.prefill_attention_chunk_size!r} must be "
-                       "an integer >= 0")
+      raise FieldError("prefill_attention_chunk_size", self.prefill_attention_chunk_size, "must be an integer >= 0")
     for name in ("prefill_chunk_buckets", "prefill_row_buckets"):
       buckets = getattr(self, name)
       if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
-        raise ValueError(f"rollout.{name}={buckets} must be increasing positive sizes")
+        raise FieldError(name, buckets, "must be increasing positive sizes")

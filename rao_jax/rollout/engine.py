@@ -28,13 +28,15 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rao_jax import sharding
-from rao_jax.agent import prompts, turn_format
+from rao_jax.agent import episode, turn_format
 from rao_jax.agent.chat import ChatLayout, Conversation
+from rao_jax.agent.interpreter import CellResult, CellStatus, InterpreterPool
 from rao_jax.agent.parsing import parse_completion
 from rao_jax.model.kv_cache import KVCache
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.decode_state import DecodeState, StopReason, decode_state_shardings
 from rao_jax.rollout.device import DeviceProgram
+from rao_jax.rollout.sampling import SamplingConfig
 from rao_jax.rollout.trees import EndReason, Trees, concatenate_sequences
 
 # (group, node path from the root as child indices in launch order, turn index) -> the tokens to
@@ -126,18 +128,15 @@ class RolloutEngine:
   Args:
     model: the policy (an NNX module with the `Transformer` call signature).
     layout: chat layout (and through it the tokenizer) that turns prompts and observations into tokens.
-    pool: an `InterpreterPool` whose config agrees with `config` (max_depth, delegation).
+    pool: the `InterpreterPool` that runs the cells (each run tells it `config`'s max_depth and
+      delegation when it builds the roots).
     config: limits and batching knobs.
     mesh: optional device mesh: slots and caches are split over its data axes, parameters and KV
       heads follow the logical rules of `rao_jax.sharding`.
   """
 
-  def __init__(self, model: nnx.Module, layout: ChatLayout, pool, config: RolloutConfig,
+  def __init__(self, model: nnx.Module, layout: ChatLayout, pool: InterpreterPool, config: RolloutConfig,
                mesh: Mesh | None = None):
-    for name in ("max_depth", "delegation"):
-      if getattr(pool.config, name) != getattr(config, name):
-        raise ValueError(f"the interpreter pool's {name}={getattr(pool.config, name)!r} disagrees with "
-                         f"rollout.{name}={getattr(config, name)!r}")
     self.config = config
     self.layout = layout
     self.tokenizer = layout.tokenizer
@@ -146,6 +145,7 @@ class RolloutEngine:
     self.model_config = model.config
     self.graphdef, params = nnx.split(model)
     self.set_params(params)
+    self._sampling = config.sampling
     self.program = self._program(None)
     stop = self.tokenizer.encode(turn_format.STOP_SEQUENCE)
     self.stop_sequences = jnp.asarray([stop], jnp.int32)  # [1, K]
@@ -166,7 +166,7 @@ class RolloutEngine:
 
   def _program(self, state: DecodeState | None) -> DeviceProgram:
     shardings = None if self.mesh is None or state is None else decode_state_shardings(state, self.mesh)
-    return DeviceProgram.cached(self.graphdef, self.config.sampling, self.tokenizer.vocab_size, shardings,
+    return DeviceProgram.cached(self.graphdef, self._sampling, self.tokenizer.vocab_size, shardings,
                                 self.config.prefill_attention_chunk_size)
 
   def _initial_state(self, rng: jax.Array) -> DecodeState:
@@ -180,13 +180,16 @@ class RolloutEngine:
   # ------------------------------------------------------------------ public entry point
 
   def run(self, env_name: str, env_config: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]],
-          samples_per_task: int, rng: jax.Array, *, forcer: TurnForcer | None = None) -> RolloutResult:
+          samples_per_task: int, rng: jax.Array, *, forcer: TurnForcer | None = None,
+          sampling: SamplingConfig | None = None) -> RolloutResult:
     """Grows `samples_per_task` trees for every task and returns them with timings.
 
-    Tree t samples task t // samples_per_task (its group); root node ids are 0..B·G−1.
+    Tree t samples task t // samples_per_task (its group); root node ids are 0..B·G−1. `sampling`
+    overrides `config.sampling` for this run (greedy evaluation samples from the same parameters).
     """
     if samples_per_task <= 0:
       raise ValueError(f"samples_per_task={samples_per_task} must be positive")
+    self._sampling = sampling or self.config.sampling
     self._reset_run(forcer)
     start = time.perf_counter()
     self._start_roots(env_name, dict(env_config), tasks, samples_per_task)
@@ -238,7 +241,8 @@ class RolloutEngine:
         tree = group * samples_per_task + sample
         roots.append((tree, env_name, env_config, dict(task)))
     started = time.perf_counter()
-    parts_list = self.pool.create_roots(roots)
+    parts_list = self.pool.create_roots(roots, max_depth=self.config.max_depth,
+                                        delegation=self.config.delegation)
     self.timings.interpreter_s += time.perf_counter() - started
     for (tree, *_), parts in zip(roots, parts_list):
       if isinstance(parts, str):
@@ -251,12 +255,7 @@ class RolloutEngine:
 
   def _new_node(self, node_id: int, tree: int, group: int, parent: int | None, depth: int,
                 path: tuple[int, ...], launch_cell: int, parts) -> None:
-    # A node at the depth cap may not launch: its prompt has no delegation section (as the pool's
-    # PromptParts for it have no launch_subagent docs), though a launch still returns a refusal.
-    may_delegate = self.config.delegation and depth < self.config.max_depth
-    system, user = prompts.node_prompt(parts, delegation=may_delegate, step_budget=self.config.max_steps_per_node,
-                                       style=self.config.prompt_style)
-    conversation = self.layout.start(system, user)
+    conversation = episode.start(self.layout, parts, depth, self.config.episode)
     node = _Node(node_id=node_id, tree=tree, group=group, parent=parent, depth=depth, path=path,
                  launch_cell=launch_cell, goal=parts.goal, conversation=conversation,
                  pending=list(conversation.ids))
@@ -273,11 +272,9 @@ class RolloutEngine:
     """
     if not self.config.share_prompt_prefix:
       return None
-    style = self.config.prompt_style
-    system = prompts.system_prompt(parts, delegation=self.config.delegation and self.config.max_depth > 0,
-                                   style=style)
-    a, b = (self.layout.prompt_ids(system, prompts.first_user_turn(
-        dataclasses.replace(parts, goal=goal), step_budget=self.config.max_steps_per_node, style=style))
+    # The root's prompt (depth 0) with two goals: every node that may delegate shares its prefix.
+    a, b = (self.layout.prompt_ids(*episode.prompt_texts(dataclasses.replace(parts, goal=goal), 0,
+                                                         self.config.episode))
             for goal in ("A", "B"))
     common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     length = common - 4
@@ -460,7 +457,7 @@ class RolloutEngine:
       self.timings.interpreter_s += time.perf_counter() - started
     self._route(results)
 
-  def _route(self, results) -> None:
+  def _route(self, results: Sequence[CellResult]) -> None:
     """Applies cell results, then resumes parents whose children are all done, until none is left."""
     while True:
       for result in results:
@@ -477,14 +474,14 @@ class RolloutEngine:
       for parent in deliveries:
         parent.child_results.clear()
 
-  def _apply_result(self, node: _Node, result) -> None:
+  def _apply_result(self, node: _Node, result: CellResult) -> None:
     """Applies one cell result (of a new or a resumed cell) to its node."""
-    if result.status in ("output", "error"):
-      self._observe(node, result.text, status=result.status)
-    elif result.status == "finished":
-      node.turns[-1].update(status="finished", observation=result.text)
+    if result.status in (CellStatus.OUTPUT, CellStatus.ERROR):
+      self._observe(node, result.text, status=result.status.value)
+    elif result.status is CellStatus.FINISHED:
+      node.turns[-1].update(status=result.status.value, observation=result.text)
       self._end(node, EndReason.FINISHED, success=result.success, value=result.finish_value)
-    elif result.status == "suspended":
+    elif result.status is CellStatus.SUSPENDED:
       node.turns[-1].setdefault("launched", []).extend(s.child_id for s in result.spawns)
       node.state = _State.WAITING
       for spawn in result.spawns:
@@ -493,13 +490,13 @@ class RolloutEngine:
         node.awaiting.add(spawn.child_id)
         self._new_node(spawn.child_id, node.tree, node.group, node.node_id, spawn.depth, child_path,
                        node.steps, spawn.prompt)
-    else:  # "crashed": the worker hosting this tree died.
-      node.turns[-1].update(status="crashed", observation=result.text)
+    else:  # CRASHED: the worker hosting this tree died, or its reply was malformed.
+      node.turns[-1].update(status=result.status.value, observation=result.text)
       self._end(node, EndReason.CRASHED)
 
   def _observe(self, node: _Node, text: str, *, status: str) -> None:
     """Shows a cell's output (or error) to the node and puts it back on the frontier."""
-    observation = turn_format.render_observation(node.steps, text)
+    observation = episode.observation_text(node.steps, text)
     node.turns[-1].update(status=status, observation=observation)
     budget = self.config.tree_step_budget
     if budget and self._tree_steps[node.tree] >= budget:

@@ -13,6 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rao_jax.errors import FieldError
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
@@ -28,9 +30,9 @@ class SamplingConfig:
 
   def __post_init__(self):
     if self.temperature < 0:
-      raise ValueError(f"sampling.temperature={self.temperature} must be >= 0")
+      raise FieldError("temperature", self.temperature, "must be >= 0")
     if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"sampling.top_p={self.top_p} must be in (0, 1]")
+      raise FieldError("top_p", self.top_p, "must be in (0, 1]")
 
   @property
   def greedy(self) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -134,3 +134,39 @@ class Checkpoints:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def read_latest_params(directory: str, abstract_params: Callable[[Mapping[str, Any]], Any]
+                       ) -> tuple[int, RunIdentity, Any] | None:
+  """Read-only: (step, run identity, params) of the latest checkpoint under `directory`; None if none.
+
+  Only the parameters are read (the optimiser state stays on disk). `abstract_params(model_config)` gives
+  their target (jax.ShapeDtypeStruct leaves) for the model config the checkpoint records. Raises
+  CheckpointError if the checkpoint is damaged.
+  """
+  if not os.path.isdir(directory):
+    return None
+  directory = os.path.abspath(directory)
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
+                                  item_names=("state", "progress"))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    where = f"checkpoint {directory}/{step}"
+    try:
+      record = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
+      identity = RunIdentity(model_config=record["model_config"],
+                             tokenizer_fingerprint=record["tokenizer_fingerprint"])
+    except Exception as e:  # Orbax raises many types for missing or damaged files.
+      raise CheckpointError(f"{where} is corrupt or unreadable (its progress record): {e}") from e
+    target = {"params": abstract_params(identity.model_config)}
+    try:
+      state = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                       restore_args=ocp.checkpoint_utils.construct_restore_args(target))))["state"]
+    except Exception as e:
+      raise CheckpointError(f"{where} is corrupt or does not match its recorded model config: {e}") from e
+    return step, identity, state["params"]
+  finally:
+    manager.close()

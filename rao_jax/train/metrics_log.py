@@ -1,10 +1,13 @@
 """Metrics to a JSON-lines file and TensorBoard event files, consistent across restarts.
 
 Every record is `{"step": s, "kind": k, **scalars}` on one line of `metrics.jsonl`, and each scalar
-`name` goes to TensorBoard as `{kind}/{name}` at step s. A run resumed from the checkpoint at step N
-first drops every record with step ≥ N (work done after that checkpoint is redone), so the file of an
+`name` goes to TensorBoard as `{kind}/{name}` at step s (`train/updated`, not `train/train/updated`, for
+a name that already starts with its kind). A run resumed from the checkpoint at step N first drops every
+RL record with step ≥ N (work done after that checkpoint is redone), so the file of an
 interrupted-and-resumed run equals the uninterrupted run's; TensorBoard is told the same with
-`purge_step`.
+`purge_step`. Records of the run's set-up (`SETUP_KINDS`: the warm start's loss curve, whose steps
+count SFT steps, and the phase times) are written once, by a fresh run, and kept on resume; their
+TensorBoard events go to `tensorboard/setup/`, which no purge touches.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorboardX
+
+
+SETUP_KINDS = ("setup", "sft")
 
 
 def _scalar(value) -> float | int | None:
@@ -50,30 +56,42 @@ class MetricsLog:
   def __init__(self, workdir: str, *, start_step: int = 0, tensorboard: bool = True):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
-    kept = [r for r in read_records(self.path) if r["step"] < start_step]
+    kept = [r for r in read_records(self.path)
+            if r["step"] < start_step or (start_step and r["kind"] in SETUP_KINDS)]
     tmp = self.path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     os.replace(tmp, self.path)
     self._file = open(self.path, "a", encoding="utf-8")
-    self._writer = (tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step)
+    self._tensorboard_dir = os.path.join(workdir, "tensorboard") if tensorboard else None
+    self._writer = (tensorboardX.SummaryWriter(self._tensorboard_dir, purge_step=start_step)
                     if tensorboard else None)
+    self._setup_writer = None
 
   def write(self, step: int, kind: str, scalars: Mapping[str, float]) -> dict:
     """Logs `scalars` (numbers or 0-d arrays) as one record; returns the record."""
     record = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in scalars.items()}}
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
-    if self._writer is not None:
+    writer = self._writer_for(kind)
+    if writer is not None:
       for name, value in scalars.items():
-        self._writer.add_scalar(f"{kind}/{name}", float(np.asarray(value)), int(step))
-      self._writer.flush()
+        writer.add_scalar(f"{kind}/{name.removeprefix(kind + '/')}", float(np.asarray(value)), int(step))
+      writer.flush()
     return record
+
+  def _writer_for(self, kind: str) -> tensorboardX.SummaryWriter | None:
+    if kind not in SETUP_KINDS or self._tensorboard_dir is None:
+      return self._writer
+    if self._setup_writer is None:
+      self._setup_writer = tensorboardX.SummaryWriter(os.path.join(self._tensorboard_dir, "setup"))
+    return self._setup_writer
 
   def close(self) -> None:
     self._file.close()
-    if self._writer is not None:
-      self._writer.close()
+    for writer in (self._writer, self._setup_writer):
+      if writer is not None:
+        writer.close()
 
   def __enter__(self) -> MetricsLog:
     return self

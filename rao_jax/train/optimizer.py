@@ -13,6 +13,8 @@ import optax
 
 _SCHEDULES = ("constant", "warmup_cosine", "linear")
 
+from rao_jax.errors import FieldError
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -39,18 +41,22 @@ class OptimizerConfig:
 
   def __post_init__(self):
     if self.schedule not in _SCHEDULES:
-      raise ValueError(f"optimizer.schedule={self.schedule!r} is not one of {_SCHEDULES}")
+      raise FieldError("schedule", self.schedule, f"is not one of {_SCHEDULES}")
     if not self.learning_rate > 0:
-      raise ValueError(f"optimizer.learning_rate={self.learning_rate} must be positive")
-    if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1) or not self.eps > 0:
-      raise ValueError(f"optimizer betas ({self.b1}, {self.b2}) must be in [0, 1) and eps={self.eps} > 0")
-    if self.weight_decay < 0 or self.max_grad_norm < 0:
-      raise ValueError("optimizer.weight_decay and optimizer.max_grad_norm must be >= 0")
-    if self.warmup_steps < 0 or not 0 <= self.final_lr_fraction <= 1:
-      raise ValueError("optimizer.warmup_steps must be >= 0 and final_lr_fraction in [0, 1]")
+      raise FieldError("learning_rate", self.learning_rate, "must be positive")
+    for name in ("b1", "b2"):
+      if not 0 <= getattr(self, name) < 1:
+        raise FieldError(name, getattr(self, name), "must be in [0, 1)")
+    if not self.eps > 0:
+      raise FieldError("eps", self.eps, "must be positive")
+    for name in ("weight_decay", "max_grad_norm", "warmup_steps"):
+      if getattr(self, name) < 0:
+        raise FieldError(name, getattr(self, name), "must be >= 0")
+    if not 0 <= self.final_lr_fraction <= 1:
+      raise FieldError("final_lr_fraction", self.final_lr_fraction, "must be in [0, 1]")
     if self.schedule != "constant" and self.total_steps <= self.warmup_steps:
-      raise ValueError(f"optimizer.schedule={self.schedule!r} needs total_steps={self.total_steps} > "
-                       f"warmup_steps={self.warmup_steps}")
+      raise FieldError("total_steps", self.total_steps,
+                       f"must exceed warmup_steps={self.warmup_steps} for schedule={self.schedule!r}")
 
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:

@@ -14,9 +14,15 @@ Targets are next-token and aligned with the token they score: the loss at positi
 whose log-probability the trainer reads from the logits at t − 1 of the same segment. The first token of
 a segment has no target, so `loss_mask` is always False there (it is a prompt token anyway).
 
+`node_index` names the source sequence of every token (for trees, the node id), so that per-node
+quantities such as RL advantages are gathered per token on device, inside the train step, from a
+per-node array, and never written into the batch on the host.
+
 Sequences longer than T are cut to their first T tokens (`overflow="truncate"`, counted in the returned
 `PackingStats`; causal attention makes the kept prefix exact) or rejected (`overflow="error"`). The row
-count is fixed by the caller so the jitted train step compiles once; a batch that needs more rows raises.
+count is either fixed by the caller (`pack_sequences`; a batch that needs more rows raises) or the
+fewest whole blocks of rows that first-fit decreasing needs (`pack_blocks`), so the jitted train step
+compiles once per block count.
 """
 from __future__ import annotations
 
@@ -46,7 +52,6 @@ class PackedBatch:
   segment_ids: np.ndarray | jax.Array    # [..., R, T] int32, 1.. per sequence in a row, 0 = padding
   loss_mask: np.ndarray | jax.Array      # [..., R, T] bool, a policy token with a target in its segment
   old_log_probs: np.ndarray | jax.Array  # [..., R, T] float32 sampler log π_old (NaN if unknown, 0 off-mask)
-  advantages: np.ndarray | jax.Array     # [..., R, T] float32 its node's advantage (0 at padding)
   node_index: np.ndarray | jax.Array     # [..., R, T] int32 index of the source sequence, -1 at padding
 
   @property
@@ -56,16 +61,6 @@ class PackedBatch:
   @property
   def row_length(self) -> int:
     return int(self.tokens.shape[-1])
-
-  def with_node_advantages(self, node_advantages: np.ndarray) -> PackedBatch:
-    """Per-token advantages gathered from per-sequence ones: advantages[r, t] = A[node_index[r, t]]."""
-    node_advantages = np.asarray(node_advantages, np.float32)  # [N]
-    node_index = np.asarray(self.node_index)
-    if node_index.size and node_index.max() >= node_advantages.shape[0]:
-      raise ValueError(f"batch holds sequence {int(node_index.max())} but only {node_advantages.shape[0]} "
-                       "node advantages were given")
-    gathered = node_advantages[np.maximum(node_index, 0)]
-    return self.replace(advantages=np.where(node_index >= 0, gathered, 0.0).astype(np.float32))
 
   def micro_batches(self, num: int) -> PackedBatch:
     """[R, T] -> [num, R / num, T]: consecutive row blocks, one per gradient-accumulation step."""
@@ -91,9 +86,16 @@ class PackingStats:
     return self.real_tokens / self.capacity if self.capacity else 0.0
 
 
-def trees_sequences(trees: Trees) -> list[NodeSequence]:
-  """One sequence per node of `trees`, in node order (so node_index = node id)."""
-  return [trees.node_sequence(i) for i in range(trees.num_nodes)]
+def trees_sequences(trees: Trees, keep: np.ndarray | None = None) -> list[NodeSequence]:
+  """One sequence per node of `trees`, in node order (so node_index = node id).
+
+  keep: optional [N] bool; a node with keep[i] False gets an all-false loss mask, so the packers leave it
+  out (it would carry no loss).
+  """
+  sequences = [trees.node_sequence(i) for i in range(trees.num_nodes)]
+  if keep is None:
+    return sequences
+  return [(tokens, mask & bool(keep[i]), log_probs) for i, (tokens, mask, log_probs) in enumerate(sequences)]
 
 
 def conversation_sequence(conversation: Conversation) -> NodeSequence:
@@ -104,18 +106,22 @@ def first_fit_decreasing(lengths: np.ndarray, num_rows: int, row_length: int) ->
   """Row of each item under first-fit decreasing bin packing (-1 for items that fit in no row).
 
   lengths: [N] int, each at most row_length. Items go in order of decreasing length (ties by index) into
-  the first row with room; ≤ 11/9 of the optimal row count plus one.
+  the first row with room; ≤ 11/9 of the optimal row count plus one. Rows are opened in order, so the
+  placement does not depend on `num_rows` as long as every item fits.
   """
   lengths = np.asarray(lengths, np.int64)
   if lengths.size and lengths.max() > row_length:
     raise ValueError(f"an item of length {int(lengths.max())} is longer than a row ({row_length})")
   rows = np.full(lengths.shape, -1, np.int64)
   free = np.full(num_rows, row_length, np.int64)
+  opened = 0  # rows 0 .. opened - 1 hold something; the rest are empty
   for i in np.argsort(-lengths, kind="stable"):
-    candidates = np.flatnonzero(free >= lengths[i])
-    if candidates.size:
-      rows[i] = candidates[0]
-      free[candidates[0]] -= lengths[i]
+    candidates = np.flatnonzero(free[:opened] >= lengths[i])
+    row = candidates[0] if candidates.size else opened if opened < num_rows else -1
+    if row >= 0:
+      rows[i] = row
+      free[row] -= lengths[i]
+      opened = max(opened, row + 1)
   return rows
 
 
@@ -140,8 +146,7 @@ def _clip_lengths(sequences: Sequence[NodeSequence], row_length: int, overflow: 
 
 
 def _materialise(sequences: Sequence[NodeSequence], indices: Sequence[int], rows: np.ndarray,
-                 lengths: np.ndarray, num_rows: int, row_length: int,
-                 node_advantages: np.ndarray | None) -> PackedBatch:
+                 lengths: np.ndarray, num_rows: int, row_length: int) -> PackedBatch:
   """Writes sequence `indices[k]` into row `rows[k]` after the row's earlier sequences."""
   shape = (num_rows, row_length)
   tokens = np.zeros(shape, np.int32)
@@ -164,39 +169,67 @@ def _materialise(sequences: Sequence[NodeSequence], indices: Sequence[int], rows
     node_index[row, start:end] = index
     used[row] = end
   old_log_probs = np.where(loss_mask, old_log_probs, 0.0).astype(np.float32)
-  batch = PackedBatch(tokens=tokens, positions=positions, segment_ids=segment_ids, loss_mask=loss_mask,
-                      old_log_probs=old_log_probs, advantages=np.zeros(shape, np.float32),
-                      node_index=node_index)
-  return batch if node_advantages is None else batch.with_node_advantages(node_advantages)
+  return PackedBatch(tokens=tokens, positions=positions, segment_ids=segment_ids, loss_mask=loss_mask,
+                     old_log_probs=old_log_probs, node_index=node_index)
+
+
+def _trainable(sequences: Sequence[NodeSequence], row_length: int, overflow: str
+               ) -> tuple[np.ndarray, np.ndarray, int, int]:
+  """(clipped lengths [N], indices of the sequences with a policy token that has a target within the
+  row, truncated sequences, truncated tokens)."""
+  lengths, truncated, truncated_tokens = _clip_lengths(sequences, row_length, overflow)
+  trainable = np.asarray([bool(np.any(s[1][1:n])) for s, n in zip(sequences, lengths)], bool)
+  return lengths, np.flatnonzero(trainable), truncated, truncated_tokens
+
+
+def _packed(sequences: Sequence[NodeSequence], present: np.ndarray, rows: np.ndarray, lengths: np.ndarray,
+            num_rows: int, row_length: int, truncated: int, truncated_tokens: int
+            ) -> tuple[PackedBatch, PackingStats]:
+  batch = _materialise(sequences, present, rows, lengths[present], num_rows, row_length)
+  stats = PackingStats(num_sequences=len(present), rows_used=int(rows.max()) + 1 if rows.size else 0,
+                       real_tokens=int(lengths[present].sum()), capacity=num_rows * row_length,
+                       truncated_sequences=truncated, truncated_tokens=truncated_tokens)
+  return batch, stats
+
+
+def _check_sizes(rows_name: str, rows: int, row_length: int) -> None:
+  if rows <= 0 or row_length <= 1:
+    raise ValueError(f"need {rows_name} >= 1 and row_length >= 2, got {rows}, {row_length}")
 
 
 def pack_sequences(sequences: Sequence[NodeSequence], num_rows: int, row_length: int, *,
-                   node_advantages: np.ndarray | None = None, overflow: str = "truncate"
-                   ) -> tuple[PackedBatch, PackingStats]:
+                   overflow: str = "truncate") -> tuple[PackedBatch, PackingStats]:
   """All `sequences` in one [num_rows, row_length] batch by first-fit decreasing.
 
-  node_index of sequence i is i; `node_advantages` ([N], optional) fills the per-token advantages (else
-  0; see `PackedBatch.with_node_advantages`). Sequences without a trainable token (e.g. a node that hit
-  the context window before its first turn) carry no gradient and are left out. Raises ValueError if the
-  rest need more rows.
+  node_index of sequence i is i. Sequences without a trainable token (e.g. a node that hit the context
+  window before its first turn) carry no gradient and are left out. Raises ValueError if the rest need
+  more rows.
   """
-  if num_rows <= 0 or row_length <= 1:
-    raise ValueError(f"need num_rows >= 1 and row_length >= 2, got {num_rows}, {row_length}")
-  if node_advantages is not None and len(node_advantages) != len(sequences):
-    raise ValueError(f"{len(sequences)} sequences but {len(node_advantages)} node advantages")
-  lengths, truncated, truncated_tokens = _clip_lengths(sequences, row_length, overflow)
-  trainable = np.asarray([bool(np.any(s[1][1:n])) for s, n in zip(sequences, lengths)], bool)
-  present = np.flatnonzero(trainable)
+  _check_sizes("num_rows", num_rows, row_length)
+  lengths, present, truncated, truncated_tokens = _trainable(sequences, row_length, overflow)
   rows = first_fit_decreasing(lengths[present], num_rows, row_length)
   if (rows < 0).any():
     needed = int(first_fit_decreasing(lengths[present], len(present), row_length).max()) + 1
     raise ValueError(f"{len(present)} sequences ({int(lengths[present].sum())} tokens) need {needed} rows of "
                      f"{row_length} tokens, the batch has {num_rows}")
-  batch = _materialise(sequences, present, rows, lengths[present], num_rows, row_length, node_advantages)
-  stats = PackingStats(num_sequences=len(present), rows_used=int(rows.max()) + 1 if rows.size else 0,
-                       real_tokens=int(lengths[present].sum()), capacity=num_rows * row_length,
-                       truncated_sequences=truncated, truncated_tokens=truncated_tokens)
-  return batch, stats
+  return _packed(sequences, present, rows, lengths, num_rows, row_length, truncated, truncated_tokens)
+
+
+def pack_blocks(sequences: Sequence[NodeSequence], block_rows: int, row_length: int, *,
+                overflow: str = "truncate") -> tuple[PackedBatch, PackingStats]:
+  """All `sequences` in as few blocks of `block_rows` rows as first-fit decreasing needs (at least one).
+
+  One first-fit-decreasing pass places the trainable sequences (as in `pack_sequences`, node_index of
+  sequence i is i); the batch has R = block_rows · max(1, ⌈rows used / block_rows⌉) rows, so
+  `batch.micro_batches(R // block_rows)` gives micro-batches of `block_rows` rows. A batch without a
+  trainable sequence is one block of padding.
+  """
+  _check_sizes("block_rows", block_rows, row_length)
+  lengths, present, truncated, truncated_tokens = _trainable(sequences, row_length, overflow)
+  rows = first_fit_decreasing(lengths[present], len(present), row_length)  # every item fits
+  rows_used = int(rows.max()) + 1 if rows.size else 0
+  num_rows = block_rows * max(1, -(-rows_used // block_rows))
+  return _packed(sequences, present, rows, lengths, num_rows, row_length, truncated, truncated_tokens)
 
 
 def pack_stream(sequences: Iterable[NodeSequence], num_rows: int, row_length: int, *,
@@ -207,8 +240,7 @@ def pack_stream(sequences: Iterable[NodeSequence], num_rows: int, row_length: in
   emitted and a new one started. node_index is the sequence's position in the stream; sequences without
   a trainable token are left out, as in `pack_sequences`.
   """
-  if num_rows <= 0 or row_length <= 1:
-    raise ValueError(f"need num_rows >= 1 and row_length >= 2, got {num_rows}, {row_length}")
+  _check_sizes("num_rows", num_rows, row_length)
   pending: list[NodeSequence] = []
   stream_indices: list[int] = []
   placed_rows: list[int] = []
@@ -216,8 +248,7 @@ def pack_stream(sequences: Iterable[NodeSequence], num_rows: int, row_length: in
 
   def emit():
     lengths, truncated, truncated_tokens = _clip_lengths(pending, row_length, overflow)
-    batch = _materialise(pending, range(len(pending)), np.asarray(placed_rows), lengths, num_rows,
-                         row_length, None)
+    batch = _materialise(pending, range(len(pending)), np.asarray(placed_rows), lengths, num_rows, row_length)
     stream_index = np.asarray(stream_indices, np.int32)
     batch = batch.replace(node_index=np.where(batch.node_index >= 0,
                                               stream_index[np.maximum(batch.node_index, 0)], -1))

@@ -1,18 +1,10 @@
-"""Supervised warm start on the expert solvers' TextCraft-Synth transcripts.
+"""Supervised warm start on an environment suite's expert demonstrations.
 
 A toy model trained from scratch knows neither the turn format nor the tools nor `launch_subagent`, so RL
 would start from zero reward. The warm start trains the same packed rows and the same train step with a
-token cross-entropy on expert transcripts: every node of an expert tree becomes one sequence, rendered
-exactly as the rollout engine renders a node (`RolloutEngine._new_node` and `_observe`):
-
-    layout.start(system_prompt(parts, delegation), first_user_turn(parts, step_budget))    ENV
-    encode(turn.assistant_text())                                                          MODEL
-    layout.continuation_ids(observation_text(i), completion)   (not after the finish turn) ENV
-    ...
-
-so the loss falls on the policy's turns only. Prompt parts are those the engine's interpreter would give
-a node under the engine's `delegation` flag: TextCraft's rules and tool docs are the same at every node,
-so they come from the root environment with the node's own goal.
+token cross-entropy on expert trees: every node of an expert tree becomes one sequence, rendered by the
+rollout engine's own renderer (`rao_jax.agent.episode`), so the loss falls on the policy's turns only
+and what SFT trains on is token for token what the engine would show.
 """
 from __future__ import annotations
 
@@ -27,14 +19,12 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rao_jax import sharding as sharding_lib
-from rao_jax.agent import prompts
+from rao_jax.agent import episode
 from rao_jax.agent.chat import ChatLayout, Conversation, Provenance
-from rao_jax.envs.base import PromptParts
-from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth import solvers
-from rao_jax.envs.textcraft_synth.renaming import ItemRenaming
-from rao_jax.envs.textcraft_synth.tasks import DIFFICULTIES, Task
-from rao_jax.envs.textcraft_synth.world import get_world
+from rao_jax.agent.episode import EpisodeFormat
+from rao_jax.envs.base import DemoNode
+from rao_jax.envs.suite import Suite, Task
+from rao_jax.errors import FieldError
 from rao_jax.train import packing
 from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
 from rao_jax.train.train_step import Metrics, TrainStepConfig, create_train_state, make_train_step
@@ -42,75 +32,38 @@ from rao_jax.train.train_step import Metrics, TrainStepConfig, create_train_stat
 
 @dataclasses.dataclass(frozen=True)
 class SFTDataConfig:
-  """Which expert transcripts the warm start sees, and the engine settings they are rendered for.
+  """Which expert demonstrations the warm start sees.
 
   Attributes:
-    recursive_fraction: the share of expert trees written by the delegating solver; the rest are the
-      flat solver's. Each task, and each of its renamed copies, draws its solver independently (seeded),
-      so 0 is a single-agent warm start, 1 a fully recursive one, and values in between a policy that
-      delegates at some nodes and not at others, for RL to sharpen.
-    difficulties: task difficulties to keep ("easy", "medium", "hard", "extreme").
+    recursive_fraction: the share of expert trees written by the delegating expert; the rest are the
+      flat expert's. Each task, and each of its augmented copies, draws its expert independently
+      (seeded), so 0 is a single-agent warm start, 1 a fully recursive one, and values in between a
+      policy that delegates at some nodes and not at others, for RL to sharpen.
+    difficulties: task difficulties to keep (a subset of the suite's).
     max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
-    world, info_style: the TextCraft-Synth environment config of the tasks (`env_config`).
-    delegation, max_steps_per_node, max_depth, context_window, prompt_style: the rollout engine's settings
-      (`RolloutConfig`); they fix the prompt text and the recursive solver's depth, and nodes longer
-      than the engine allows (more turns than the budget, more tokens than the window) are cut to the
-      part it could have produced.
-    max_own_crafts, crafts_per_cell, transcript_style: the solvers' knobs (`solvers.SolverConfig`:
-      max_own_crafts, crafts_per_cell, style).
-    renamed_copies: each expert tree is also rendered this many times under a random renaming of the
-      world's items (`renaming.ItemRenaming`, seeded by task and copy), so that item names can only be
-      predicted by copying them from the goal and the observations.
-    seed: seeds the solver draws.
+    augmented_copies: each expert tree is also rendered this many times as an augmented copy
+      (`Suite.demonstrations(variant=...)`; TextCraft renames the world's items), so that names can
+      only be predicted by copying them from the goal and the observations.
+    seed: seeds the expert draws (set by the trainer from the run's seed).
   """
 
   recursive_fraction: float = 0.5
   difficulties: tuple[str, ...] = ("easy", "medium")
   max_tasks_per_difficulty: int = 0
-  world: str = "small"
-  info_style: str = "full"
-  delegation: bool = True
-  max_steps_per_node: int = 25
-  max_depth: int = 6
-  context_window: int = 2048
-  prompt_style: str = "full"
-  max_own_crafts: int = 8
-  crafts_per_cell: int = 1
-  transcript_style: str = "spec"
-  renamed_copies: int = 0
+  augmented_copies: int = 0
   seed: int = 0
 
   def __post_init__(self):
     if not 0.0 <= self.recursive_fraction <= 1.0:
-      raise ValueError(f"sft.recursive_fraction={self.recursive_fraction!r} must be in [0, 1]")
-    unknown = sorted(set(self.difficulties) - set(DIFFICULTIES))
-    if unknown or not self.difficulties:
-      raise ValueError(f"sft.difficulties={self.difficulties} must be a non-empty subset of {DIFFICULTIES}")
-    prompts.check_style(self.prompt_style, "sft.prompt_style")
-    if self.info_style not in env_lib.INFO_STYLES:
-      raise ValueError(f"sft.info_style={self.info_style!r} is not one of {env_lib.INFO_STYLES}")
-    if self.transcript_style not in solvers.TRANSCRIPT_STYLES:
-      raise ValueError(f"sft.transcript_style={self.transcript_style!r} is not one of {solvers.TRANSCRIPT_STYLES}")
-    if self.recursive_fraction > 0 and not self.delegation:
-      raise ValueError(f"sft.recursive_fraction={self.recursive_fraction} asks for delegating transcripts, "
-                       "which need delegation=True")
-    for name in ("max_steps_per_node", "context_window", "max_own_crafts", "crafts_per_cell"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
-    if self.max_tasks_per_difficulty < 0 or self.max_depth < 0 or self.renamed_copies < 0:
-      raise ValueError("sft.max_tasks_per_difficulty, sft.max_depth and sft.renamed_copies must be >= 0")
-
-  @property
-  def env_config(self) -> dict[str, str]:
-    return {"world": self.world, "info_style": self.info_style}
-
-  def solver_config(self, delegate: bool) -> solvers.SolverConfig:
-    """The flat (`delegate=False`) or delegating expert, rendered for the engine's limits."""
-    return solvers.SolverConfig(delegate=delegate, max_depth=self.max_depth, max_own_crafts=self.max_own_crafts,
-                                crafts_per_cell=self.crafts_per_cell, style=self.transcript_style)
+      raise FieldError("recursive_fraction", self.recursive_fraction, "must be in [0, 1]")
+    if not self.difficulties:
+      raise FieldError("difficulties", self.difficulties, "must name at least one difficulty")
+    for name in ("max_tasks_per_difficulty", "augmented_copies"):
+      if getattr(self, name) < 0:
+        raise FieldError(name, getattr(self, name), "must be >= 0")
 
   def delegates(self, task_index: int, copy: int) -> bool:
-    """Whether copy `copy` of task `task_index` is written by the delegating solver (seeded draw)."""
+    """Whether copy `copy` of task `task_index` is written by the delegating expert (seeded draw)."""
     if self.recursive_fraction in (0.0, 1.0):
       return self.recursive_fraction == 1.0
     return random.Random(f"sft/solver/{self.seed}/{task_index}/{copy}").random() < self.recursive_fraction
@@ -118,7 +71,11 @@ class SFTDataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
-  """The warm start's optimisation: `num_steps` steps of `rows_per_batch` packed rows of `row_length`."""
+  """The warm start's optimisation: `num_steps` steps of `rows_per_batch` packed rows of `row_length`.
+
+  `vocab_limit` (the tokenizer's size) and `seed` (the run's) are filled in by the trainer; the
+  optimizer's `total_steps` of 0 means `num_steps`.
+  """
 
   optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-3, weight_decay=0.0)
   num_steps: int = 200
@@ -133,37 +90,10 @@ class SFTConfig:
   def __post_init__(self):
     for name in ("num_steps", "rows_per_batch", "row_length", "num_micro_batches"):
       if getattr(self, name) <= 0:
-        raise ValueError(f"sft.{name}={getattr(self, name)} must be positive")
-    if self.attention_chunk_size < 0:
-      raise ValueError(f"sft.attention_chunk_size={self.attention_chunk_size} must be >= 0")
-
-
-def render_node(parts: PromptParts, turns: Sequence[tuple[str, str | None]], layout: ChatLayout, *,
-                delegation: bool, step_budget: int, prompt_style: str = "full") -> Conversation:
-  """The token sequence the rollout engine builds for a node (see the module docstring).
-
-  `parts` are the node's prompt parts; `turns` its (assistant turn text, observation text) pairs in
-  order, the observation None after the node's last turn. Any environment's demonstrations render here.
-  """
-  system, user = prompts.node_prompt(parts, delegation=delegation, step_budget=step_budget, style=prompt_style)
-  conversation = layout.start(system, user)
-  for completion, observation in turns:
-    layout.add_turn(conversation, layout.tokenizer.encode(completion), None, observation)
-  return conversation
-
-
-def node_conversation(node: solvers.Transcript, parts: PromptParts, layout: ChatLayout, *,
-                      delegation: bool, step_budget: int, prompt_style: str = "full",
-                      rename: Callable[[str], str] | None = None) -> Conversation:
-  """One expert TextCraft node as the token sequence the rollout engine would have built for it.
-
-  `rename` (e.g. an `ItemRenaming`) rewrites the goal, the turns and the observations, not the rules.
-  """
-  rename = rename or (lambda text: text)
-  turns = [(rename(turn.assistant_text()), None if turn.output is None else rename(node.observation_text(index)))
-           for index, turn in enumerate(node.turns, start=1)]
-  return render_node(dataclasses.replace(parts, goal=rename(parts.goal)), turns, layout, delegation=delegation,
-                     step_budget=step_budget, prompt_style=prompt_style)
+        raise FieldError(name, getattr(self, name), "must be positive")
+    for name in ("attention_chunk_size", "logits_chunk_size"):
+      if getattr(self, name) < 0:
+        raise FieldError(name, getattr(self, name), "must be >= 0")
 
 
 def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
@@ -178,73 +108,53 @@ def select_tasks(tasks: Sequence[Task], config: SFTDataConfig) -> list[Task]:
   return kept
 
 
-def build_sft_sequences(tasks: Sequence[Task], layout: ChatLayout, config: SFTDataConfig
-                        ) -> list[Conversation]:
-  """One `Conversation` per node of every expert tree: each selected task is solved, and rendered once as
-  it is and `config.renamed_copies` times under item renamings, each by the solver
-  `config.delegates(task, copy)` picks.
+def demonstration_trees(suite: Suite, tasks: Sequence[Task], config: SFTDataConfig, fmt: EpisodeFormat
+                        ) -> Iterator[tuple[bool, list[DemoNode] | None]]:
+  """(delegating?, expert tree or None) for each selected task and each of its augmented copies, the
+  expert of each drawn by `config.delegates`."""
+  for task_index, task in enumerate(select_tasks(tasks, config)):
+    for copy in range(1 + config.augmented_copies):
+      delegate = config.delegates(task_index, copy)
+      yield delegate, suite.demonstrations(task, delegate=delegate, max_depth=fmt.max_depth,
+                                           variant=f"{task_index}/{copy}" if copy else None)
 
-  Trees whose root the solver could not solve are skipped. A node longer than the engine allows (more
-  turns than `max_steps_per_node`, more tokens than `context_window`; a flat expert on a large task) is
-  cut to the part the engine could have produced: a policy imitating it does what the expert does until
-  it runs out of cells or context, as a single agent does on tasks too large for it.
+
+def build_sft_sequences(suite: Suite, tasks: Sequence[Task], layout: ChatLayout, config: SFTDataConfig,
+                        fmt: EpisodeFormat) -> list[Conversation]:
+  """One `Conversation` per node of every expert tree (`demonstration_trees`), rendered as the engine
+  renders a node under `fmt`.
+
+  Tasks the expert cannot solve are left out. A node longer than the engine allows (more turns than
+  `max_steps_per_node`, more tokens than `context_window`: a flat expert on a large task) is cut to the
+  part the engine could have produced: a policy imitating it does what the expert does until it runs
+  out of cells or context, as a single agent does on tasks too large for it.
   MODEL tokens carry NaN sampler log-probs (no sampler produced them).
   """
   conversations: list[Conversation] = []
-  skipped_trees = cut_nodes = 0
-  trees_by_solver = {False: 0, True: 0}
-  for task_index, task in enumerate(select_tasks(tasks, config)):
-    solved: dict[bool, solvers.Transcript | None] = {}
-    for copy in range(1 + config.renamed_copies):
-      delegate = config.delegates(task_index, copy)
-      if delegate not in solved:
-        solved[delegate] = solve_task(task, config, delegate)
-      transcript = solved[delegate]
-      if transcript is None:
-        skipped_trees += 1
-        continue
-      trees_by_solver[delegate] += 1
-      rename = ItemRenaming(get_world(config.world), f"{task_index}/{copy}") if copy else None
-      for node, conversation in zip(transcript.nodes(), tree_conversations(transcript, task, layout, config,
-                                                                           rename)):
-        if len(node.turns) > config.max_steps_per_node or len(conversation) > config.context_window:
-          cut_nodes += 1
-          conversation = _engine_prefix(conversation, config)
-        conversations.append(conversation)
+  unsolved = cut_nodes = 0
+  trees_by_expert = {False: 0, True: 0}
+  for delegate, nodes in demonstration_trees(suite, tasks, config, fmt):
+    if nodes is None:
+      unsolved += 1
+      continue
+    trees_by_expert[delegate] += 1
+    for node in nodes:
+      conversation = episode.render_demo_node(layout, node, fmt)
+      if len(node.turns) > fmt.max_steps_per_node or len(conversation) > fmt.context_window:
+        cut_nodes += 1
+        conversation = _engine_prefix(conversation, fmt)
+      conversations.append(conversation)
   logging.info("sft: %d flat and %d delegating expert trees, %d node sequences (%d cut to the engine's "
-               "limits)", trees_by_solver[False], trees_by_solver[True], len(conversations), cut_nodes)
-  if skipped_trees:
-    logging.warning("sft: left out %d trees the expert could not solve", skipped_trees)
+               "limits of %d cells and %d tokens)", trees_by_expert[False], trees_by_expert[True],
+               len(conversations), cut_nodes, fmt.max_steps_per_node, fmt.context_window)
+  if unsolved:
+    logging.warning("sft: the expert has no solution for %d of %d demonstration trees (the suite's expert "
+                    "returned None, e.g. an inventory that cannot pay or a flat expert on a task that "
+                    "must delegate); they are left out", unsolved, unsolved + sum(trees_by_expert.values()))
   return conversations
 
 
-def solve_task(task: Task, config: SFTDataConfig, delegate: bool) -> solvers.Transcript | None:
-  """The flat or delegating expert's tree for `task` (on a fresh inventory), or None if it fails."""
-  root = env_lib.make_root_environment(config.env_config, task.to_dict())
-  try:
-    transcript = solvers.solve(root, config.solver_config(delegate))
-  except solvers.InfeasibleError:
-    return None
-  return transcript if transcript.success >= 1.0 else None
-
-
-def tree_conversations(transcript: solvers.Transcript, task: Task, layout: ChatLayout, config: SFTDataConfig,
-                       rename: Callable[[str], str] | None = None) -> list[Conversation]:
-  """Every node of an expert tree (`transcript.nodes()` order) as the engine would render it, uncut."""
-  root = env_lib.make_root_environment(config.env_config, task.to_dict())
-  # As in the engine: a node at the depth cap sees no delegation (section and launch_subagent docs).
-  parts_at = {may: root.prompt_parts(may) for may in (False, config.delegation)}
-  conversations = []
-  for node in transcript.nodes():
-    may_delegate = config.delegation and node.depth < config.max_depth
-    parts = dataclasses.replace(parts_at[may_delegate], goal=node.goal)
-    conversations.append(node_conversation(node, parts, layout, delegation=may_delegate,
-                                           step_budget=config.max_steps_per_node,
-                                           prompt_style=config.prompt_style, rename=rename))
-  return conversations
-
-
-def _engine_prefix(conversation: Conversation, config: SFTDataConfig) -> Conversation:
+def _engine_prefix(conversation: Conversation, fmt: EpisodeFormat) -> Conversation:
   """The part of an expert node the engine could have produced: its first `max_steps_per_node` turns,
   cut at `context_window` tokens (a real node ends there with a step-limit or overflow error)."""
   turns_seen, end = 0, len(conversation)
@@ -252,11 +162,11 @@ def _engine_prefix(conversation: Conversation, config: SFTDataConfig) -> Convers
     starts_turn = conversation.provenance[index] == Provenance.MODEL != conversation.provenance[index - 1]
     if starts_turn:
       turns_seen += 1
-      if turns_seen > config.max_steps_per_node:
+      if turns_seen > fmt.max_steps_per_node:
         end = index
         break
   cut = Conversation(conversation.ids[:end], conversation.provenance[:end], conversation.logprobs[:end])
-  cut.truncate(config.context_window)
+  cut.truncate(fmt.context_window)
   return cut
 
 

@@ -6,9 +6,16 @@ state donated. A batch of R packed rows is split into M micro-batches that a `la
 the other, summing (loss_sum, token_count) and the gradients of loss_sum; dividing by the batch's token
 count at the end gives exactly the full-batch token mean, whatever M is.
 
+RL losses take per-node advantages: `node_advantages` [P] float32 and `node_valid` [P] bool, device
+arrays indexed by the batch's `node_index` (P: the padded node count). Inside the step each token t
+gets A_t = node_advantages[node_index_t], and tokens of nodes that are not valid (groups without reward
+variance) leave the loss mask, so the token mean runs over the kept tokens only. Cross-entropy takes
+neither.
+
 A step whose loss or gradient norm is not finite is skipped: params and optimiser state come back
-unchanged (and the schedule's count does not advance), `metrics["skipped"]` is 1. `TrainState.step`
-counts batches consumed, skipped ones included.
+unchanged (and the schedule's count does not advance), `metrics["skipped"]` is 1. A batch without a
+loss token leaves them unchanged too. `metrics["updated"]` is 1 exactly when the update was applied.
+`TrainState.step` counts batches consumed, skipped and empty ones included.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rao_jax import sharding as sharding_lib
+from rao_jax.errors import FieldError
+from rao_jax.rl import losses
 from rao_jax.train.packing import PackedBatch
 
 # (log_probs, old_log_probs, advantages, mask), all [B, T] -> (loss_sum [], token_count []).
@@ -43,10 +52,7 @@ def token_cross_entropy(log_probs: jax.Array, old_log_probs: jax.Array, advantag
 
 def resolve_loss(name: str) -> LossFn:
   """"cross_entropy" (supervised warm start) or an RL loss of `rao_jax.rl.losses` ("cispo", ...)."""
-  if name == "cross_entropy":
-    return token_cross_entropy
-  from rao_jax.rl import losses  # pylint: disable=g-import-not-at-top (the RL package imports JAX code)
-  return losses.get_loss(name)
+  return token_cross_entropy if name == "cross_entropy" else losses.get_loss(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +81,9 @@ class TrainStepConfig:
   remat: bool = False
 
   def __post_init__(self):
+    if self.loss != "cross_entropy" and self.loss not in losses.LOSSES:
+      raise FieldError("loss", self.loss, "is an unknown loss; expected one of "
+                       + ", ".join(["cross_entropy", *sorted(losses.LOSSES)]))
     if self.num_micro_batches <= 0:
       raise ValueError(f"train.num_micro_batches={self.num_micro_batches} must be positive")
     for name in ("logits_chunk_size", "attention_chunk_size"):
@@ -137,6 +146,20 @@ def has_target(segment_ids: jax.Array) -> jax.Array:
   return scored & (segment_ids != 0)
 
 
+def token_advantages(node_index: jax.Array, loss_mask: jax.Array, node_advantages: jax.Array,
+                     node_valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-token advantages and loss mask from per-node ones: A_t = A[node_index_t] and
+  mask_t = loss_mask_t ∧ node_index_t >= 0 ∧ valid[node_index_t].
+
+  node_index [B, T] int32 (−1 at padding, else < P); loss_mask [B, T] bool; node_advantages [P] float32;
+  node_valid [P] bool. Returns (advantages [B, T] float32, mask [B, T] bool); advantages off the mask
+  are whatever the node holds (the losses zero them).
+  """
+  index = jnp.maximum(node_index, 0)
+  advantages = jnp.take(node_advantages, index, mode="clip")
+  return advantages, loss_mask & (node_index >= 0) & jnp.take(node_valid, index, mode="clip")
+
+
 def _log_prob_stats(log_probs: jax.Array, old_log_probs: jax.Array, mask: jax.Array) -> Metrics:
   """Sums / extremes of |log π − log π_old| and of the ratio exp(log π − log π_old) over the tokens of
   `mask` whose sampler log-prob is known (finite)."""
@@ -159,16 +182,27 @@ def _combine_stats(a: Metrics, b: Metrics) -> Metrics:
 
 
 def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn: LossFn,
-               config: TrainStepConfig, state: TrainState, batch: PackedBatch) -> tuple[TrainState, Metrics]:
-  """One optimiser step on `batch` ([M, R/M, T] micro-batches); pure (compile with `make_train_step`)."""
+               config: TrainStepConfig, state: TrainState, batch: PackedBatch,
+               node_advantages: jax.Array | None = None, node_valid: jax.Array | None = None
+               ) -> tuple[TrainState, Metrics]:
+  """One optimiser step on `batch` ([M, R/M, T] micro-batches); pure (compile with `make_train_step`).
+
+  With `node_advantages` [P] and `node_valid` [P] (RL losses) tokens take their node's advantage and
+  tokens of invalid nodes carry no loss (`token_advantages`); without them (cross-entropy) every
+  loss-mask token counts and the advantages are 0.
+  """
 
   def micro_loss(params: nnx.State, micro: PackedBatch) -> tuple[jax.Array, tuple[jax.Array, Metrics]]:
     model = nnx.merge(graphdef, params)
     log_probs = token_log_probs(model, micro.tokens, micro.positions, micro.segment_ids,
                                 chunk_size=config.logits_chunk_size, vocab_limit=config.vocab_limit,
                                 attention_chunk_size=config.attention_chunk_size, remat=config.remat)
-    loss_sum, count = loss_fn(log_probs, micro.old_log_probs, micro.advantages, micro.loss_mask)
-    return loss_sum, (count, _log_prob_stats(log_probs, micro.old_log_probs, micro.loss_mask))
+    if node_advantages is None:
+      advantages, mask = jnp.zeros_like(log_probs), micro.loss_mask
+    else:
+      advantages, mask = token_advantages(micro.node_index, micro.loss_mask, node_advantages, node_valid)
+    loss_sum, count = loss_fn(log_probs, micro.old_log_probs, advantages, mask)
+    return loss_sum, (count, _log_prob_stats(log_probs, micro.old_log_probs, mask))
 
   grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -190,11 +224,12 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn
   loss = loss_sum / denominator
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  apply = finite & (count > 0)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  keep_if_skipped = lambda new, old: jnp.where(finite, new, old)
-  new_state = TrainState(params=jax.tree.map(keep_if_skipped, params, state.params),
-                         opt_state=jax.tree.map(keep_if_skipped, opt_state, state.opt_state),
+  keep_if_not_applied = lambda new, old: jnp.where(apply, new, old)
+  new_state = TrainState(params=jax.tree.map(keep_if_not_applied, params, state.params),
+                         opt_state=jax.tree.map(keep_if_not_applied, opt_state, state.opt_state),
                          step=state.step + 1)
   gap_tokens = jnp.maximum(stats["gap_tokens"], 1.0)
   metrics = {
@@ -202,6 +237,7 @@ def train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, loss_fn
       "grad_norm": grad_norm,
       "tokens": count,
       "skipped": (~finite).astype(jnp.int32),
+      "updated": apply.astype(jnp.int32),
       "log_prob_gap_mean": stats["gap_sum"] / gap_tokens,
       "log_prob_gap_max": stats["gap_max"],
       "ratio_mean": jnp.where(stats["gap_tokens"] > 0, stats["ratio_sum"] / gap_tokens, 1.0),
@@ -243,26 +279,46 @@ def batch_shardings(mesh: Mesh) -> PackedBatch:
   return PackedBatch(**{field.name: rows for field in dataclasses.fields(PackedBatch)})
 
 
-def make_train_step(graphdef: nnx.GraphDef, state: TrainState, tx: optax.GradientTransformation,
-                    config: TrainStepConfig, mesh: Mesh
-                    ) -> Callable[[TrainState, PackedBatch], tuple[TrainState, Metrics]]:
-  """The compiled step: `step(state, batch [R, T] on the host) -> (new state, scalar metrics)`.
+def _check_node_arrays(batch: PackedBatch, node_advantages: jax.Array | None, node_valid: jax.Array | None,
+                       loss: str) -> None:
+  """ValueError unless both are [P] arrays with P above every node_index of the host batch."""
+  if node_advantages is None or node_valid is None:
+    raise ValueError(f"loss {loss!r} needs node_advantages and node_valid")
+  largest = int(np.max(batch.node_index, initial=-1))
+  if node_advantages.ndim != 1 or node_valid.shape != node_advantages.shape or largest >= len(node_advantages):
+    raise ValueError(f"node_advantages {node_advantages.shape} and node_valid {node_valid.shape} must both "
+                     f"be [P] with P > every node_index of the batch (largest {largest})")
 
-  `state` (concrete or abstract) fixes the state's structure and shardings. The batch's R rows are split
-  into `config.num_micro_batches` blocks whose row count must divide evenly over the data-parallel mesh
-  axes; each process passes the rows it holds (all of them on one host). `state` is donated.
+
+def make_train_step(graphdef: nnx.GraphDef, state: TrainState, tx: optax.GradientTransformation,
+                    config: TrainStepConfig, mesh: Mesh) -> Callable[..., tuple[TrainState, Metrics]]:
+  """The compiled step: `step(state, batch [R, T] on the host[, node_advantages, node_valid])`.
+
+  Returns (new state, scalar metrics). RL losses need `node_advantages` [P] float32 and `node_valid`
+  [P] bool (host or device arrays, e.g. straight from `advantages_from_trees`, never fetched; P > every
+  `node_index` of the batch); cross-entropy takes neither. `state` (concrete or abstract) fixes the
+  state's structure and shardings. The batch's R rows are split into `config.num_micro_batches` blocks
+  whose row count must divide evenly over the data-parallel mesh axes; each process passes the rows it
+  holds (all of them on one host). `state` is donated. One program is compiled per node count P.
   """
   state_shardings = sharding_lib.tree_shardings(state, mesh)
   in_batch = batch_shardings(mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   loss_fn = functools.partial(resolve_loss(config.loss), **dict(config.loss_options))
+  uses_advantages = config.loss != "cross_entropy"
   step_fn = jax.jit(
-      lambda s, b: train_step(graphdef, tx, loss_fn, config, s, b),
-      in_shardings=(state_shardings, in_batch), out_shardings=(state_shardings, replicated),
-      donate_argnums=0)
+      lambda s, b, a, v: train_step(graphdef, tx, loss_fn, config, s, b, a, v),
+      in_shardings=(state_shardings, in_batch, replicated, replicated),
+      out_shardings=(state_shardings, replicated), donate_argnums=0)
   parallel = sharding_lib.data_parallel_size(mesh)
 
-  def run(state: TrainState, batch: PackedBatch) -> tuple[TrainState, Metrics]:
+  def run(state: TrainState, batch: PackedBatch, node_advantages: jax.Array | None = None,
+          node_valid: jax.Array | None = None) -> tuple[TrainState, Metrics]:
+    if uses_advantages:
+      _check_node_arrays(batch, node_advantages, node_valid, config.loss)
+      node_advantages, node_valid = jax.device_put((node_advantages, node_valid), replicated)
+    elif node_advantages is not None or node_valid is not None:
+      raise ValueError(f"loss {config.loss!r} takes no node advantages")
     micro = batch.micro_batches(config.num_micro_batches)
     rows_per_micro = micro.tokens.shape[1] * jax.process_count()
     if rows_per_micro % parallel:
@@ -270,7 +326,7 @@ def make_train_step(graphdef: nnx.GraphDef, state: TrainState, tx: optax.Gradien
                        "devices; use a row count that is a multiple of num_micro_batches × that")
     device_batch = jax.tree.map(
         lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), micro, in_batch)
-    return step_fn(state, device_batch)
+    return step_fn(state, device_batch, node_advantages, node_valid)
 
   run.jitted = step_fn  # for ahead-of-time lowering (benchmarks, cost analysis)
   return run

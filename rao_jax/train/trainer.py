@@ -1,4 +1,4 @@
-"""The RAO training loop on TextCraft-Synth: rollouts → tree advantages → packed rows → train step.
+"""The RAO training loop for any environment suite: rollouts → tree advantages → packed rows → train step.
 
 One step s (0-based; the params after it are those of step s + 1):
   1. the B root tasks at positions [s·B, (s+1)·B) of the training stream (each epoch a permutation
@@ -6,11 +6,14 @@ One step s (0-based; the params after it are those of step s + 1):
   2. node rewards and advantages (RAO Eq. 1, 3, 4) are computed on the flat node arrays; nodes of groups
      without signal are dropped, the rest are packed into rows (micro-batches of a fixed row count, as
      many as the trees need) and one optimiser step is taken (`policy_update.PolicyUpdater`);
-  3. the rollout engines receive the new parameters.
+  3. the rollout engine receives the new parameters.
 Greedy evaluation per difficulty tier runs before step 0 (the warm-start policy), every `every_steps`
-steps and after the last. Checkpoints hold the train state and the step (from which the data position
-and every PRNG key follow), so a run killed at any moment and rerun resumes from its last checkpoint
-and reproduces the uninterrupted run (same seed, same devices).
+steps and after the last, from the same parameters as the training rollouts (one engine, one sampling
+copy of the policy). The environment suite (`rao_jax.envs.suite`) supplies the tasks, the root
+environments' factory and the warm start's demonstrations; nothing here knows a particular benchmark.
+Checkpoints hold the train state and the step (from which the data position and every PRNG key
+follow), so a run killed at any moment and rerun resumes from its last checkpoint and reproduces the
+uninterrupted run (same seed, same devices).
 """
 from __future__ import annotations
 
@@ -28,8 +31,7 @@ from flax import nnx
 from rao_jax import sharding as sharding_lib
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterPool
-from rao_jax.envs.textcraft_synth.dataset import load_tasks
-from rao_jax.envs.textcraft_synth.tasks import Task
+from rao_jax.envs.suite import Suite, Task
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.metrics import batch_metrics, timing_metrics
@@ -70,6 +72,14 @@ def difficulty_tags(tasks: Sequence[Task]) -> list[dict[str, str]]:
   return [{"difficulty": t.difficulty} for t in tasks]
 
 
+def last_eval_success(records: Sequence[dict], before_step: int) -> float:
+  """Greedy success of the last evaluation logged before `before_step` (NaN if none): what a resumed
+  run shows until it evaluates again."""
+  evals = [r["success"] for r in records
+           if r["kind"] == "eval" and r["step"] < before_step and r.get("success") is not None]
+  return evals[-1] if evals else float("nan")
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
   """One greedy evaluation: its metrics, its trees, and the task of each tree (tree i solves tasks[i])."""
@@ -85,15 +95,24 @@ class Evaluation:
 
 @dataclasses.dataclass
 class Run:
-  """The built parts of a run: data, tokenizer, the starting policy and the mesh."""
+  """The built parts of a run: the suite, data, tokenizer, the starting policy and the mesh.
+
+  `initial_policy` is consumed by the `Trainer` (its parameters move into the train state, and the
+  module is dropped so that no second copy of the weights stays alive). `setup_times` (seconds per
+  phase) and `sft_losses` (the warm start's loss per SFT step, empty if none ran) are logged by a
+  fresh run.
+  """
 
   settings: Settings
+  suite: Suite
   train_tasks: list[Task]
   tokenizer: object
   layout: object
-  model: nnx.Module
+  initial_policy: nnx.Module | None
   mesh: jax.sharding.Mesh
   identity: RunIdentity
+  setup_times: dict[str, float]
+  sft_losses: np.ndarray
 
 
 def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
@@ -103,36 +122,45 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   a checkpoint over it).
   """
   workdir = settings.workdir
-  data_dir = os.path.join(workdir, "data")
-  split = load_tasks(settings.dataset, "train", data_dir)  # the warm start picks its own difficulties
-  tasks = [t for t in split if t.difficulty in settings.train_difficulties]
-  if settings.max_train_tasks:
-    tasks = tasks[:settings.max_train_tasks]
+  suite = settings.suite()
+  fmt = settings.rollout.episode
+  times = {}
+  started = time.perf_counter()
+  split = suite.load_tasks("train", os.path.join(workdir, "data"))  # the warm start picks its own tiers
+  tasks = [t for t in split if t.difficulty in settings.data.train_difficulties]
+  if settings.data.max_train_tasks:
+    tasks = tasks[:settings.data.max_train_tasks]
   if not tasks:
-    raise ValueError(f"dataset {settings.dataset!r} has no training tasks of {settings.train_difficulties}")
+    raise ValueError(f"the {settings.env_name} train split has no tasks of {settings.data.train_difficulties}")
+  times["time/data_s"] = time.perf_counter() - started
+  started = time.perf_counter()
   tokenizer_config = settings.tokenizer
-  if settings.model_checkpoint and not tokenizer_config.path:
-    tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.model_checkpoint)
-  tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, tasks,
-                                         settings.sft_data)
+  if settings.warm_start.checkpoint and not tokenizer_config.path:
+    tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.warm_start.checkpoint)
+  tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, suite, tasks,
+                                         fmt)
   if tokenizer.vocab_size > settings.model.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but config.model.vocab_size is "
                      f"{settings.model.vocab_size}")
+  times["time/tokenizer_s"] = time.perf_counter() - started
   layout = layout_for(tokenizer)
   mesh = sharding_lib.make_mesh()
+  started = time.perf_counter()
+  losses = np.zeros([0], np.float32)
   if not warm_start_policy:
     model = Transformer(settings.model, rngs=nnx.Rngs(settings.seed))
-  elif settings.model_checkpoint:
-    model = warm_start.imported_model(settings.model_checkpoint, settings.model)
+  elif settings.warm_start.checkpoint:
+    model = warm_start.imported_model(settings.warm_start.checkpoint, settings.model)
   else:
-    sft_config = dataclasses.replace(settings.sft, vocab_limit=tokenizer.vocab_size)
-    model = warm_start.sft_warm_start(os.path.join(workdir, "warm_start"), settings.model, layout, split,
-                                      settings.sft_data, sft_config, seed=settings.seed, mesh=mesh,
-                                      progress_bar=settings.progress_bar)
+    sft_config = dataclasses.replace(settings.warm_start.sft, vocab_limit=tokenizer.vocab_size)
+    model, losses = warm_start.sft_warm_start(
+        os.path.join(workdir, "warm_start"), settings.model, layout, suite, split, settings.warm_start.data,
+        fmt, sft_config, seed=settings.seed, mesh=mesh, progress_bar=settings.log.progress_bar)
+  times["time/warm_start_s"] = time.perf_counter() - started
   identity = RunIdentity(model_config=settings.model.to_dict(),
                          tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
-  return Run(settings=settings, train_tasks=tasks, tokenizer=tokenizer, layout=layout, model=model, mesh=mesh,
-             identity=identity)
+  return Run(settings=settings, suite=suite, train_tasks=tasks, tokenizer=tokenizer, layout=layout,
+             initial_policy=model, mesh=mesh, identity=identity, setup_times=times, sft_losses=losses)
 
 
 class Trainer:
@@ -140,18 +168,21 @@ class Trainer:
   the interpreter pool's worker processes)."""
 
   def __init__(self, run: Run):
+    if run.initial_policy is None:
+      raise ValueError("this Run's initial policy was consumed by another Trainer; build a new Run")
     self.run_parts = run
     self.settings = settings = run.settings
-    self.updater = PolicyUpdater(run.model, settings.update, run.mesh, vocab_limit=run.tokenizer.vocab_size)
+    model, run.initial_policy = run.initial_policy, None  # its parameters live on in the train state only
+    self.updater = PolicyUpdater(model, settings.policy_update, run.mesh,
+                                 vocab_limit=run.tokenizer.vocab_size)
     self.pool = InterpreterPool(settings.interpreter)
     try:
       engine_mesh = run.mesh if jax.device_count() > 1 else None
-      self.engine = RolloutEngine(run.model, run.layout, self.pool, settings.rollout, mesh=engine_mesh)
-      self.eval_engine = RolloutEngine(run.model, run.layout, self.pool, settings.greedy_rollout,
-                                       mesh=engine_mesh)
+      self.engine = RolloutEngine(model, run.layout, self.pool, settings.rollout, mesh=engine_mesh)
+      del model
       self._set_policy(self.state.params)
       self.checkpoints = Checkpoints(os.path.join(settings.workdir, "checkpoints"), run.identity,
-                                     max_to_keep=settings.max_checkpoints)
+                                     max_to_keep=settings.checkpoint.max_to_keep)
     except BaseException:
       self.pool.close()  # the worker processes must not outlive a failed start
       raise
@@ -179,18 +210,18 @@ class Trainer:
     return self.updater.state
 
   def _set_policy(self, params: nnx.State) -> None:
-    self.engine.set_params(params)
-    self.eval_engine.set_params(params)
+    self.engine.set_params(params)  # training rollouts and greedy evaluation sample from this one copy
 
   def restore(self, step: int | None = None) -> bool:
     """Loads the checkpoint at `step` (default: the latest) if there is one; True if one was loaded."""
     if step is None and self.checkpoints.latest_step() is None:
       return False
     self.updater.state, progress = self.checkpoints.restore(self.state, step)
-    expected_position = progress.step * self.settings.tasks_per_step
+    expected_position = progress.step * self.settings.rl.tasks_per_step
     if progress.data_position != expected_position:
       raise ValueError(f"checkpoint step {progress.step} consumed {progress.data_position} tasks, but "
-                       f"config.rl.tasks_per_step={self.settings.tasks_per_step} gives {expected_position}: "
+                       f"--config.rl.tasks_per_step={self.settings.rl.tasks_per_step} gives "
+                       f"{expected_position}: "
                        "resume with the tasks_per_step the run started with")
     self.base_key = jax.random.wrap_key_data(progress.rng_key_data)
     self.step = progress.step
@@ -199,7 +230,7 @@ class Trainer:
 
   def save(self) -> None:
     self.checkpoints.save(self.state, Progress(
-        step=self.step, data_position=self.step * self.settings.tasks_per_step,
+        step=self.step, data_position=self.step * self.settings.rl.tasks_per_step,
         rng_key_data=np.asarray(jax.random.key_data(self.base_key))))
 
   # ------------------------------------------------------------------ one RAO step
@@ -211,11 +242,12 @@ class Trainer:
 
   def rl_step(self) -> dict[str, float]:
     """Rolls out step `self.step`'s batch, trains on it, and advances the step."""
-    s = self.settings
+    s, suite = self.settings, self.run_parts.suite
     started = time.perf_counter()
-    tasks = stream_tasks(self.run_parts.train_tasks, self.step * s.tasks_per_step, s.tasks_per_step, s.seed)
-    result = self.engine.run(s.env_name, s.env_config, [t.to_dict() for t in tasks], s.samples_per_task,
-                             jax.random.fold_in(self.base_key, self.step))
+    per_step = s.rl.tasks_per_step
+    tasks = stream_tasks(self.run_parts.train_tasks, self.step * per_step, per_step, s.seed)
+    result = self.engine.run(suite.env_name, suite.env_config, [t.to_dict() for t in tasks],
+                             s.rl.samples_per_task, jax.random.fold_in(self.base_key, self.step))
     metrics = {f"rollout/{k}": v for k, v in
                batch_metrics(result.trees, [t.difficulty for t in tasks]).items()}
     metrics.update({f"rollout/{k}": v for k, v in timing_metrics(result.timings).items()})
@@ -224,7 +256,7 @@ class Trainer:
     self._set_policy(self.state.params)
     metrics["time/train_s"] = time.perf_counter() - train_started
     metrics["time/step_s"] = time.perf_counter() - started
-    if s.train_trees_every and self.step % s.train_trees_every == 0:
+    if s.log.train_trees_every and self.step % s.log.train_trees_every == 0:
       result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"), difficulty_tags(tasks))
     self.step += 1
     return metrics
@@ -239,17 +271,25 @@ class Trainer:
   def evaluate(self, split: str | None = None, difficulties: Sequence[str] | None = None,
                tasks_per_difficulty: int | None = None) -> Evaluation:
     """Greedy success per difficulty on held-out tasks with the current policy (one tree per task)."""
-    s = self.settings
+    s, suite = self.settings, self.run_parts.suite
     split = split or s.eval.split
-    tasks = eval_tasks(load_tasks(s.dataset, split, os.path.join(s.workdir, "data")),
+    tasks = eval_tasks(suite.load_tasks(split, os.path.join(s.workdir, "data")),
                        difficulties or s.eval.difficulties, tasks_per_difficulty or s.eval.tasks_per_difficulty)
     if not tasks:
       raise ValueError(f"split {split!r} has no tasks of difficulties {difficulties or s.eval.difficulties}")
-    result = self.eval_engine.run(s.env_name, s.env_config, [t.to_dict() for t in tasks], 1,
-                                  jax.random.fold_in(self.base_key, EVAL_KEY_OFFSET + self.step))
+    result = self.engine.run(suite.env_name, suite.env_config, [t.to_dict() for t in tasks], 1,
+                             jax.random.fold_in(self.base_key, EVAL_KEY_OFFSET + self.step),
+                             sampling=s.greedy_rollout.sampling)
     metrics = batch_metrics(result.trees, [t.difficulty for t in tasks])
     metrics["time/eval_s"] = result.timings.total_s
     return Evaluation(metrics=metrics, trees=result.trees, tasks=tasks)
+
+  def _log_setup(self) -> list[dict]:
+    """A fresh run's set-up records: the phase times, and the warm start's loss per SFT step."""
+    run = self.run_parts
+    records = [self.log.write(0, "setup", run.setup_times)]
+    records += [self.log.write(step, "sft", {"loss": loss}) for step, loss in enumerate(run.sft_losses)]
+    return records
 
   def _evaluate_and_log(self) -> dict:
     evaluation = self.evaluate()
@@ -261,26 +301,27 @@ class Trainer:
   def train(self) -> list[dict]:
     """Runs (or resumes) the configured number of steps; returns the records written by this call."""
     s = self.settings
+    num_steps = s.rl.num_steps
     resumed = self.restore()
-    if self.step >= s.num_steps and any(
-        r["kind"] == "eval" and r["step"] == self.step for r in read_records(os.path.join(s.workdir, "metrics.jsonl"))):
+    previous = read_records(os.path.join(s.workdir, "metrics.jsonl"))
+    if self.step >= num_steps and any(r["kind"] == "eval" and r["step"] == self.step for r in previous):
       logging.info("the run in %s is complete (step %d)", s.workdir, self.step)
       return []
     if resumed:
       logging.info("resuming from the checkpoint at step %d", self.step)
-    self.log = MetricsLog(s.workdir, start_step=self.step, tensorboard=s.tensorboard)
-    records = []
-    bar = tqdm.tqdm(total=s.num_steps, initial=self.step, desc="RAO", disable=not s.progress_bar,
+    self.log = MetricsLog(s.workdir, start_step=self.step, tensorboard=s.log.tensorboard)
+    records = [] if resumed else self._log_setup()
+    bar = tqdm.tqdm(total=num_steps, initial=self.step, desc="RAO", disable=not s.log.progress_bar,
                     dynamic_ncols=True)
-    eval_success = float("nan")
-    while self.step < s.num_steps:
+    eval_success = last_eval_success(previous, self.step)  # shown by the progress bar until the next one
+    while self.step < num_steps:
       if self.step % s.eval.every_steps == 0:
         records.append(self._evaluate_and_log())
         eval_success = records[-1]["success"]
       step = self.step
       metrics = self.rl_step()
       records.append(self.log.write(step, "train", metrics))
-      if self.step % s.checkpoint_every == 0 or self.step == s.num_steps:
+      if self.step % s.checkpoint.every_steps == 0 or self.step == num_steps:
         self.save()
       bar.update(1)
       bar.set_postfix(success=f"{metrics['rollout/success']:.2f}",

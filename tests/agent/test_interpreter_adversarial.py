@@ -7,11 +7,12 @@ import textwrap
 
 import pytest
 
-from rao_jax.agent.interpreter import InterpreterConfig, InterpreterPool
+from rao_jax.agent.interpreter import CellStatus, InterpreterConfig, InterpreterPool
 from test_interpreter_toy_env import TOY_ENV
 
 CANARY = "/tmp/rao_interpreter_canary"
 LIMIT_S = 0.5
+LIMITS = dict(max_depth=6, delegation=True)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ _ids = iter(range(10**6))
 
 def run_one(pool, code):
   node = next(_ids)
-  assert not isinstance(pool.create_roots([(node, TOY_ENV, {}, {"target": 1})])[0], str)
+  assert not isinstance(pool.create_roots([(node, TOY_ENV, {}, {"target": 1})], **LIMITS)[0], str)
   [result] = pool.run_cells([(node, code)])
   return node, result
 
@@ -98,13 +99,13 @@ def test_hand_built_launch_handles_cannot_pass_hostile_arguments(pool):
   code = ("class K:\n  def __hash__(self):\n    while True: pass\n"
           "h = launch_subagent(1)\nbad = type(h)(((K(),), {}))\nprint(await bad)")
   _, result = run_one(pool, code)
-  assert result.status == "error" and "launch_subagent failed" in result.text, result
+  assert result.status is CellStatus.ERROR and "launch_subagent failed" in result.text, result
 
 
 @pytest.mark.parametrize("name", sorted(ESCAPES))
 def test_escape_attempts_end_as_errors(pool, name):
   _, result = run_one(pool, ESCAPES[name])
-  assert result.status == "error", (name, result)
+  assert result.status is CellStatus.ERROR, (name, result)
   assert any(word in result.text for word in ("SandboxError", "Error", "not allowed")), result.text
   assert not os.path.exists(CANARY)
 
@@ -132,13 +133,13 @@ def test_escape_attempts_end_as_errors(pool, name):
 ])
 def test_resource_attacks_are_stopped(pool, code, fragment):
   _, result = run_one(pool, code)
-  assert result.status == "error", result
+  assert result.status is CellStatus.ERROR, result
   assert fragment in result.text, result.text
 
 
 def test_gigantic_and_hostile_output_is_cut_and_clean(pool):
   _, result = run_one(pool, "print('x' * 10**7)\nprint('\\ud800\\udfff' * 10)")
-  assert result.status == "output"
+  assert result.status is CellStatus.OUTPUT
   assert len(result.text) < 1100 and "output truncated" in result.text
   _, result = run_one(pool, "print('\\ud800', b'\\xff'.decode('latin-1'))")
   result.text.encode("utf-8")
@@ -147,19 +148,19 @@ def test_gigantic_and_hostile_output_is_cut_and_clean(pool):
 def test_hostile_finish_values_are_refused(pool):
   code = "class S(str):\n  pass\nfinish(S('x'))"
   _, result = run_one(pool, code)
-  assert result.status == "error" and "JSON-like" in result.text
+  assert result.status is CellStatus.ERROR and "JSON-like" in result.text
   _, result = run_one(pool, "x = []\nx.append(x)\nfinish(x)")
-  assert result.status == "error" and "JSON-like" in result.text
+  assert result.status is CellStatus.ERROR and "JSON-like" in result.text
   _, result = run_one(pool, "finish(float('nan'))")
-  assert result.status == "error"
+  assert result.status is CellStatus.ERROR
   _, result = run_one(pool, "finish('y' * 10**6)")
-  assert result.status == "error" and "too large" in result.text
+  assert result.status is CellStatus.ERROR and "too large" in result.text
 
 
 def test_nodes_cannot_see_each_other(pool):
   first, _ = run_one(pool, "secret = 42")
   _, result = run_one(pool, "secret")
-  assert result.status == "error" and "NameError" in result.text
+  assert result.status is CellStatus.ERROR and "NameError" in result.text
   [result] = pool.run_cells([(first, "secret")])
   assert result.text == "42\n"
 
@@ -167,10 +168,10 @@ def test_nodes_cannot_see_each_other(pool):
 def test_memory_hog_loses_its_own_state_only(pool):
   survivor, _ = run_one(pool, "kept = 'yes'")
   hog, result = run_one(pool, "x = bytearray(900 * 2**20)")
-  assert result.status in ("crashed", "error"), result
-  if result.status == "crashed":
+  assert result.status in (CellStatus.CRASHED, CellStatus.ERROR), result
+  if result.status is CellStatus.CRASHED:
     [later] = pool.run_cells([(hog, "1")])
-    assert later.status == "crashed"
+    assert later.status is CellStatus.CRASHED
   [result] = pool.run_cells([(survivor, "kept")])
   assert result.text == "'yes'\n"
 
@@ -180,15 +181,15 @@ def test_a_hung_worker_is_killed_and_replaced():
                              env_modules=("test_interpreter_toy_env",))
   with InterpreterPool(config) as pool:
     pool.create_roots([(0, TOY_ENV, {}, {"target": 1}), (1, TOY_ENV, {}, {"target": 1}),
-                       (2, TOY_ENV, {}, {"target": 1})])
+                       (2, TOY_ENV, {}, {"target": 1})], **LIMITS)
     pool.run_cells([(0, "a = 1"), (1, "b = 2"), (2, "c = 3")])
     # `sum` over a huge range runs in C, never reaching the timer's handler.
     hung, other, _ = pool.run_cells([(0, "sum(range(10**14))"), (1, "b"), (2, "c")])
-    assert hung.status == "crashed" and "without progress" in hung.text
+    assert hung.status is CellStatus.CRASHED and "without progress" in hung.text
     assert other.text == "2\n"
     [neighbour] = pool.run_cells([(2, "c")])  # Node 2 shared node 0's worker.
-    assert neighbour.status == "crashed"
-    pool.create_roots([(3, TOY_ENV, {}, {"target": 1})])
+    assert neighbour.status is CellStatus.CRASHED
+    pool.create_roots([(3, TOY_ENV, {}, {"target": 1})], **LIMITS)
     [fresh] = pool.run_cells([(3, "print('alive')")])
     assert fresh.text == "alive\n"
 

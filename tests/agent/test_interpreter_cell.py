@@ -3,6 +3,7 @@ errors, finish, and the scheduler behind `await launch_subagent(...)` and `async
 import pytest
 
 from rao_jax.agent.interpreter import cell
+from rao_jax.agent.interpreter.messages import CellStatus
 from test_interpreter_toy_env import make_root_environment
 
 
@@ -25,7 +26,7 @@ def test_namespace_persists_and_trailing_expression_is_echoed():
   root = Tree().root
   assert root.run_cell("x = 20").text == ""
   outcome = root.run_cell("print('sum', x + 1)\nx * 2")
-  assert (outcome.status, outcome.text) == ("output", "sum 21\n40\n")
+  assert (outcome.status, outcome.text) == (CellStatus.OUTPUT, "sum 21\n40\n")
   assert root.run_cell("None").text == ""
   assert root.run_cell("target, context").text == "(3, '')\n"
 
@@ -35,14 +36,14 @@ def test_tools_work_and_take_and_return_plain_data():
   assert root.run_cell("add(2)").text == "'now 2'\n"
   assert root.run_cell("explode()").text.startswith("'Error: explode failed: RuntimeError")
   outcome = root.run_cell("class S(str): pass\nadd(S('x'))")
-  assert outcome.status == "error" and "plain data" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "plain data" in outcome.text
   assert "tool" in root.run_cell("add").text
 
 
 def test_errors_show_cell_lines_only():
   root = Tree().root
   outcome = root.run_cell("def f(n):\n  return 1 / n\nprint('before')\nf(0)")
-  assert outcome.status == "error"
+  assert outcome.status is CellStatus.ERROR
   assert outcome.text.startswith("before\nTraceback (most recent call last):")
   assert "line 4, in <cell>: f(0)" in outcome.text
   assert "line 2, in f: return 1 / n" in outcome.text
@@ -55,11 +56,11 @@ def test_errors_show_cell_lines_only():
 def test_finish_ends_the_cell_and_requires_json_like_values():
   root = Tree().root
   outcome = root.run_cell("finish({1: 2})\nprint('still here')")
-  assert outcome.status == "error" and "JSON-like" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "JSON-like" in outcome.text
   assert "still here" not in outcome.text
   assert not root.finished
   outcome = root.run_cell("print('a')\nfinish({'items': [1, 2.5, None, True, ('t',)]})\nprint('b')")
-  assert outcome.status == "finished"
+  assert outcome.status is CellStatus.FINISHED
   assert outcome.finish_value == {"items": [1, 2.5, None, True, ["t"]]}
   assert outcome.text == "a\n"
 
@@ -67,7 +68,7 @@ def test_finish_ends_the_cell_and_requires_json_like_values():
 def test_finish_is_not_caught_by_except_exception_or_bare_except():
   root = Tree().root
   outcome = root.run_cell("try:\n  finish('x')\nexcept:\n  print('caught')")
-  assert outcome.status == "finished" and "caught" not in outcome.text
+  assert outcome.status is CellStatus.FINISHED and "caught" not in outcome.text
 
 
 def test_sequential_launch_suspends_and_resumes_where_it_awaited():
@@ -75,13 +76,13 @@ def test_sequential_launch_suspends_and_resumes_where_it_awaited():
   root = tree.root
   outcome = root.run_cell(
       "print('start')\nr = await launch_subagent(2, context='go')\nprint('got', r)")
-  assert outcome.status == "suspended"
-  [(child_key, depth, prompt)] = outcome.spawns
-  assert depth == 1 and prompt.goal == "Gain 2 points. go"
-  child = tree.nodes[child_key]
-  assert child.run_cell("add(2)\nfinish('did it')").status == "finished"
-  outcome = root.resume({child_key: "did it"})
-  assert (outcome.status, outcome.text) == ("output", "start\ngot did it\n")
+  assert outcome.status is CellStatus.SUSPENDED
+  [spawn] = outcome.spawns
+  assert spawn.depth == 1 and spawn.prompt.goal == "Gain 2 points. go"
+  child = tree.nodes[spawn.key]
+  assert child.run_cell("add(2)\nfinish('did it')").status is CellStatus.FINISHED
+  outcome = root.resume({spawn.key: "did it"})
+  assert (outcome.status, outcome.text) == (CellStatus.OUTPUT, "start\ngot did it\n")
 
 
 def test_gather_reports_every_spawn_before_any_resolves():
@@ -90,26 +91,26 @@ def test_gather_reports_every_spawn_before_any_resolves():
           "  return [a, b]\n"
           "rs = await asyncio.gather(launch_subagent(1), two(2), launch_subagent(3))\nprint(rs)")
   outcome = tree.root.run_cell(code)
-  assert outcome.status == "suspended"
-  first_wave = {prompt.goal: key for key, _, prompt in outcome.spawns}
+  assert outcome.status is CellStatus.SUSPENDED
+  first_wave = {spawn.prompt.goal: spawn.key for spawn in outcome.spawns}
   assert set(first_wave) == {"Gain 1 points.", "Gain 2 points.", "Gain 3 points."}
   # Partial delivery: the coroutine `two` continues and launches its second child.
   outcome = tree.root.resume({first_wave["Gain 2 points."]: "r2"})
-  assert outcome.status == "suspended"
-  [(second, _, prompt)] = outcome.spawns
-  assert prompt.goal == "Gain 12 points."
+  assert outcome.status is CellStatus.SUSPENDED
+  [second] = outcome.spawns
+  assert second.prompt.goal == "Gain 12 points."
   outcome = tree.root.resume(
       {first_wave["Gain 1 points."]: "r1", first_wave["Gain 3 points."]: "r3"})
-  assert outcome.status == "suspended" and outcome.spawns == []
-  outcome = tree.root.resume({second: "Error: child failed"})
+  assert outcome.status is CellStatus.SUSPENDED and outcome.spawns == []
+  outcome = tree.root.resume({second.key: "Error: child failed"})
   assert outcome.text == "['r1', ['r2', 'Error: child failed'], 'r3']\n"
 
 
 def test_children_share_state_by_reference_and_are_judged_from_their_fork():
   tree = Tree(target=1)
   outcome = tree.root.run_cell("r = await launch_subagent(4)")
-  [(child_key, _, _)] = outcome.spawns
-  child = tree.nodes[child_key]
+  [spawn] = outcome.spawns
+  child = tree.nodes[spawn.key]
   child.run_cell("add(4)")
   assert child.env.judge("ok") == 1.0
   assert tree.root.env.judge("ok") == 1.0
@@ -118,7 +119,7 @@ def test_children_share_state_by_reference_and_are_judged_from_their_fork():
 def test_unawaited_launches_are_rejected():
   tree = Tree()
   outcome = tree.root.run_cell("h = launch_subagent(1)\nprint('done')")
-  assert outcome.status == "error"
+  assert outcome.status is CellStatus.ERROR
   assert "never awaited" in outcome.text and outcome.text.startswith("done\n")
   assert len(tree.nodes) == 1  # No child was created.
 
@@ -128,17 +129,17 @@ def test_launch_errors_and_depth_limit_come_back_as_strings():
   assert tree.root.run_cell("r = await launch_subagent('bad')\nr").text == (
       "'Error: target must be a non-negative int'\n")
   outcome = tree.root.run_cell("r = await launch_subagent(1)")
-  [(child_key, depth, prompt)] = outcome.spawns
-  tree.root.resume({child_key: "fine"})
-  child = tree.nodes[child_key]
-  assert depth == 1 and "delegate" not in prompt.rules  # No delegation advice at the max depth.
+  [spawn] = outcome.spawns
+  tree.root.resume({spawn.key: "fine"})
+  child = tree.nodes[spawn.key]
+  assert spawn.depth == 1 and "delegate" not in spawn.prompt.rules  # No delegation advice at the max depth.
   outcome = child.run_cell("r = await launch_subagent(1)\nprint(r)")
-  assert outcome.status == "output" and "refused" in outcome.text and "maximum" in outcome.text
+  assert outcome.status is CellStatus.OUTPUT and "refused" in outcome.text and "maximum" in outcome.text
 
 
 def test_no_launch_subagent_without_delegation():
   outcome = Tree(delegation=False).root.run_cell("launch_subagent(1)")
-  assert outcome.status == "error" and "NameError" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "NameError" in outcome.text
 
 
 def test_gather_propagates_errors_or_returns_them():
@@ -149,19 +150,19 @@ def test_gather_propagates_errors_or_returns_them():
   assert tree.root.run_cell(code).text == "['ValueError', 'str'] slept\n"
   outcome = tree.root.run_cell(
       "async def boom():\n  raise ValueError('x')\nawait asyncio.gather(boom())")
-  assert outcome.status == "error" and outcome.text.endswith("ValueError: x")
+  assert outcome.status is CellStatus.ERROR and outcome.text.endswith("ValueError: x")
   outcome = tree.root.run_cell("await asyncio.gather(1)")
-  assert outcome.status == "error" and "awaitables" in outcome.text
-  assert tree.root.run_cell("await asyncio.gather()").status == "output"
+  assert outcome.status is CellStatus.ERROR and "awaitables" in outcome.text
+  assert tree.root.run_cell("await asyncio.gather()").status is CellStatus.OUTPUT
 
 
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")
 def test_awaiting_foreign_objects_and_asyncio_run_fail_clearly():
   root = Tree().root
   outcome = root.run_cell("class A:\n  pass\nawait A()")
-  assert outcome.status == "error" and "TypeError" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "TypeError" in outcome.text
   outcome = root.run_cell("async def f():\n  return 1\nasyncio.run(f())")
-  assert outcome.status == "error" and "use `await`" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "use `await`" in outcome.text
 
 
 def test_output_is_truncated_and_made_utf8_safe():
@@ -177,7 +178,7 @@ def test_output_is_truncated_and_made_utf8_safe():
 def test_hostile_exception_str_does_not_break_the_report():
   outcome = Tree().root.run_cell(
       "class E(Exception):\n  def __str__(self):\n    raise E()\nraise E()")
-  assert outcome.status == "error" and outcome.text.endswith("E: <exception message unavailable>")
+  assert outcome.status is CellStatus.ERROR and outcome.text.endswith("E: <exception message unavailable>")
 
 
 def test_random_is_per_node_and_seeded():
@@ -193,16 +194,16 @@ def test_cell_classes_may_set_attributes_but_shared_ones_may_not():
           "del c.m\nc.n")
   assert root.run_cell(code).text == "2\n"
   outcome = root.run_cell("import json\njson.dumps.x = 1")
-  assert outcome.status == "error" and "did not create" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "did not create" in outcome.text
 
 
 def test_launches_per_cell_are_capped():
   outcome = Tree().root.run_cell("while True:\n  launch_subagent(1)")
-  assert outcome.status == "error" and "at most" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "at most" in outcome.text
 
 
 def test_gathered_tasks_per_cell_are_capped():
   outcome = Tree().root.run_cell("await asyncio.gather(*[asyncio.sleep(0) for _ in range(20000)])")
-  assert outcome.status == "error" and "at most" in outcome.text
+  assert outcome.status is CellStatus.ERROR and "at most" in outcome.text
   assert Tree().root.run_cell("r = await asyncio.gather(*[asyncio.sleep(0, i) for i in range(50)])"
                               "\nsum(r)").text == "1225\n"

@@ -1,10 +1,11 @@
 """The InterpreterPool API over real worker processes: roots, batches, delegation, errors."""
 import pytest
 
-from rao_jax.agent.interpreter import InterpreterConfig, InterpreterPool
+from rao_jax.agent.interpreter import CellStatus, InterpreterConfig, InterpreterPool
 from test_interpreter_toy_env import TOY_ENV
 
 ENV_MODULES = ("test_interpreter_toy_env",)
+LIMITS = dict(max_depth=6, delegation=True)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ _next = [1000]
 def new_roots(pool, *targets):
   ids = list(range(_next[0], _next[0] + len(targets)))
   _next[0] += len(targets)
-  prompts = pool.create_roots([(i, TOY_ENV, {}, {"target": t}) for i, t in zip(ids, targets)])
+  prompts = pool.create_roots([(i, TOY_ENV, {}, {"target": t}) for i, t in zip(ids, targets)], **LIMITS)
   assert all(not isinstance(p, str) for p in prompts), prompts
   return ids
 
@@ -30,8 +31,13 @@ def test_config_is_validated():
     InterpreterConfig(num_workers=0)
   with pytest.raises(ValueError, match="cell_time_limit_s"):
     InterpreterConfig(cell_time_limit_s=0)
+
+
+def test_tree_limits_are_validated(pool):
   with pytest.raises(ValueError, match="max_depth"):
-    InterpreterConfig(max_depth=-1)
+    pool.create_roots([(1, TOY_ENV, {}, {"target": 1})], max_depth=-1, delegation=True)
+  with pytest.raises(ValueError, match="delegation"):
+    pool.create_roots([(1, TOY_ENV, {}, {"target": 1})], max_depth=2, delegation=1)
 
 
 def test_sandbox_layers_are_reported(pool):
@@ -44,7 +50,7 @@ def test_create_roots_returns_prompts_or_error_strings(pool):
   [taken] = new_roots(pool, 2)
   prompts = pool.create_roots([
       (1, TOY_ENV, {}, {"target": 2}), (2, "no_such_env", {}, {}), (3, TOY_ENV, {}, {}),
-      (taken, TOY_ENV, {}, {"target": 1})])
+      (taken, TOY_ENV, {}, {"target": 1})], **LIMITS)
   assert prompts[0].goal == "Gain 2 points." and "delegate" in prompts[0].rules
   assert "unknown environment" in prompts[1]
   assert "task needs a target" in prompts[2]
@@ -55,7 +61,7 @@ def test_create_roots_returns_prompts_or_error_strings(pool):
 def test_results_come_in_input_order_and_namespaces_are_per_node(pool):
   ids = new_roots(pool, 1, 1, 1, 1, 1)
   results = pool.run_cells([(i, f"me = {i}") for i in ids])
-  assert [r.node_id for r in results] == ids and all(r.status == "output" for r in results)
+  assert [r.node_id for r in results] == ids and all(r.status is CellStatus.OUTPUT for r in results)
   results = pool.run_cells([(i, "me") for i in reversed(ids)])
   assert [r.node_id for r in results] == ids[::-1]
   assert [r.text for r in results] == [f"{i}\n" for i in reversed(ids)]
@@ -68,8 +74,8 @@ def test_delegation_round_trip(pool):
       (root, "rs = await asyncio.gather(launch_subagent(1), launch_subagent(2))\nprint(rs)"),
       (other, "add(1)\nfinish('solo')")])
   suspended, solo = results
-  assert solo.status == "finished" and solo.success == 1.0 and solo.finish_value == "solo"
-  assert suspended.status == "suspended" and len(suspended.spawns) == 2
+  assert solo.status is CellStatus.FINISHED and solo.success == 1.0 and solo.finish_value == "solo"
+  assert suspended.status is CellStatus.SUSPENDED and len(suspended.spawns) == 2
   children = [s.child_id for s in suspended.spawns]
   assert len(set(children)) == 2 and min(children) > max(root, other)
   assert all(s.parent_id == root and s.depth == 1 for s in suspended.spawns)
@@ -83,11 +89,11 @@ def test_delegation_round_trip(pool):
   with pytest.raises(TypeError, match="JSON serializable"):  # Nothing is sent; nothing changes.
     pool.resume([(root, {children[0]: object()})])
   [resumed] = pool.resume([(root, {children[0]: "made 1", children[1]: "made 2"})])
-  assert (resumed.status, resumed.text) == ("output", "['made 1', 'made 2']\n")
+  assert (resumed.status, resumed.text) == (CellStatus.OUTPUT, "['made 1', 'made 2']\n")
   [finished] = pool.run_cells([(root, "finish('all')")])
   assert finished.success == 1.0
   [again] = pool.run_cells([(root, "1")])
-  assert again.status == "error" and "finished" in again.text
+  assert again.status is CellStatus.ERROR and "finished" in again.text
   with pytest.raises(ValueError, match="not suspended"):
     pool.resume([(root, {})])
   pool.release([root, other, *children])
@@ -102,16 +108,18 @@ def test_bad_calls_raise(pool):
   with pytest.raises(TypeError, match="str"):
     pool.run_cells([(node, b"1")])
   with pytest.raises(TypeError, match="int"):
-    pool.create_roots([("x", TOY_ENV, {}, {"target": 1})])
+    pool.create_roots([("x", TOY_ENV, {}, {"target": 1})], **LIMITS)
+  with pytest.raises(TypeError, match="dicts"):
+    pool.create_roots([(7, TOY_ENV, {}, "not a task")], **LIMITS)
   pool.release([node])
 
 
 def test_linear_baseline_has_no_launch_subagent():
-  config = InterpreterConfig(num_workers=1, delegation=False, env_modules=ENV_MODULES)
+  config = InterpreterConfig(num_workers=1, env_modules=ENV_MODULES)
   with InterpreterPool(config) as pool:
-    [prompt] = pool.create_roots([(0, TOY_ENV, {}, {"target": 1})])
+    [prompt] = pool.create_roots([(0, TOY_ENV, {}, {"target": 1})], max_depth=6, delegation=False)
     assert "delegate" not in prompt.rules
     [result] = pool.run_cells([(0, "launch_subagent(1)")])
-    assert result.status == "error" and "NameError" in result.text
+    assert result.status is CellStatus.ERROR and "NameError" in result.text
   with pytest.raises(RuntimeError, match="closed"):
     pool.run_cells([(0, "1")])

@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 
-from rao_jax.agent.interpreter import InterpreterConfig, InterpreterPool
+from rao_jax.agent.interpreter import CellStatus, InterpreterConfig, InterpreterPool
 
 env_lib = pytest.importorskip("rao_jax.envs.textcraft_synth.env")
 solvers = pytest.importorskip("rao_jax.envs.textcraft_synth.solvers")
@@ -58,7 +58,8 @@ def replay(pool, root_id, task, transcript):
 
   Returns the root's result, the number of nodes, and the most spawns one result carried.
   """
-  [prompt] = pool.create_roots([(root_id, "textcraft_synth", ENV_CONFIG, task.to_dict())])
+  [prompt] = pool.create_roots([(root_id, "textcraft_synth", ENV_CONFIG, task.to_dict())],
+                               max_depth=6, delegation=True)
   assert dataclasses.asdict(prompt) == transcript.prompt
   script = {root_id: transcript}
   next_turn = {root_id: 0}
@@ -71,8 +72,8 @@ def replay(pool, root_id, task, transcript):
     ready_to_resume = []
     for result in results:
       node = result.node_id
-      assert result.status != "error" and result.status != "crashed", result
-      if result.status == "suspended":
+      assert result.status not in (CellStatus.ERROR, CellStatus.CRASHED), result
+      if result.status is CellStatus.SUSPENDED:
         widest[0] = max(widest[0], len(result.spawns))
         launched = [c for c in script[node].children
                     if c.launched_by_cell == next_turn[node] + 1 and c not in script.values()]
@@ -84,7 +85,7 @@ def replay(pool, root_id, task, transcript):
           runnable.append(spawn.child_id)
         continue
       next_turn[node] += 1
-      if result.status == "finished":
+      if result.status is CellStatus.FINISHED:
         finals[node] = result
         assert result.success == 1.0, (script[node].goal, result)
         parent = parent_of.get(node)
@@ -119,7 +120,7 @@ def test_expert_trees_succeed_through_the_sandbox():
     for difficulty, sampled in sorted(chosen.items()):
       for task, transcript in sampled:
         result, num_nodes, _ = replay(pool, root_id, task, transcript)
-        assert result.status == "finished" and result.success == 1.0
+        assert result.status is CellStatus.FINISHED and result.success == 1.0
         assert num_nodes == sum(1 for _ in transcript.nodes())
         root_id += 10**6
 
@@ -130,6 +131,6 @@ def test_parallel_delegation_succeeds_through_the_sandbox():
   with InterpreterPool(config) as pool:
     for root_id, (task, transcript) in enumerate(sample_parallel_tasks()):
       result, num_nodes, widest = replay(pool, root_id * 10**6, task, transcript)
-      assert result.status == "finished" and result.success == 1.0
+      assert result.status is CellStatus.FINISHED and result.success == 1.0
       assert num_nodes == sum(1 for _ in transcript.nodes())
       assert widest >= 2  # Siblings launched by one gather were all spawned before any resolved.

@@ -9,7 +9,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import chat, turn_format
+from rao_jax.agent import chat, corpus, turn_format
 
 SYSTEM = "Rules: craft on top of what you own."
 USER = "Goal: Craft the following items: 2x plank"
@@ -24,7 +24,7 @@ OBSERVATIONS = [turn_format.render_observation(1, "{'log': 1}"),
 @pytest.fixture(scope="module")
 def toy_tokenizer(tmp_path_factory):
   return tokenizer_lib.train_sentencepiece(
-      tokenizer_lib.builtin_corpus(300), model_prefix=str(tmp_path_factory.mktemp("sp") / "t"),
+      corpus.builtin_corpus(300), model_prefix=str(tmp_path_factory.mktemp("sp") / "t"),
       vocab_size=500)
 
 
@@ -33,7 +33,7 @@ def qwen_tokenizer(tmp_path_factory):
   tok = tokenizers.Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator(tokenizer_lib.builtin_corpus(200), trainers.BpeTrainer(
+  tok.train_from_iterator(corpus.builtin_corpus(200), trainers.BpeTrainer(
       vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
   directory = tmp_path_factory.mktemp("qwen")

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from rao_jax.agent import episode
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib, world as world_lib
 from rao_jax.envs.textcraft_synth.renaming import ItemRenaming
@@ -35,8 +36,8 @@ def test_a_renamed_transcript_is_the_same_solution_under_other_names(seed):
   transcript = solvers.solve(env_lib.make_root_environment({"world": "small"}, task.to_dict()))
   renaming = ItemRenaming(WORLD, seed=seed)
   inverse = {new: old for old, new in renaming.mapping.items()}
-  texts = [transcript.goal] + [t.assistant_text() for t in transcript.turns] + [
-      transcript.observation_text(i) for i in range(1, len(transcript.turns))]
+  texts = [transcript.goal] + [episode.assistant_text(t) for t in transcript.turns] + [
+      episode.observation_text(i, t.output) for i, t in enumerate(transcript.turns[:-1], start=1)]
   renamed = [renaming(text) for text in texts]
   # Renaming is invertible text for text, and it moved the goal's item everywhere it occurs.
   assert [re.sub(r"\w+", lambda m: inverse.get(m.group(), m.group()), text) for text in renamed] == texts

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from rao_jax.agent import turn_format
+from rao_jax.agent import episode, turn_format
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
 from rao_jax.envs.textcraft_synth import tasks as tasks_lib
@@ -55,9 +55,9 @@ def test_flat_transcript_is_real_and_in_turn_format():
   assert codes[-1] == 'finish("Crafted 2x crate.")'
   assert transcript.turns[-2].output == "Crafted 2 crate. Inventory now has 2 crate."
   assert all("await" not in code and "import" not in code and "__" not in code for code in codes)
-  text = transcript.turns[0].assistant_text()
+  text = episode.assistant_text(transcript.turns[0])
   assert text.startswith(turn_format.THOUGHT_OPEN) and text.endswith(turn_format.CODE_CLOSE)
-  assert transcript.observation_text(1).startswith(turn_format.observation_header(1))
+  assert episode.observation_text(1, transcript.turns[0].output).startswith(turn_format.observation_header(1))
   assert root.view_inventory()["crate"] == 2
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from rao_jax.agent import turn_format
+from rao_jax.agent import episode, turn_format
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib
 from rao_jax.envs.textcraft_synth.dataset import BUILDER_CONFIGS
@@ -121,7 +121,7 @@ def test_compact_experts_solve_every_tier(splits, difficulty):
     assert all(n.success == 1.0 and len(n.turns) <= 3 for n in nodes)
     for node in nodes + [flat]:
       for turn in node.turns:
-        assert turn_format.THOUGHT_OPEN not in turn.assistant_text()
+        assert turn_format.THOUGHT_OPEN not in episode.assistant_text(turn)
 
 
 def test_compact_turns_use_the_looked_up_recipes(splits):

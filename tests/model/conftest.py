@@ -52,7 +52,7 @@ def gqa_checkpoint(tmp_path_factory) -> HFCheckpoint:
 
 @pytest.fixture(scope="session")
 def toy_config() -> ModelConfig:
-  """A fast-compiling config for cache and generation tests (GQA, head_dim != hidden / heads)."""
+  """A fast-compiling config for the cache tests (GQA, head_dim != hidden / heads)."""
   return ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                      intermediate_size=48, rope_theta=10_000.0)
 

@@ -1,20 +1,17 @@
-"""KV-cache semantics: chunked prefill and decode reproduce the full causal forward; greedy generation.
+"""KV-cache semantics: chunked prefill and decode reproduce the full causal forward (generation is tested in
+tests/rollout/test_rollout_generate.py).
 
 Every forward here is jitted with few distinct shapes: compilation dominates the run time on CPU.
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from rao_jax.model.generation import generate, generate_uncached
 from rao_jax.model.kv_cache import KVCache
 
 LENGTHS = np.array([6, 3, 1])  # prompt lengths per row
 DECODE_STEPS = 4
-PROMPTS = [[5, 9, 2, 7, 1], [3], [8, 8, 4]]
-NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
@@ -75,47 +72,6 @@ def test_chunked_prefill_masked_rows_and_cache_overflow(model, toy_config, rng):
   row0 = jnp.concatenate([tokens[0, :12], tokens[0, 8:12]])[None].repeat(3, 0)
   reference = _full_forward(model, row0, jnp.ones((3, 16), bool))
   np.testing.assert_allclose(overflow[0, :4], reference[0, 12:], atol=2e-5, rtol=0)
-
-
-def test_greedy_generate_matches_uncached(model, toy_config):
-  cached = generate(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS)
-  assert [len(c) for c in cached] == [NEW_TOKENS] * len(PROMPTS)
-  assert cached == generate_uncached(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS)
-
-
-def test_generate_stops_at_eos_and_context_window(model, toy_config):
-  greedy = generate(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS)
-  eos = greedy[1][2]
-  with_eos = generate(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS, eos_id=eos)
-  for row, out in zip(greedy, with_eos):
-    assert out == (row[:row.index(eos) + 1] if eos in row else row)
-  assert any(len(out) < NEW_TOKENS for out in with_eos)
-  windowed = generate(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS, max_len=8)
-  assert windowed == [row[:8 - len(p)] for row, p in zip(greedy, PROMPTS)]
-  assert windowed == generate_uncached(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS, max_len=8)
-
-
-def test_sampling_is_reproducible_and_matches_uncached(model, toy_config):
-  key = jax.random.key(3)
-  sample = lambda fn, key: fn(model, toy_config, PROMPTS, max_new_tokens=NEW_TOKENS, temperature=1.0, rng=key)
-  sampled = sample(generate, key)
-  assert sampled == sample(generate, key)
-  assert sampled == sample(generate_uncached, key)
-  assert sampled != sample(generate, jax.random.key(4))
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(prompts=[[1], []]), "prompt 1 is empty"),
-    (dict(prompts=[[1, 64]]), r"token ids must lie in \[0, 64\)"),
-    (dict(prompts=[[1]], temperature=0.5), "needs an rng key"),
-    (dict(prompts=[[1, 2, 3]], max_len=3), "leaves no room"),
-    (dict(prompts=[[1]], temperature=-1.0), "temperature"),
-    (dict(prompts=[]), "prompts is empty"),
-])
-def test_generate_rejects_bad_arguments(model, toy_config, kwargs, message):
-  kwargs = {"max_new_tokens": 2, **kwargs}
-  with pytest.raises(ValueError, match=message):
-    generate(model, toy_config, **kwargs)
 
 
 def test_forward_rejects_inconsistent_arguments(model, toy_config):

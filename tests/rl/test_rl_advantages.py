@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rao_jax.rl.advantages import AdvantageConfig
+from rao_jax.rl.advantages import BadRewardError
 from rao_jax.rl.advantages import advantages_from_trees
 from rao_jax.rl.advantages import tree_advantages
 from rao_jax.rl.advantages import validate_forest
@@ -54,8 +55,8 @@ def reference_advantages(nodes: dict[int, dict], config: AdvantageConfig) -> dic
 
   reward = {}
   for i, node in nodes.items():
-    if config.reward_mode == "root":
-      reward[i] = local_reward[root_of_tree[node["tree"]]]
+    if config.reward_mode == "root":  # team reward: the root's own success (method spec §3), no bonus
+      reward[i] = nodes[root_of_tree[node["tree"]]]["success"]
     else:
       reward[i] = local_reward[i]
 
@@ -212,10 +213,13 @@ def test_sum_bonus_with_cap():
   np.testing.assert_allclose(got["reward"][:6], [0.9, 1, 1, 1, 0.3, 1], rtol=1e-6)
 
 
-def test_root_mode_gives_every_node_its_roots_reward():
-  got = run_hand(ROOT_REWARD)
-  np.testing.assert_allclose(got["reward"][:7], [1.2] * 4 + [0.4] * 2 + [0], rtol=1e-6)
-  np.testing.assert_allclose(got["advantage"][:7], [1.0] * 4 + [-0.2] * 2 + [-0.8], rtol=1e-5)
+def test_root_mode_gives_every_node_its_roots_success_not_its_bonus_reward():
+  got = run_hand(ROOT_REWARD)  # λ = 0.4, but team reward is the root's own success s(root)
+  # s(a) = 1, s(b) = 0, s(c) = 0 (R_local would be 1.2, 0.4, 0: the bonus must not reach the team reward).
+  np.testing.assert_allclose(got["reward"][:7], [1.0] * 4 + [0.0] * 2 + [0.0], rtol=1e-6)
+  # Root rewards [1, 0, 0] -> LOO baselines [0, 0.5, 0.5].
+  np.testing.assert_allclose(got["baseline"][:7], [0.0] * 4 + [0.5] * 3, rtol=1e-6)
+  np.testing.assert_allclose(got["advantage"][:7], [1.0] * 4 + [-0.5] * 3, rtol=1e-5)
 
 
 def test_group_mean_and_no_baseline():
@@ -357,7 +361,6 @@ def _broken(**changes) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(success=[1.0, 0.0, 1.5, 0.0]), "success must lie in"),
     (dict(parent=[-1, 0, 7, -1]), "parent must be -1"),
     (dict(parent=[-1, 0, 0, 0]), "exactly one root"),
     (dict(parent=[-1, -1, 0, -1], depth=[0, 0, 1, 0]), "exactly one root"),
@@ -365,16 +368,57 @@ def _broken(**changes) -> dict[str, np.ndarray]:
     (dict(depth=[0, 1, 2, 0]), "one level deeper"),
     (dict(depth=[1, 2, 2, 0]), "roots must have depth 0"),
     (dict(group=[0, 1, 0, 0]), "root's group"),
-    (dict(tree=[0, 0, 0, -1]), "tree ids must be >= 0"),
+    (dict(tree=[0, 0, 0, -1]), r"tree ids must be >= 0; nodes \[3\] hold \[-1\]"),
+    (dict(group=[-2, -2, -2, 0]), "group ids must be >= 0"),
+    (dict(depth=[0, 1, 1, -1]), "depth must be >= 0"),
+    (dict(parent=[-2, 0, 0, -1]), "parent must be -1"),
     (dict(depth=[0, 1]), "shape"),
+    # A malformed forest is reported as such even when its rewards are bad too.
+    (dict(tree=[0, 0, 0, -1], success=[1.0, np.nan, 0.0, 0.0]), "tree ids must be >= 0"),
 ])
 def test_validate_forest_errors(changes, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(ValueError, match=message) as raised:
     validate_forest(**_broken(**changes))
+  assert not isinstance(raised.value, BadRewardError)
+
+
+@pytest.mark.parametrize("bounds, changes, message", [
+    (dict(num_trees=2), dict(tree=[0, 0, 0, 2]), r"tree ids must lie in \[0, 2\) \(num_trees\); nodes \[3\]"),
+    (dict(num_groups=1), dict(group=[0, 0, 0, 1]), r"group ids must lie in \[0, 1\) \(num_groups\)"),
+    (dict(max_depth=1), dict(parent=[-1, 0, 1, -1], depth=[0, 1, 2, 0]), r"depth must lie in \[0, 2\)"),
+])
+def test_validate_forest_checks_the_static_bounds(bounds, changes, message):
+  validate_forest(**_broken(**changes))  # a well-formed forest, but over the bounds of `tree_advantages`
+  with pytest.raises(ValueError, match=message):
+    validate_forest(**_broken(**changes), **bounds)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, -0.5, 1.5])
+def test_validate_forest_reports_unusable_success_as_a_bad_reward(bad):
+  with pytest.raises(BadRewardError, match=r"success must be a finite number in \[0, 1\]; 1 of 4 nodes"):
+    validate_forest(**_broken(success=[1.0, 0.0, bad, 0.0]))
+  assert issubclass(BadRewardError, ValueError)
 
 
 def test_validate_forest_accepts_gaps_in_tree_ids():
   validate_forest(**_broken(tree=[0, 0, 0, 5]))
+  validate_forest(**_broken(tree=[0, 0, 0, 5]), num_trees=6, num_groups=1, max_depth=1)
+
+
+def test_advantages_from_trees_rejects_ids_at_or_above_the_padded_size():
+  """Segment ops drop ids >= the padded size: such a tree would vanish from its group's baseline."""
+  hand = {i: dict(node) for i, node in HAND.items()}
+  hand[9]["tree"] = 10  # tree f: its own group, alone
+  with pytest.raises(ValueError, match=r"tree ids must lie in \[0, 10\)"):
+    advantages_from_trees(make_trees(hand), AdvantageConfig())
+  got = advantages_from_trees(make_trees(hand), MEAN_BONUS, pad_to=16)  # fits once padded
+  want = advantages_from_trees(make_trees(HAND), MEAN_BONUS, pad_to=16)
+  np.testing.assert_array_equal(np.asarray(got.advantage), np.asarray(want.advantage))
+  hand[9]["tree"], hand[9]["group"] = 5, 12
+  with pytest.raises(ValueError, match=r"group ids must lie in \[0, 10\)"):
+    advantages_from_trees(make_trees(hand), AdvantageConfig())
+  with pytest.raises(BadRewardError):
+    advantages_from_trees(make_trees({**HAND, 3: {**HAND[3], "success": float("nan")}}), AdvantageConfig())
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -5,18 +5,20 @@ when the advantage's sign is flipped.
 The policy is a 1-layer model warm-started by a few supervised steps on demonstrations that pick the
 rewarded word in only 1 of 8 cases (`rao_jax.envs.diagnostics`); RL then has to find the answer from
 reward alone. Every run is seeded, so the curves are reproducible on one machine.
+
+Tree credit (a root that learns what to delegate only through its own advantage, "diagnostic_relay")
+is shown through the generic trainer in tests/train/test_generic_trainer_e2e.py.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import jax
-import numpy as np
 import pytest
 from flax import nnx
 
 from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import prompts
+from rao_jax.agent import episode, prompts
 from rao_jax.agent.chat import ToyChatLayout
 from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
 from rao_jax.envs import diagnostics
@@ -52,29 +54,15 @@ def _cell(code: str) -> str:
   return f"<python>\n{code}\n</python>"
 
 
-def _node(parts: PromptParts, turns, layout, delegation: bool):
-  return sft.render_node(parts, turns, layout, delegation=delegation, step_budget=ROLLOUT.max_steps_per_node,
-                         prompt_style=ROLLOUT.prompt_style)
+def _node(parts: PromptParts, turns, layout, depth: int):
+  return episode.render_node(layout, parts, turns, depth, ROLLOUT.episode)
 
 
 def _choice_demos(layout) -> list:
   """One demonstration in 8 finishes with the answer."""
   parts = diagnostics.ChoiceNode(ANSWER).prompt_parts(True)
   words = [ANSWER] + [WRONG[i % len(WRONG)] for i in range(7)]
-  return [_node(parts, [(_cell(f"finish({word!r})"), None)], layout, True) for word in words]
-
-
-def _relay_demos(layout) -> list:
-  """Roots hand the answer to the child in 1 case of 8; children always write."""
-  root = diagnostics.RelayNode({"word": None}, ANSWER)
-  demos = []
-  for word in [ANSWER] + [WRONG[i % len(WRONG)] for i in range(7)]:
-    demos.append(_node(root.prompt_parts(True), [(_cell(f"await launch_subagent({word!r})"), "[Cell 1 Output]\n'done'"),
-                                                (_cell("finish('done')"), None)], layout, True))
-  for word in diagnostics.WORDS:
-    child = root.fork(word)
-    demos += 2 * [_node(child.prompt_parts(False), [(_cell("write()\nfinish('done')"), None)], layout, False)]
-  return demos
+  return [_node(parts, [(_cell(f"finish({word!r})"), None)], layout, 0) for word in words]
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +85,7 @@ def layout(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=1, max_depth=ROLLOUT.max_depth,
-                             preload_environments=(diagnostics.CHOICE, diagnostics.RELAY))
+  config = InterpreterConfig(num_workers=1, preload_environments=(diagnostics.CHOICE, diagnostics.RELAY))
   with_pool = InterpreterPool(config)
   yield with_pool
   with_pool.close()
@@ -114,11 +101,6 @@ def _imperfect_policy(demos, layout) -> Transformer:
 @pytest.fixture(scope="module")
 def choice_policy(layout):
   return _imperfect_policy(_choice_demos(layout), layout)
-
-
-@pytest.fixture(scope="module")
-def relay_policy(layout):
-  return _imperfect_policy(_relay_demos(layout), layout)
 
 
 def _success(engine: RolloutEngine, env_name: str, num_trees: int, key: jax.Array) -> float:
@@ -172,9 +154,3 @@ def test_flipped_advantage_does_not_raise_success(choice_policy, layout, pool, l
   before, after, curve = _train(choice_policy, layout, pool, diagnostics.CHOICE, loss, LOSSES[loss])
   assert before <= 0.3, (before, curve)
   assert after <= before, (before, after, curve)
-
-
-def test_root_learns_what_to_delegate_through_its_own_advantage(relay_policy, layout, pool):
-  before, after, curve = _train(relay_policy, layout, pool, diagnostics.RELAY, "cispo", LOSSES["cispo"])
-  assert before <= 0.3, (before, curve)
-  assert after >= 0.8, (before, after, curve)

@@ -19,8 +19,7 @@ MAX_DEPTH = 2
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256,
-                             max_depth=MAX_DEPTH)
+  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256)
   with InterpreterPool(config) as pool:
     yield pool
 
@@ -177,16 +176,12 @@ def test_shared_tree_budget_ends_the_whole_tree(model, toy_tokenizer, pool, task
   assert engine.num_busy_slots() == 0
 
 
-def test_linear_baseline_has_no_delegation(model, toy_tokenizer, tasks):
-  """delegation=False: no launch_subagent in the prompt or the namespace; all else identical."""
-  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256,
-                             max_depth=MAX_DEPTH, delegation=False)
-  with InterpreterPool(config) as linear_pool:
-    with pytest.raises(ValueError, match="delegation"):
-      _engine(model, toy_tokenizer, linear_pool)  # the pool and the engine must agree
-    engine = _engine(model, toy_tokenizer, linear_pool, delegation=False)
-    trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0), forcer=_script(
-        toy_tokenizer, {"*": ["r = await launch_subagent({'m1_i1': 1})", "finish('x')"]})).trees
+def test_linear_baseline_has_no_delegation(model, toy_tokenizer, pool, tasks):
+  """delegation=False: no launch_subagent in the prompt or the namespace; all else identical. The engine
+  tells the pool its limits per run, so one pool serves delegating and linear engines alike."""
+  engine = _engine(model, toy_tokenizer, pool, delegation=False)
+  trees = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0), forcer=_script(
+      toy_tokenizer, {"*": ["r = await launch_subagent({'m1_i1': 1})", "finish('x')"]})).trees
   assert trees.num_nodes == 1 and trees.num_children[0] == 0
   assert "launch_subagent" in trees.records[0]["turns"][0]["observation"]  # NameError text
   assert _statuses(trees, 0) == ["error", "finished"]
@@ -229,5 +224,5 @@ def test_prefill_in_query_blocks_gives_the_same_rollout(model, toy_tokenizer, po
 
 
 def test_negative_prefill_attention_chunk_is_rejected():
-  with pytest.raises(ValueError, match=r"rollout.prefill_attention_chunk_size=-1 must be an integer >= 0"):
+  with pytest.raises(ValueError, match=r"prefill_attention_chunk_size=-1 must be an integer >= 0"):
     RolloutConfig(prefill_attention_chunk_size=-1)

@@ -1,16 +1,16 @@
 """The engine driven by a scripted policy: expert transcripts forced through the real decode path,
 interpreter and environment."""
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
+from rao_jax.agent import episode
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
+from rao_jax.envs.textcraft_synth.suite import TextCraftConfig, TextCraftSuite
 from rao_jax.model.config import ModelConfig
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.config import RolloutConfig
@@ -18,7 +18,6 @@ from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.metrics import batch_metrics, parallel_fraction
 from rao_jax.rollout.sampling import SamplingConfig
 from rao_jax.rollout.trees import EndReason
-from rao_jax.train import sft
 
 ENV_NAME, ENV_CONFIG = "textcraft_synth", {"world": "small"}
 
@@ -44,7 +43,7 @@ def _forcer(tokenizer, transcripts):
       node = node.children[child]
     if turn_index >= len(node.turns):
       return None
-    return tokenizer.encode(node.turns[turn_index].assistant_text())
+    return tokenizer.encode(episode.assistant_text(node.turns[turn_index]))
   return force
 
 
@@ -64,7 +63,7 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks, pr
                  for t in tasks]
   assert any(t.children for t in transcripts)  # the sample exercises delegation
   config = _engine_config(num_slots=8, prompt_style=prompt_style)
-  with InterpreterPool(InterpreterConfig(num_workers=1, max_depth=config.max_depth)) as pool:
+  with InterpreterPool(InterpreterConfig(num_workers=1)) as pool:
     engine = RolloutEngine(_model(toy_tokenizer.vocab_size), layout_for(toy_tokenizer), pool, config)
     result = engine.run(ENV_NAME, ENV_CONFIG, [t.to_dict() for t in tasks], samples_per_task=2,
                         rng=jax.random.key(0), forcer=_forcer(toy_tokenizer, transcripts))
@@ -92,20 +91,20 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks, pr
     tokens, mask, log_probs = trees.node_sequence(i)
     assert mask.sum() == trees.tokens_generated[i]
     assert np.all(np.isfinite(log_probs)) and np.all(log_probs[mask] <= 0)
-  # Warm-start data renders expert nodes exactly as the engine feeds them to the model: same prompts,
-  # and the sandbox prints what the solvers' trusted runner printed.
+  # The warm start's sequences (the suite's demonstrations through the one renderer) are token for
+  # token what the engine fed the model: same prompts, and the sandbox prints what the solvers'
+  # trusted runner printed.
   layout = layout_for(toy_tokenizer)
+  suite = TextCraftSuite(TextCraftConfig(world="small", dataset="small"))
   for root in roots:
+    task = tasks[int(trees.group[root])]
     transcript = transcripts[int(trees.group[root])]
+    demos = suite.demonstrations(task, delegate=True, max_depth=config.max_depth)
+    demo_of = {id(node): demo for node, demo in zip(transcript.nodes(), demos, strict=True)}
     pairs = [(transcript, int(root))]
     while pairs:
       node, row = pairs.pop()
-      may_delegate = node.depth < config.max_depth
-      parts = env_lib.make_root_environment(ENV_CONFIG, tasks[int(trees.group[root])].to_dict()
-                                            ).prompt_parts(may_delegate)
-      expected = sft.node_conversation(node, dataclasses.replace(parts, goal=node.goal), layout,
-                                       delegation=may_delegate, step_budget=config.max_steps_per_node,
-                                       prompt_style=prompt_style)
+      expected = episode.render_demo_node(layout, demo_of[id(node)], config.episode)
       tokens, mask, _ = trees.node_sequence(row)
       assert tokens.tolist() == expected.ids
       np.testing.assert_array_equal(mask, expected.loss_mask())

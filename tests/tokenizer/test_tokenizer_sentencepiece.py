@@ -7,14 +7,14 @@ import hypothesis.strategies as st
 import pytest
 
 from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import turn_format
+from rao_jax.agent import corpus, turn_format
 
 
 @pytest.fixture(scope="module")
 def sp_tokenizer(tmp_path_factory) -> tokenizer_lib.SentencePieceTokenizer:
   prefix = str(tmp_path_factory.mktemp("sp") / "toy")
   return tokenizer_lib.train_sentencepiece(
-      tokenizer_lib.builtin_corpus(400), model_prefix=prefix, vocab_size=600)
+      corpus.builtin_corpus(400), model_prefix=prefix, vocab_size=600)
 
 
 def test_control_ids_are_explicit(sp_tokenizer):
@@ -95,15 +95,15 @@ def test_training_rejects_bad_input(tmp_path):
 
 
 def test_training_from_files_and_builtin_corpus_is_deterministic(tmp_path):
-  assert tokenizer_lib.builtin_corpus(50, seed=1) == tokenizer_lib.builtin_corpus(50, seed=1)
-  assert tokenizer_lib.builtin_corpus(50, seed=1) != tokenizer_lib.builtin_corpus(50, seed=2)
-  corpus = tmp_path / "corpus.txt"
-  corpus.write_text("\n".join(tokenizer_lib.builtin_corpus(100)), encoding="utf-8")
-  a = tokenizer_lib.train_sentencepiece(text_files=[str(corpus)], model_prefix=str(tmp_path / "a"),
+  assert corpus.builtin_corpus(50, seed=1) == corpus.builtin_corpus(50, seed=1)
+  assert corpus.builtin_corpus(50, seed=1) != corpus.builtin_corpus(50, seed=2)
+  corpus_file = tmp_path / "corpus.txt"
+  corpus_file.write_text("\n".join(corpus.builtin_corpus(100)), encoding="utf-8")
+  a = tokenizer_lib.train_sentencepiece(text_files=[str(corpus_file)], model_prefix=str(tmp_path / "a"),
                                         vocab_size=400)
-  b = tokenizer_lib.train_sentencepiece(tokenizer_lib.builtin_corpus(100),
+  b = tokenizer_lib.train_sentencepiece(corpus.builtin_corpus(100),
                                         model_prefix=str(tmp_path / "b"), vocab_size=400)
-  text = tokenizer_lib.builtin_corpus(3, seed=9)[0]
+  text = corpus.builtin_corpus(3, seed=9)[0]
   assert a.encode(text) == b.encode(text)
   # Byte-identical files from different output paths: a tokenizer retrained in another work directory
   # has the same checkpoint fingerprint.
@@ -113,7 +113,7 @@ def test_training_from_files_and_builtin_corpus_is_deterministic(tmp_path):
 
 def test_whole_words_are_single_pieces(tmp_path):
   words = ("t8_i1_4", "t8_i1", "raw_t2")
-  tokenizer = tokenizer_lib.train_sentencepiece(tokenizer_lib.builtin_corpus(100),
+  tokenizer = tokenizer_lib.train_sentencepiece(corpus.builtin_corpus(100),
                                                 model_prefix=str(tmp_path / "w"), vocab_size=400,
                                                 whole_words=words)
   text = 'print(craft({"raw_t2": 2}, ("t8_i1_4", 2)))  # then t8_i1'

@@ -12,9 +12,10 @@ _TOY = ["--config.model.vocab_size=1280", "--config.model.hidden_size=32", "--co
         "--config.model.num_heads=2", "--config.model.num_kv_heads=1", "--config.model.head_dim=16",
         "--config.model.intermediate_size=64", "--config.tokenizer.vocab_size=1280",
         "--config.tokenizer.corpus_examples=200", "--config.tokenizer.transcript_tasks=3",
-        "--config.warm_start.difficulties=('easy',)", "--config.warm_start.max_tasks_per_difficulty=2",
-        "--config.warm_start.recursive_fraction=0.0", "--config.warm_start.rows_per_batch=2",
-        "--config.warm_start.num_steps=2", "--config.warm_start.warmup_steps=0", "--num_tasks=2"]
+        "--config.warm_start.data.difficulties=('easy',)", "--config.warm_start.data.max_tasks_per_difficulty=2",
+        "--config.warm_start.data.recursive_fraction=0.0", "--config.warm_start.sft.rows_per_batch=2",
+        "--config.warm_start.sft.num_steps=2", "--config.warm_start.sft.optimizer.warmup_steps=0",
+        "--num_tasks=2"]
 _ROW = re.compile(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| \d+ s \|$", re.MULTILINE)
 
 

@@ -42,7 +42,7 @@ def test_weight_decay_skips_norm_scales_and_clipping_bounds_the_gradient():
 @pytest.mark.parametrize("kwargs, match", [
     ({"schedule": "step"}, "schedule"),
     ({"learning_rate": 0.0}, "learning_rate"),
-    ({"b2": 1.0}, "betas"),
+    ({"b2": 1.0}, "b2=1.0 must be in"),
     ({"schedule": "warmup_cosine", "warmup_steps": 5, "total_steps": 5}, "total_steps"),
     ({"max_grad_norm": -1.0}, "max_grad_norm"),
 ])

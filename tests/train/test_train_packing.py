@@ -1,4 +1,4 @@
-"""Packing node sequences into fixed rows: placement, segments, positions, targets, advantages, overflow."""
+"""Packing node sequences into fixed rows: placement, segments, positions, targets, node indices, overflow."""
 import numpy as np
 import pytest
 
@@ -54,17 +54,31 @@ def test_first_fit_decreasing_places_largest_first():
   assert (packing.first_fit_decreasing(np.array([6, 6, 6]), num_rows=2, row_length=10) == [0, 1, -1]).all()
 
 
-def test_node_advantages_are_gathered_per_token(make_sequences):
-  sequences = make_sequences([5, 8, 3])
-  advantages = np.array([0.5, -1.0, 2.0], np.float32)
-  batch, _ = packing.pack_sequences(sequences, num_rows=2, row_length=10, node_advantages=advantages)
-  for i in range(3):
-    np.testing.assert_array_equal(batch.advantages[batch.node_index == i], advantages[i])
-  assert (batch.advantages[batch.node_index < 0] == 0).all()
-  regathered = packing.pack_sequences(sequences, 2, 10)[0].with_node_advantages(advantages)
-  np.testing.assert_array_equal(regathered.advantages, batch.advantages)
-  with pytest.raises(ValueError, match="node advantages"):
-    batch.with_node_advantages(advantages[:2])
+def test_first_fit_decreasing_placement_does_not_depend_on_spare_rows():
+  lengths = np.random.default_rng(0).integers(1, 11, 40)
+  tight = packing.first_fit_decreasing(lengths, num_rows=40, row_length=10)
+  assert (tight >= 0).all()
+  np.testing.assert_array_equal(packing.first_fit_decreasing(lengths, tight.max() + 1, 10), tight)
+
+
+def test_pack_blocks_uses_the_fewest_whole_blocks(make_sequences):
+  sequences = make_sequences([9, 3, 14, 2, 7, 16, 5, 11, 8])
+  untrained = (sequences[1][0], np.zeros(3, bool), np.zeros(3, np.float32))
+  sequences[1] = untrained  # no generated token: left out, not counted
+  batch, stats = packing.pack_blocks(sequences, block_rows=2, row_length=16)
+  trainable_lengths = [len(s[0]) for s in sequences if s[1][1:].any()]
+  rows_needed = int(packing.first_fit_decreasing(trainable_lengths, 9, 16).max()) + 1
+  assert stats.rows_used == rows_needed == 5 and batch.num_rows == 6 and batch.row_length == 16
+  # The same placement as a fixed-size batch of that many rows, node_index = sequence index.
+  fixed, fixed_stats = packing.pack_sequences(sequences, num_rows=6, row_length=16)
+  for field in ("tokens", "positions", "segment_ids", "loss_mask", "old_log_probs", "node_index"):
+    np.testing.assert_array_equal(getattr(batch, field), getattr(fixed, field))
+  assert stats == fixed_stats and 1 not in batch.node_index
+  assert packing.pack_blocks(sequences, block_rows=5, row_length=16)[0].num_rows == 5
+  empty, empty_stats = packing.pack_blocks([untrained], block_rows=2, row_length=16)
+  assert empty.num_rows == 2 and (empty.node_index == -1).all() and empty_stats.num_sequences == 0
+  with pytest.raises(ValueError, match="block_rows >= 1"):
+    packing.pack_blocks(sequences, block_rows=0, row_length=16)
 
 
 def test_long_sequences_are_truncated_and_counted_or_rejected(make_sequences):

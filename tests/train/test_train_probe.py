@@ -8,13 +8,18 @@ import pytest
 from flax import nnx
 
 from rao_jax.agent.chat import layout_for
+from rao_jax.agent.episode import EpisodeFormat
 from rao_jax.envs.textcraft_synth import tasks as tasks_lib, world as world_lib
 from rao_jax.envs.textcraft_synth.renaming import item_name_pattern
+from rao_jax.envs.textcraft_synth.suite import TextCraftConfig, TextCraftSuite
 from rao_jax.model.config import ModelConfig
 from rao_jax.train import probe, sft, warm_start
 from rao_jax.train.optimizer import OptimizerConfig
 
-FLAT = sft.SFTDataConfig(recursive_fraction=0.0, difficulties=("easy",), max_tasks_per_difficulty=3, prompt_style="minimal")
+FLAT = sft.SFTDataConfig(recursive_fraction=0.0, difficulties=("easy",), max_tasks_per_difficulty=3)
+SUITE = TextCraftSuite(TextCraftConfig(world="small", dataset="small"))
+FMT = EpisodeFormat(delegation=True, max_depth=6, max_steps_per_node=25, context_window=2048,
+                    prompt_style="minimal")
 ITEMS = tuple(world_lib.get_world("small").items)
 
 
@@ -23,14 +28,14 @@ def easy_tasks():
   return tasks_lib.build_splits(world_lib.get_world("small"), tasks_lib.TaskConfig(num_train=24, num_val=4))["train"]
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["whole_item_names", "split_item_names"])
+@pytest.fixture(scope="module", params=[True, False], ids=["whole_words", "split_item_names"])
 def conversations(request, easy_tasks, tmp_path_factory):
   config = warm_start.TokenizerConfig(vocab_size=1024, corpus_examples=100, transcript_tasks=2,
-                                      whole_item_names=request.param)
-  tokenizer = warm_start.build_tokenizer(str(tmp_path_factory.mktemp("probe_tokenizer")), config, easy_tasks,
-                                         FLAT)
+                                      whole_words=request.param)
+  tokenizer = warm_start.build_tokenizer(str(tmp_path_factory.mktemp("probe_tokenizer")), config, SUITE,
+                                         easy_tasks, FMT)
   tasks = sft.select_tasks(easy_tasks, FLAT)
-  return tasks, tokenizer, sft.build_sft_sequences(easy_tasks, layout_for(tokenizer), FLAT)
+  return tasks, tokenizer, sft.build_sft_sequences(SUITE, easy_tasks, layout_for(tokenizer), FLAT, FMT)
 
 
 def test_token_kinds_split_the_policy_tokens(conversations):

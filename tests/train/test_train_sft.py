@@ -1,23 +1,29 @@
-"""The supervised warm start: expert transcripts rendered as the rollout engine renders nodes, loss on the
-policy's turns only, and a few steps on a tiny model lowering the loss."""
+"""The supervised warm start: a suite's expert demonstrations rendered as the rollout engine renders nodes,
+loss on the policy's turns only, and a few steps on a tiny model lowering the loss."""
 import dataclasses
 
 import numpy as np
 import pytest
 
 from rao_jax import tokenizer as tokenizer_lib
-from rao_jax.agent import prompts, turn_format
+from rao_jax.agent import corpus, episode, prompts, turn_format
 from rao_jax.agent.chat import Provenance, layout_for
-from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib, world as world_lib
+from rao_jax.agent.episode import EpisodeFormat
+from rao_jax.envs.textcraft_synth import tasks as tasks_lib, world as world_lib
+from rao_jax.envs.textcraft_synth.suite import TextCraftConfig, TextCraftSuite
 from rao_jax.model.config import ModelConfig
 from rao_jax.train import sft, warm_start
 from rao_jax.train.optimizer import OptimizerConfig
 
-# max_own_crafts=1 makes the recursive solver delegate even on easy tasks.
-DATA = sft.SFTDataConfig(recursive_fraction=1.0, difficulties=("easy",), max_tasks_per_difficulty=2,
-                         max_own_crafts=1)
+# max_own_crafts=1 makes the delegating expert delegate even on easy tasks.
+SUITE = TextCraftSuite(TextCraftConfig(world="small", dataset="small", max_own_crafts=1))
+FMT = EpisodeFormat(delegation=True, max_depth=6, max_steps_per_node=25, context_window=2048, prompt_style="full")
+DATA = sft.SFTDataConfig(recursive_fraction=1.0, difficulties=("easy",), max_tasks_per_difficulty=2)
 FLAT = dataclasses.replace(DATA, recursive_fraction=0.0)
+
+
+def _sequences(tasks, layout, data, fmt=FMT):
+  return sft.build_sft_sequences(SUITE, tasks, layout, data, fmt)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +35,12 @@ def easy_tasks():
 @pytest.fixture(scope="module")
 def layout(easy_tasks, tmp_path_factory):
   """A toy SentencePiece tokenizer trained on the prompts and turns it will encode."""
-  texts = list(tokenizer_lib.builtin_corpus(num_examples=200))
+  texts = list(corpus.builtin_corpus(num_examples=200))
   for task in sft.select_tasks(easy_tasks, DATA):
-    root = env_lib.make_root_environment({"world": DATA.world}, task.to_dict())
-    transcript = solvers.solve(root, DATA.solver_config(True))
-    parts = root.prompt_parts(True)
+    parts = SUITE.root_environment(task).prompt_parts(True)
     texts += [prompts.system_prompt(parts, delegation=True), prompts.first_user_turn(parts, step_budget=25)]
-    for node in transcript.nodes():
-      texts += [t.assistant_text() for t in node.turns]
-      texts += [node.observation_text(i) for i in range(1, len(node.turns))]
+    for node in SUITE.demonstrations(task, delegate=True, max_depth=FMT.max_depth):
+      texts += episode.demo_texts(node)
   prefix = str(tmp_path_factory.mktemp("sft_tokenizer") / "toy")
   return layout_for(tokenizer_lib.train_sentencepiece(texts, model_prefix=prefix, vocab_size=1024))
 
@@ -49,14 +52,13 @@ def _model_spans(layout, conversation):
 
 @pytest.mark.parametrize("data", [DATA, FLAT], ids=["recursive", "flat"])
 def test_sequences_follow_the_engine_layout_with_loss_on_model_turns_only(easy_tasks, layout, data):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, data)
+  conversations = _sequences(easy_tasks, layout, data)
   tasks = sft.select_tasks(easy_tasks, data)
   assert len(tasks) == 2 and all(t.difficulty == "easy" for t in tasks)
   # The first sequence is the first task's root: its prompt is exactly what the engine prefills.
-  root = env_lib.make_root_environment({"world": DATA.world}, tasks[0].to_dict())
-  parts = root.prompt_parts(True)
+  parts = SUITE.root_environment(tasks[0]).prompt_parts(True)
   prompt = layout.prompt_ids(prompts.system_prompt(parts, delegation=True),
-                             prompts.first_user_turn(parts, step_budget=DATA.max_steps_per_node))
+                             prompts.first_user_turn(parts, step_budget=FMT.max_steps_per_node))
   assert conversations[0].ids[:len(prompt)] == prompt
   assert conversations[0].provenance[len(prompt)] == Provenance.MODEL
   for conversation in conversations:
@@ -78,51 +80,52 @@ def _delegating(layout, conversations) -> int:
 
 
 def test_recursive_fraction_picks_the_solver_of_each_tree(easy_tasks, layout):
-  flat = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  flat = _sequences(easy_tasks, layout, FLAT)
   assert len(flat) == 2 and _delegating(layout, flat) == 0  # one node per task, never delegating
-  recursive = sft.build_sft_sequences(easy_tasks, layout, DATA)
+  recursive = _sequences(easy_tasks, layout, DATA)
   assert len(recursive) > 2 and _delegating(layout, recursive) >= 1  # children are sequences too
-  # In between, each task and each renamed copy draws its solver (seeded by config.seed).
-  mixed = dataclasses.replace(DATA, recursive_fraction=0.3, renamed_copies=29)
+  # In between, each task and each augmented copy draws its expert (seeded by config.seed).
+  mixed = dataclasses.replace(DATA, recursive_fraction=0.3, augmented_copies=29)
   draws = np.asarray([[mixed.delegates(task, copy) for copy in range(30)] for task in range(2)])
   reseeded = dataclasses.replace(mixed, seed=1)
   assert 0.1 < draws.mean() < 0.5 and (draws != [[reseeded.delegates(t, c) for c in range(30)] for t in range(2)]).any()
   tasks = sft.select_tasks(easy_tasks, DATA)
-  per_tree = [_delegating(layout, sft.build_sft_sequences([task], layout, DATA)) for task in tasks]
-  conversations = sft.build_sft_sequences(easy_tasks, layout, mixed)
+  per_tree = [_delegating(layout, _sequences([task], layout, DATA)) for task in tasks]
+  conversations = _sequences(easy_tasks, layout, mixed)
   assert _delegating(layout, conversations) == int(draws.sum(axis=1) @ per_tree)
 
 
 def test_nodes_beyond_the_engine_limits_are_cut_to_what_the_engine_could_produce(easy_tasks, layout):
-  two_cells = dataclasses.replace(FLAT, max_steps_per_node=2)
-  cut = sft.build_sft_sequences(easy_tasks, layout, two_cells)
-  tasks = sft.select_tasks(easy_tasks, two_cells)
+  two_cells = dataclasses.replace(FMT, max_steps_per_node=2)
+  cut = _sequences(easy_tasks, layout, FLAT, two_cells)
+  tasks = sft.select_tasks(easy_tasks, FLAT)
   assert len(cut) == len(tasks)
   for conversation, task in zip(cut, tasks):
-    (whole,) = sft.tree_conversations(sft.solve_task(task, two_cells, False), task, layout, two_cells)
+    (node,) = SUITE.demonstrations(task, delegate=False, max_depth=FMT.max_depth)
+    whole = episode.render_demo_node(layout, node, two_cells)
     assert len(_model_spans(layout, conversation)) == 2 < len(_model_spans(layout, whole))
     assert conversation.ids == whole.ids[:len(conversation)] and conversation.provenance[-1] == Provenance.ENV
-  full = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  full = _sequences(easy_tasks, layout, FLAT)
   window = len(full[0]) - 10
-  short = sft.build_sft_sequences(easy_tasks, layout, dataclasses.replace(FLAT, context_window=window))
+  short = _sequences(easy_tasks, layout, FLAT, dataclasses.replace(FMT, context_window=window))
   assert all(len(c) <= window for c in short) and short[0].ids == full[0].ids[:window]
 
 
 def test_bad_data_configs_raise():
   with pytest.raises(ValueError, match="recursive_fraction=1.5"):
     sft.SFTDataConfig(recursive_fraction=1.5)
-  with pytest.raises(ValueError, match="transcript_style='verbose'"):
-    sft.SFTDataConfig(transcript_style="verbose")
-  with pytest.raises(ValueError, match="info_style='long'"):
-    sft.SFTDataConfig(info_style="long")
   with pytest.raises(ValueError, match="difficulties"):
-    sft.SFTDataConfig(difficulties=("trivial",))
-  with pytest.raises(ValueError, match="delegation"):
-    sft.SFTDataConfig(recursive_fraction=0.5, delegation=False)
+    sft.SFTDataConfig(difficulties=())
+  with pytest.raises(ValueError, match="augmented_copies=-1"):
+    sft.SFTDataConfig(augmented_copies=-1)
+  with pytest.raises(ValueError, match="transcript_style='verbose'"):
+    TextCraftConfig(transcript_style="verbose")
+  with pytest.raises(ValueError, match="info_style='long'"):
+    TextCraftConfig(info_style="long")
 
 
 def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  conversations = _sequences(easy_tasks, layout, FLAT)
   config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
                        num_kv_heads=1, head_dim=16, intermediate_size=64)
   sft_config = sft.SFTConfig(optimizer=OptimizerConfig(learning_rate=1e-2, weight_decay=0.0), num_steps=8,
@@ -134,7 +137,7 @@ def test_a_few_sft_steps_lower_the_loss(easy_tasks, layout, make_model):
 
 
 def test_rows_shorter_than_every_prompt_raise_instead_of_looping(easy_tasks, layout, make_model):
-  conversations = sft.build_sft_sequences(easy_tasks, layout, FLAT)
+  conversations = _sequences(easy_tasks, layout, FLAT)
   config = ModelConfig(vocab_size=layout.tokenizer.vocab_size, hidden_size=32, num_layers=1, num_heads=2,
                        num_kv_heads=1, head_dim=16, intermediate_size=64)
   prompt_length = min(int(np.argmax(c.loss_mask())) for c in conversations)
@@ -144,47 +147,42 @@ def test_rows_shorter_than_every_prompt_raise_instead_of_looping(easy_tasks, lay
 
 
 def test_minimal_prompts_render_the_engine_prompt(easy_tasks, layout):
-  data = dataclasses.replace(DATA, prompt_style="minimal")
-  full, minimal = (sft.build_sft_sequences(easy_tasks, layout, d)[0] for d in (DATA, data))
-  root = env_lib.make_root_environment({"world": DATA.world}, sft.select_tasks(easy_tasks, DATA)[0].to_dict())
-  parts = root.prompt_parts(True)
-  budget = DATA.max_steps_per_node
+  minimal_fmt = dataclasses.replace(FMT, prompt_style="minimal")
+  full, minimal = (_sequences(easy_tasks, layout, DATA, f)[0] for f in (FMT, minimal_fmt))
+  parts = SUITE.root_environment(sft.select_tasks(easy_tasks, DATA)[0]).prompt_parts(True)
+  budget = FMT.max_steps_per_node
   prompt = layout.prompt_ids(prompts.system_prompt(parts, delegation=True, style="minimal"),
                              prompts.first_user_turn(parts, step_budget=budget, style="minimal"))
   assert minimal.ids[:len(prompt)] == prompt
   assert minimal.provenance[len(prompt)] == Provenance.MODEL
   assert _model_spans(layout, minimal) == _model_spans(layout, full)  # same turns, shorter prompt
   assert len(minimal) < len(full) - 300
-  with pytest.raises(ValueError, match="prompt_style='short'"):
-    dataclasses.replace(DATA, prompt_style="short")
 
 
 def test_tokenizer_with_whole_item_names(easy_tasks, tmp_path):
   config = warm_start.TokenizerConfig(vocab_size=1024, corpus_examples=50, transcript_tasks=1,
-                                      whole_item_names=True)
-  tokenizer = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, DATA)
+                                      whole_words=True)
+  tokenizer = warm_start.build_tokenizer(str(tmp_path), config, SUITE, easy_tasks, FMT)
   items = tuple(world_lib.get_world("small").items)
   assert len({tokenizer.token_id(item) for item in items}) == len(items)
   goal = f"Craft the following items: 2x {items[-1]}"
   assert tokenizer.decode(tokenizer.encode(goal)) == goal
   # The same settings reuse the trained file; another setting trains its own instead of reusing it.
-  again = warm_start.build_tokenizer(str(tmp_path), config, easy_tasks, DATA)
+  again = warm_start.build_tokenizer(str(tmp_path), config, SUITE, easy_tasks, FMT)
   assert again.model_file == tokenizer.model_file
-  split_names = warm_start.build_tokenizer(str(tmp_path), dataclasses.replace(config, whole_item_names=False),
-                                           easy_tasks, DATA)
+  split_names = warm_start.build_tokenizer(str(tmp_path), dataclasses.replace(config, whole_words=False),
+                                           SUITE, easy_tasks, FMT)
   assert split_names.model_file != tokenizer.model_file and len(split_names.encode(goal)) > len(
       tokenizer.encode(goal))
 
 
-def test_renamed_copies_add_renamed_trees(easy_tasks, layout):
-  plain = sft.build_sft_sequences(easy_tasks, layout, FLAT)
-  data = dataclasses.replace(FLAT, renamed_copies=2)
-  renamed = sft.build_sft_sequences(easy_tasks, layout, data)
+def test_augmented_copies_add_renamed_trees(easy_tasks, layout):
+  plain = _sequences(easy_tasks, layout, FLAT)
+  data = dataclasses.replace(FLAT, augmented_copies=2)
+  renamed = _sequences(easy_tasks, layout, data)
   assert len(renamed) == 3 * len(plain)  # one flat node per tree and copy
   original, copy_a, copy_b = renamed[:3]
   assert original.ids == plain[0].ids
   texts = [layout.tokenizer.decode(c.ids) for c in (original, copy_a, copy_b)]
   assert len(set(texts)) == 3 and all(t.count("Craft the following items") == 1 for t in texts)
-  assert sft.build_sft_sequences(easy_tasks, layout, data)[1].ids == copy_a.ids  # seeded
-  with pytest.raises(ValueError, match="renamed_copies"):
-    dataclasses.replace(DATA, renamed_copies=-1)
+  assert _sequences(easy_tasks, layout, data)[1].ids == copy_a.ids  # seeded

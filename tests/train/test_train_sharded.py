@@ -31,7 +31,9 @@ _SCRIPT = textwrap.dedent("""
       tokens = rng.integers(0, 64, length).astype(np.int32)
       mask = rng.random(length) < 0.6
       sequences.append((tokens, mask, np.where(mask, -2.0, 0.0).astype(np.float32)))
-    batch, _ = packing.pack_sequences(sequences, 8, 16, node_advantages=np.linspace(-1, 1, 10))
+    batch, _ = packing.pack_sequences(sequences, 8, 16)
+    node_advantages = np.pad(np.linspace(-1, 1, 10), (0, 6)).astype(np.float32)  # [16]: padded like P
+    node_valid = np.arange(16) < 10
     tx = optimizer.make_optimizer(optimizer.OptimizerConfig(learning_rate=1e-2, weight_decay=0.1))
     step_config = ts.TrainStepConfig(loss="cispo", num_micro_batches=2)
 
@@ -40,7 +42,7 @@ _SCRIPT = textwrap.dedent("""
       g, state = ts.create_train_state(model, tx, mesh)
       step = ts.make_train_step(g, state, tx, step_config, mesh)
       for _ in range(2):
-        state, metrics = step(state, batch)
+        state, metrics = step(state, batch, node_advantages, node_valid)
       gate = state.params["layers"][0]["mlp"]["gate"].get_value()
       return jax.device_get(state.params), jax.device_get(metrics), str(gate.sharding.spec)
 

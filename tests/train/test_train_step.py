@@ -28,8 +28,11 @@ def _log_probs(model, batch, **kwargs):
 
 
 def _rl_batch(make_sequences, lengths=(9, 5, 12, 7, 3, 10), rows=4, row_length=16):
-  advantages = np.linspace(-1.0, 1.5, len(lengths)).astype(np.float32)
-  return packing.pack_sequences(make_sequences(lengths), rows, row_length, node_advantages=advantages)[0]
+  """A packed batch and its node advantages [8] (padded past the 6 nodes) and validity."""
+  advantages = np.zeros(8, np.float32)
+  advantages[:len(lengths)] = np.linspace(-1.0, 1.5, len(lengths))
+  nodes = (advantages, np.arange(8) < len(lengths))
+  return packing.pack_sequences(make_sequences(lengths), rows, row_length)[0], nodes
 
 
 def _compiled(model, tx, config):
@@ -45,10 +48,10 @@ def cispo_setup(make_model, make_sequences):
   SGD with momentum: the first update is exactly −lr · grad, and there is an optimiser state to check.
   """
   model = make_model()
-  batch = _rl_batch(make_sequences)
+  batch, nodes = _rl_batch(make_sequences)
   config = ts.TrainStepConfig(loss="cispo", num_micro_batches=2, logits_chunk_size=4)
   step, state = _compiled(model, optax.sgd(1.0, momentum=0.9), config)
-  return step, state, model, batch
+  return step, state, model, batch, nodes
 
 
 def _fresh(state):
@@ -99,11 +102,11 @@ def test_token_cross_entropy_is_the_masked_negative_log_likelihood_sum():
 
 
 def test_micro_batches_and_chunked_logits_give_the_full_batch_gradients(cispo_setup, make_model):
-  step_2, initial, _, batch = cispo_setup
+  step_2, initial, _, batch, nodes = cispo_setup
   step_1, state_1 = _compiled(make_model(), optax.sgd(1.0, momentum=0.9),
                               ts.TrainStepConfig(loss="cispo", num_micro_batches=1, logits_chunk_size=0))
-  state_1, metrics_1 = step_1(state_1, batch)
-  state_2, metrics_2 = step_2(_fresh(initial), batch)
+  state_1, metrics_1 = step_1(state_1, batch, *nodes)
+  state_2, metrics_2 = step_2(_fresh(initial), batch, *nodes)
   # Params moved by exactly −grad, so this compares the gradients themselves.
   for a, b in zip(jax.tree.leaves(jax.device_get(state_2.params)), jax.tree.leaves(jax.device_get(state_1.params))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -113,54 +116,105 @@ def test_micro_batches_and_chunked_logits_give_the_full_batch_gradients(cispo_se
 
 
 def test_non_finite_loss_skips_the_update_and_leaves_params_bit_identical(cispo_setup):
-  step, initial, _, batch = cispo_setup
-  poisoned = np.array(batch.advantages)
-  row, col = np.argwhere(batch.loss_mask)[0]
-  poisoned[row, col] = np.nan
+  step, initial, _, batch, (advantages, valid) = cispo_setup
+  poisoned = advantages.copy()
+  poisoned[batch.node_index[batch.loss_mask][0]] = np.nan  # a node with loss tokens
   state = _fresh(initial)
   before = jax.device_get(state)
-  state, metrics = step(state, batch.replace(advantages=poisoned))
+  state, metrics = step(state, batch, poisoned, valid)
   after = jax.device_get(state)
-  assert int(metrics["skipped"]) == 1 and not np.isfinite(metrics["loss"])
+  assert int(metrics["skipped"]) == 1 and int(metrics["updated"]) == 0 and not np.isfinite(metrics["loss"])
   assert int(after.step) == 1  # the batch was consumed
   for a, b in zip(jax.tree.leaves(after.params) + jax.tree.leaves(after.opt_state),
                   jax.tree.leaves(before.params) + jax.tree.leaves(before.opt_state)):
     np.testing.assert_array_equal(a, b)
-  state, metrics = step(state, batch)  # a finite batch afterwards is applied
-  assert int(metrics["skipped"]) == 0 and int(state.step) == 2
+  state, metrics = step(state, batch, advantages, valid)  # a finite batch afterwards is applied
+  assert int(metrics["skipped"]) == 0 and int(metrics["updated"]) == 1 and int(state.step) == 2
   after = jax.device_get(state.params)
   assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before.params)))
 
 
+def test_tokens_take_their_nodes_advantage_and_tokens_of_invalid_nodes_leave_the_mask():
+  node_index = jnp.array([[0, 0, 2, 2, -1], [1, 1, 1, 3, 3]])
+  loss_mask = jnp.array([[0, 1, 0, 1, 0], [0, 1, 1, 0, 1]], bool)
+  advantages, mask = ts.token_advantages(node_index, loss_mask, jnp.array([0.5, -1.0, 2.0, 3.0]),
+                                         jnp.array([True, False, True, True]))
+  np.testing.assert_array_equal(advantages[0, :4], [0.5, 0.5, 2.0, 2.0])
+  np.testing.assert_array_equal(advantages[1], [-1.0, -1.0, -1.0, 3.0, 3.0])
+  np.testing.assert_array_equal(mask, [[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]])  # node 1 is invalid
+
+
+def test_invalid_nodes_give_the_update_of_a_batch_without_them(cispo_setup, make_sequences):
+  """Masking nodes inside the step = packing only the others (SGD: the params compare the gradients)."""
+  step, initial, _, batch, (advantages, valid) = cispo_setup
+  dropped = np.array([1, 3])
+  valid = valid.copy()
+  valid[dropped] = False
+  masked_state, masked = step(_fresh(initial), batch, advantages, valid)
+  kept = np.flatnonzero(valid[:6])
+  sequences = make_sequences((9, 5, 12, 7, 3, 10))
+  alone = packing.pack_sequences([sequences[i] for i in kept], 4, 16)[0]
+  alone_state, alone_metrics = step(_fresh(initial), alone, advantages[kept], np.ones(len(kept), bool))
+  assert masked["tokens"] == alone_metrics["tokens"] == alone.loss_mask.sum() < batch.loss_mask.sum()
+  for key in ("loss", "grad_norm", "log_prob_gap_mean", "ratio_mean"):
+    np.testing.assert_allclose(masked[key], alone_metrics[key], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.device_get(masked_state.params)),
+                  jax.tree.leaves(jax.device_get(alone_state.params))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_without_loss_tokens_leaves_params_and_optimizer_state_alone(cispo_setup):
+  step, initial, _, batch, (advantages, valid) = cispo_setup
+  state, _ = step(_fresh(initial), batch, advantages, valid)  # momentum is non-zero from here on
+  before = jax.device_get(state)
+  state, metrics = step(state, batch, advantages, np.zeros_like(valid))
+  after = jax.device_get(state)
+  assert int(metrics["updated"]) == 0 and int(metrics["skipped"]) == 0 and float(metrics["tokens"]) == 0
+  assert float(metrics["loss"]) == 0 and int(after.step) == 2
+  for a, b in zip(jax.tree.leaves(after.params) + jax.tree.leaves(after.opt_state),
+                  jax.tree.leaves(before.params) + jax.tree.leaves(before.opt_state)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_log_prob_gap_is_zero_on_policy_and_measured_off_policy(cispo_setup):
-  step, initial, model, batch = cispo_setup
+  step, initial, model, batch, nodes = cispo_setup
   own = np.where(batch.loss_mask, _log_probs(model, batch), 0.0).astype(np.float32)
-  _, on_policy = step(_fresh(initial), batch.replace(old_log_probs=own))
+  _, on_policy = step(_fresh(initial), batch.replace(old_log_probs=own), *nodes)
   assert float(on_policy["log_prob_gap_mean"]) < 1e-5 and float(on_policy["log_prob_gap_max"]) < 1e-4
   np.testing.assert_allclose([on_policy["ratio_min"], on_policy["ratio_mean"], on_policy["ratio_max"]], 1.0,
                              atol=1e-4)
-  _, off_policy = step(_fresh(initial), batch.replace(old_log_probs=own - 0.5 * batch.loss_mask))
+  _, off_policy = step(_fresh(initial), batch.replace(old_log_probs=own - 0.5 * batch.loss_mask), *nodes)
   np.testing.assert_allclose(off_policy["log_prob_gap_mean"], 0.5, atol=1e-4)
   np.testing.assert_allclose(off_policy["ratio_mean"], np.exp(0.5), rtol=1e-4)
 
 
 def test_the_step_donates_only_its_state_never_the_model(cispo_setup):
-  step, initial, model, batch = cispo_setup
+  step, initial, model, batch, nodes = cispo_setup
   reference = _log_probs(model, batch)
-  step(_fresh(initial), batch)
+  step(_fresh(initial), batch, *nodes)
   np.testing.assert_array_equal(_log_probs(model, batch), reference)
   assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(initial))
 
 
 def test_bad_configs_raise_clear_errors(cispo_setup):
-  step, initial, model, batch = cispo_setup
+  step, initial, model, batch, (advantages, valid) = cispo_setup
   graphdef = nnx.split(model)[0]
   mesh = sharding.make_mesh()
   with pytest.raises(ValueError, match="unknown loss"):
     ts.make_train_step(graphdef, initial, optax.sgd(0.1, momentum=0.9), ts.TrainStepConfig(loss="dpo"), mesh)
   with pytest.raises(ValueError, match="micro-batches"):
     step(_fresh(initial), batch.replace(**{f: getattr(batch, f)[:3] for f in (
-        "tokens", "positions", "segment_ids", "loss_mask", "old_log_probs", "advantages", "node_index")}))
+        "tokens", "positions", "segment_ids", "loss_mask", "old_log_probs", "node_index")}), advantages, valid)
+  with pytest.raises(ValueError, match="needs node_advantages and node_valid"):
+    step(_fresh(initial), batch)
+  with pytest.raises(ValueError, match=r"P > every node_index of the batch \(largest 5\)"):
+    step(_fresh(initial), batch, advantages[:5], valid[:5])
+  with pytest.raises(ValueError, match="must both be"):
+    step(_fresh(initial), batch, advantages, valid[:7])
+  cross_entropy = ts.make_train_step(graphdef, initial, optax.sgd(0.1),
+                                     ts.TrainStepConfig(loss="cross_entropy"), mesh)
+  with pytest.raises(ValueError, match="takes no node advantages"):
+    cross_entropy(_fresh(initial), batch, advantages, valid)
   with pytest.raises(ValueError, match="num_micro_batches"):
     ts.TrainStepConfig(num_micro_batches=0)
   with pytest.raises(ValueError, match=r"train.attention_chunk_size=-1 must be >= 0"):
@@ -183,7 +237,8 @@ def test_small_adam_steps_need_float32_master_weights(make_model, make_sequences
   tx = optax.adam(3e-6, b1=0.9, b2=0.95)
   step, state = _compiled(model, tx, ts.TrainStepConfig(loss="cispo"))
   before = jax.tree.map(np.asarray, state.params)
-  state, metrics = step(state, _rl_batch(make_sequences))
+  batch, nodes = _rl_batch(make_sequences)
+  state, metrics = step(state, batch, *nodes)
   assert int(metrics["skipped"]) == 0 and float(metrics["grad_norm"]) > 0
   pairs = list(zip(jax.tree.leaves(before), jax.tree.leaves(state.params)))
   moved = sum(int((a != np.asarray(b)).sum()) for a, b in pairs) / sum(a.size for a, _ in pairs)
@@ -195,14 +250,14 @@ def test_small_adam_steps_need_float32_master_weights(make_model, make_sequences
 def test_attention_chunks_and_remat_change_memory_not_results(make_model, make_sequences):
   """The same step (loss, gradient norm, new parameters) with a fraction of the compiled temporary memory."""
   model = make_model()
-  batch = packing.pack_sequences(make_sequences([120, 82, 66, 50, 36, 18]), 2, 256,
-                                 node_advantages=np.linspace(-1.0, 1.0, 6).astype(np.float32))[0]
+  batch = packing.pack_sequences(make_sequences([120, 82, 66, 50, 36, 18]), 2, 256)[0]
+  nodes = (np.linspace(-1.0, 1.0, 6).astype(np.float32), np.ones(6, bool))
   tx = optax.adam(1e-3)
   results = {}
   for chunk, remat in ((0, False), (16, True)):
     step, state = _compiled(model, tx, ts.TrainStepConfig(loss="cispo", attention_chunk_size=chunk, remat=remat))
-    compiled = step.jitted.lower(state, batch.micro_batches(1)).compile()
-    new_state, metrics = step(state, batch)
+    compiled = step.jitted.lower(state, batch.micro_batches(1), *nodes).compile()
+    new_state, metrics = step(state, batch, *nodes)
     results[chunk] = (compiled.memory_analysis().temp_size_in_bytes, metrics, new_state.params)
   (full_bytes, full, full_params), (chunked_bytes, chunked, chunked_params) = results[0], results[16]
   np.testing.assert_allclose(float(chunked["loss"]), float(full["loss"]), rtol=1e-5)

@@ -1,16 +1,23 @@
-"""configs/textcraft.py: every preset validates; bad values fail before anything is built, naming the field."""
+"""Training configs: every preset validates into settings whose sections mirror the dataclasses, and bad
+values fail before anything is built, naming the `--config.a.b` override that fixes them."""
+import dataclasses
 import importlib.util
 import os
 
+import ml_collections
 import pytest
 
+from rao_jax import config_utils
+from rao_jax.envs.diagnostics import ChoiceSuite, RelaySuite
+from rao_jax.envs.textcraft_synth.suite import TextCraftSuite
+from rao_jax.train import settings as settings_lib
 from rao_jax.train.settings import settings_from_config
 
-_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "textcraft.py")
+_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
 
-def _get_config(preset):
-  spec = importlib.util.spec_from_file_location("textcraft_config", _CONFIG_FILE)
+def _get_config(preset, file="textcraft.py"):
+  spec = importlib.util.spec_from_file_location(f"config_{file}", os.path.join(_CONFIGS, file))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(preset)
@@ -20,38 +27,64 @@ def _get_config(preset):
 def test_cpu_presets_validate(preset):
   settings = settings_from_config(_get_config(preset))
   assert settings.rollout.delegation == (preset == "tiny")
-  assert settings.interpreter.delegation == settings.rollout.delegation
-  assert settings.interpreter.max_depth == settings.rollout.max_depth
+  assert isinstance(settings.suite(), TextCraftSuite)
   assert settings.greedy_rollout.sampling.greedy and not settings.rollout.sampling.greedy
-  assert settings.update.row_length >= settings.rollout.context_window
+  assert settings.policy_update.row_length >= settings.rollout.context_window
+  # Set once: the run's seed and the phases' step counts reach the parts that need them.
+  assert settings.warm_start.sft.seed == settings.warm_start.data.seed == settings.seed
+  assert settings.warm_start.sft.optimizer.total_steps == settings.warm_start.sft.num_steps
+  assert settings.policy_update.optimizer.total_steps == settings.rl.num_steps
+
+
+@pytest.mark.parametrize("preset, suite", [("choice", ChoiceSuite), ("relay", RelaySuite)])
+def test_diagnostic_presets_validate(preset, suite):
+  settings = settings_from_config(_get_config(preset, "diagnostic.py"))
+  assert isinstance(settings.suite(), suite)
+  assert settings.suite().env_config == {}
+
+
+@pytest.mark.parametrize("file, preset", [("textcraft.py", "tiny"), ("textcraft.py", "qwen3_4b"),
+                                          ("diagnostic.py", "relay")])
+def test_config_sections_mirror_the_dataclasses_one_to_one(file, preset):
+  """Every key of every section is a field of the section's dataclass (the builder rejects others),
+  and building the settings back into a config gives the same settings."""
+  cfg = _get_config(preset, file)
+  if preset == "qwen3_4b":
+    cfg.warm_start.checkpoint = "/models/Qwen3-4B"
+  settings = settings_from_config(cfg)
+  rebuilt = ml_collections.ConfigDict({
+      "preset": settings.preset, "seed": settings.seed, "workdir": settings.workdir,
+      "env": {"name": settings.env_name, **dataclasses.asdict(settings.env)},
+      **{name: dataclasses.asdict(getattr(settings, name)) for name in settings_lib._SECTIONS}})
+  assert settings_from_config(rebuilt) == settings
 
 
 def test_linear_preset_differs_only_in_delegation():
   tiny, linear = settings_from_config(_get_config("tiny")), settings_from_config(_get_config("tiny_linear"))
-  assert tiny.rollout.max_steps_per_node == linear.rollout.max_steps_per_node
-  assert tiny.rollout.context_window == linear.rollout.context_window
-  assert tiny.update == linear.update and tiny.model == linear.model
-  assert tiny.sft == linear.sft and tiny.num_steps == linear.num_steps
-  assert tiny.sft_data.recursive_fraction > 0 and linear.sft_data.recursive_fraction == 0
+  assert dataclasses.replace(linear.rollout, delegation=True) == tiny.rollout
+  assert tiny.policy_update == linear.policy_update and tiny.model == linear.model
+  assert tiny.warm_start.sft == linear.warm_start.sft and tiny.rl == linear.rl
+  assert tiny.warm_start.data.recursive_fraction > 0 and linear.warm_start.data.recursive_fraction == 0
 
 
 def test_qwen3_4b_preset_has_the_paper_hyper_parameters():
   cfg = _get_config("qwen3_4b")
-  cfg.model.checkpoint = "/models/Qwen3-4B"
+  cfg.warm_start.checkpoint = "/models/Qwen3-4B"
   s = settings_from_config(cfg)
-  assert (s.tasks_per_step, s.samples_per_task) == (16, 8)
-  assert s.update.train_step.loss == "cispo" and dict(s.update.train_step.loss_options) == {"clip_max": 5.0}
-  opt = s.update.optimizer
+  assert (s.rl.tasks_per_step, s.rl.samples_per_task) == (16, 8)
+  update = s.policy_update
+  assert update.train_step.loss == "cispo" and dict(update.train_step.loss_options) == {"clip_max": 5.0}
+  opt = update.optimizer
   assert (opt.learning_rate, opt.b1, opt.b2, opt.eps, opt.weight_decay, opt.max_grad_norm, opt.schedule) == (
       3e-6, 0.9, 0.95, 1e-8, 0.017, 1.0, "constant")
   assert s.rollout.context_window == 8192 and s.rollout.max_steps_per_node == 25 and s.rollout.max_depth == 6
   assert s.rollout.sampling.temperature == 1.0
-  assert s.update.advantage.bonus_weight == 0.0 and s.update.advantage.depth_weighting == "inverse_frequency"
-  assert s.num_steps == 540 and s.train_difficulties == ("medium",)
+  assert update.advantage.bonus_weight == 0.0 and update.advantage.depth_weighting == "inverse_frequency"
+  assert s.rl.num_steps == 540 and s.data.train_difficulties == ("medium",)
   assert s.model.hidden_size == 2560 and s.model.num_layers == 36
   assert (s.model.param_dtype, s.model.dtype) == ("float32", "bfloat16")  # master weights, bf16 compute
-  assert s.update.train_step.remat and s.update.train_step.attention_chunk_size == 1024  # 8K rows fit
-  assert s.env_config == {"world": "paper", "info_style": "full"} and s.sft_data.transcript_style == "spec"
+  assert update.train_step.remat and update.train_step.attention_chunk_size == 1024  # 8K rows fit
+  assert s.suite().env_config == {"world": "paper", "info_style": "full"} and s.env.transcript_style == "spec"
   assert s.rollout.prefill_attention_chunk_size == 512
 
 
@@ -59,12 +92,12 @@ def test_qwen3_4b_preset_has_the_paper_hyper_parameters():
 def test_half_precision_master_weights_are_rejected(dtype):
   cfg = _get_config("tiny")
   cfg.model.param_dtype = dtype
-  with pytest.raises(ValueError, match=rf"config.model.param_dtype='{dtype}'.*rounds away.*param_dtype='float32'"):
+  with pytest.raises(ValueError, match=rf"--config.model.param_dtype='{dtype}'.*rounds away.*param_dtype='float32'"):
     settings_from_config(cfg)
 
 
 def test_qwen3_4b_needs_a_checkpoint():
-  with pytest.raises(ValueError, match="config.model.checkpoint is required"):
+  with pytest.raises(ValueError, match="--config.warm_start.checkpoint is required"):
     settings_from_config(_get_config("qwen3_4b"))
 
 
@@ -73,42 +106,88 @@ def test_unknown_preset():
     _get_config("huge")
 
 
-@pytest.mark.parametrize("section, field, value, message", [
-    ("rollout", "num_slots", 0, r"config\.rollout\.num_slots=0"),
-    ("rollout", "completion_limit", 4096, r"config\.rollout\.completion_limit=4096"),
-    ("rollout", "temperature", -1.0, r"config\.rollout\.temperature"),
-    ("rollout", "prompt_style", "chatty", r"config\.rollout\.prompt_style='chatty'"),
-    ("rollout", "prefill_attention_chunk_size", -2, r"config\.rollout\.prefill_attention_chunk_size=-2"),
-    ("optimizer", "learning_rate", -1.0, r"config\.optimizer\.learning_rate"),
-    ("optimizer", "schedule", "cubic", r"config\.optimizer\.schedule"),
-    ("rl", "depth_weighting", "deep", r"config\.rl\.depth_weighting"),
-    ("rl", "loss", "dpo", r"config\.rl\.loss='dpo'"),
-    ("rl", "samples_per_task", 1, r"config\.rl\.samples_per_task=1"),
-    ("rl", "row_length", 128, r"config\.rl\.row_length=128"),
-    ("rl", "tasks_per_step", 0, r"config\.rl\.tasks_per_step=0"),
-    ("rl", "attention_chunk_size", -1, r"config\.rl\.attention_chunk_size=-1"),
-    ("warm_start", "attention_chunk_size", -8, r"config\.warm_start\.attention_chunk_size=-8"),
-    ("model", "num_heads", 3, r"config\.model\.num_heads"),
-    ("warm_start", "recursive_fraction", 1.5, r"config\.warm_start\.recursive_fraction=1\.5"),
-    ("warm_start", "schedule", "cubic", r"config\.warm_start\.schedule='cubic'"),
-    ("warm_start", "transcript_style", "chatty", r"config\.warm_start\.transcript_style='chatty'"),
-    ("env", "info_style", "verbose", r"config\.env\.info_style='verbose'"),
-    ("interpreter", "num_workers", 0, r"config\.interpreter.*num_workers"),
-    ("eval", "split", "test", r"config\.eval\.split='test'"),
-    ("eval", "difficulties", ("easy", "impossible"), r"config\.eval\.difficulties"),
-    ("data", "train_difficulties", (), r"config\.data\.train_difficulties"),
-    ("env", "world", "mars", r"config\.env\.world='mars'"),
-    ("tokenizer", "vocab_size", 5000, r"config\.tokenizer\.vocab_size=5000 exceeds config\.model\.vocab_size"),
+@pytest.mark.parametrize("path, value, message", [
+    ("rollout.num_slots", 0, r"--config\.rollout\.num_slots=0 must be a positive integer"),
+    ("rollout.completion_limit", 4096, r"--config\.rollout.*completion_limit=4096"),
+    ("rollout.sampling.temperature", -1.0, r"--config\.rollout\.sampling\.temperature=-1\.0 must be >= 0"),
+    ("rollout.prompt_style", "chatty", r"--config\.rollout.*prompt_style='chatty'"),
+    ("rollout.prefill_attention_chunk_size", -2, r"--config\.rollout.*prefill_attention_chunk_size=-2"),
+    ("policy_update.optimizer.learning_rate", -1.0,
+     r"--config\.policy_update\.optimizer\.learning_rate=-1\.0 must be positive"),
+    ("policy_update.optimizer.schedule", "cubic", r"--config\.policy_update\.optimizer\.schedule='cubic'"),
+    ("policy_update.advantage.depth_weighting", "deep", r"--config\.policy_update\.advantage.*deep"),
+    ("policy_update.train_step.loss", "dpo", r"--config\.policy_update\.train_step.*dpo"),
+    ("policy_update.row_length", 128, r"--config\.policy_update\.row_length=128 must be >= "
+                                      r"--config\.rollout\.context_window"),
+    ("policy_update.train_step.attention_chunk_size", -1, r"--config\.policy_update\.train_step.*-1"),
+    ("rl.samples_per_task", 1, r"--config\.rl\.samples_per_task=1 must be >= 2"),
+    ("rl.tasks_per_step", 0, r"--config\.rl\.tasks_per_step=0 must be positive"),
+    ("warm_start.sft.attention_chunk_size", -8, r"--config\.warm_start\.sft\.attention_chunk_size=-8"),
+    ("warm_start.sft.optimizer.schedule", "cubic", r"--config\.warm_start\.sft\.optimizer\.schedule='cubic'"),
+    ("warm_start.data.recursive_fraction", 1.5, r"--config\.warm_start\.data\.recursive_fraction=1\.5"),
+    ("warm_start.data.difficulties", ("impossible",), r"--config\.warm_start\.data\.difficulties"),
+    ("model.num_heads", 3, r"--config\.model\.num_heads=3"),
+    ("env.transcript_style", "chatty", r"--config\.env\.transcript_style='chatty'"),
+    ("env.info_style", "verbose", r"--config\.env\.info_style='verbose'"),
+    ("env.world", "mars", r"--config\.env\.world='mars'"),
+    ("env.dataset", "paper", r"--config\.env\.dataset='paper' was generated in another world"),
+    ("env.name", "chess", r"--config\.env\.name='chess' is not one of"),
+    ("interpreter.num_workers", 0, r"--config\.interpreter.*num_workers"),
+    ("eval.split", "test", r"--config\.eval\.split='test'"),
+    ("eval.difficulties", ("easy", "impossible"), r"--config\.eval\.difficulties"),
+    ("data.train_difficulties", (), r"--config\.data\.train_difficulties"),
+    ("log.train_trees_every", -1, r"--config\.log\.train_trees_every=-1"),
+    ("checkpoint.every_steps", 0, r"--config\.checkpoint\.every_steps=0"),
+    ("tokenizer.vocab_size", 5000, r"--config\.tokenizer\.vocab_size=5000 exceeds --config\.model\.vocab_size"),
 ])
-def test_bad_values_name_the_field(section, field, value, message):
+def test_bad_values_name_the_override(path, value, message):
   cfg = _get_config("tiny")
-  cfg[section][field] = value
+  *sections, field = path.split(".")
+  section = cfg
+  for name in sections:
+    section = section[name]
+  section[field] = value
   with pytest.raises(ValueError, match=message):
+    settings_from_config(cfg)
+
+
+def test_unknown_and_missing_settings_are_named():
+  cfg = _get_config("tiny")
+  cfg.rollout.num_slotz = 8
+  with pytest.raises(ValueError, match=r"--config\.rollout\.num_slotz is not a setting of RolloutConfig"):
+    settings_from_config(cfg)
+  cfg = _get_config("tiny")
+  del cfg.model["hidden_size"]
+  with pytest.raises(ValueError, match=r"--config\.model\.hidden_size is missing"):
+    settings_from_config(cfg)
+  cfg = _get_config("tiny")
+  del cfg["rl"]
+  with pytest.raises(ValueError, match=r"config\.rl is missing"):
     settings_from_config(cfg)
 
 
 def test_linear_preset_rejects_delegating_warm_start():
   cfg = _get_config("tiny_linear")
-  cfg.warm_start.recursive_fraction = 0.5
-  with pytest.raises(ValueError, match="config.warm_start.*delegation"):
+  cfg.warm_start.data.recursive_fraction = 0.5
+  with pytest.raises(ValueError, match=r"--config\.warm_start\.data\.recursive_fraction=0\.5.*delegation=False"):
     settings_from_config(cfg)
+
+
+def test_builder_builds_nested_sections_and_keeps_defaults():
+  @dataclasses.dataclass(frozen=True)
+  class Inner:
+    size: int = 1
+    names: tuple[str, ...] = ()
+
+  @dataclasses.dataclass(frozen=True)
+  class Outer:
+    inner: Inner
+    rate: float = 0.5
+
+  built = config_utils.build(Outer, {"inner": {"names": ["a", "b"]}, "rate": 1}, "outer")
+  assert built == Outer(inner=Inner(size=1, names=("a", "b")), rate=1.0)
+  assert config_utils.build(Outer, {}, "outer") == Outer(inner=Inner())
+  with pytest.raises(ValueError, match=r"--config\.outer\.inner\.size=True must be an integer"):
+    config_utils.build(Outer, {"inner": {"size": True}}, "outer")
+  with pytest.raises(ValueError, match=r"--config\.outer\.inner must be a section"):
+    config_utils.build(Outer, {"inner": 3}, "outer")

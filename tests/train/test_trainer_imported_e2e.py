@@ -12,13 +12,15 @@ import pytest
 from flax import nnx
 
 from rao_jax.agent.chat import Qwen3ChatLayout
+from rao_jax.agent.episode import EpisodeFormat
+from rao_jax.envs.textcraft_synth.suite import TextCraftConfig, TextCraftSuite
 from rao_jax.envs.textcraft_synth.tasks import TaskConfig, build_splits
 from rao_jax.envs.textcraft_synth.world import get_world
 from rao_jax.model import hf_checkpoint
 from rao_jax.model.config import get_preset
 from rao_jax.model.random_init import random_normal_model
 from rao_jax.tokenizer import HFTokenizer
-from rao_jax.train import policy_update, sft, trainer, warm_start
+from rao_jax.train import policy_update, trainer, warm_start
 from rao_jax.train.checkpoint import Checkpoints
 from rao_jax.train.metrics_log import read_records
 from rao_jax.train.settings import settings_from_config
@@ -44,7 +46,9 @@ def checkpoint_dir(tmp_path_factory, build_qwen_like_tokenizer_json):
   directory = tmp_path_factory.mktemp("qwen3_toy")
   world = get_world("small")
   tasks = build_splits(world, TaskConfig(num_train=8, num_val=0, mix=(1.0, 0.0, 0.0, 0.0)))["train"]
-  texts = warm_start.transcript_texts(tasks, sft.SFTDataConfig(world="small", max_steps_per_node=3))
+  suite = TextCraftSuite(TextCraftConfig(world="small", dataset="small"))
+  fmt = EpisodeFormat(delegation=True, max_depth=6, max_steps_per_node=3, context_window=4096, prompt_style="full")
+  texts = warm_start.transcript_texts(suite, tasks, fmt)
   build_qwen_like_tokenizer_json(directory, vocab_size=_TOY_SHAPE["vocab_size"] - 24, extra_texts=texts,
                                  tokenizer_config={"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
   stored = dataclasses.replace(get_preset("qwen3_4b"), **_TOY_SHAPE)  # bfloat16, tied, RoPE theta 1e6
@@ -57,11 +61,13 @@ def _toy_settings(workdir, checkpoint):
   cfg.workdir = str(workdir)
   cfg.env.update(world="small", dataset="small")
   cfg.data.update(train_difficulties=("easy",), max_train_tasks=2)
-  cfg.model.update(checkpoint=checkpoint, **_TOY_SHAPE)
+  cfg.model.update(**_TOY_SHAPE)
+  cfg.warm_start.checkpoint = checkpoint
   cfg.rollout.update(num_slots=4, context_window=4096, completion_limit=16, max_steps_per_node=3, max_depth=1,
                      decode_steps_per_round=16, prefill_chunk_buckets=(512, 4096), prefill_row_buckets=(4,))
   cfg.interpreter.num_workers = 1
-  cfg.rl.update(num_steps=1, tasks_per_step=1, samples_per_task=2, row_length=4096, rows_per_micro_batch=2)
+  cfg.rl.update(num_steps=1, tasks_per_step=1, samples_per_task=2)
+  cfg.policy_update.update(row_length=4096, rows_per_micro_batch=2)
   cfg.eval.update(every_steps=1, difficulties=("easy",), tasks_per_difficulty=1)
   cfg.checkpoint.every_steps = 1
   cfg.log.update(progress_bar=False, train_trees_every=1)
@@ -78,7 +84,7 @@ def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, t
 
   # The bfloat16 checkpoint becomes float32 master weights holding exactly its values.
   imported, _ = hf_checkpoint.load_hf_checkpoint(checkpoint_dir)
-  start = jax.tree.leaves(nnx.state(run.model))
+  start = jax.tree.leaves(nnx.state(run.initial_policy))
   assert all(leaf.dtype == jnp.float32 for leaf in start)
   for ours, theirs in zip(start, jax.tree.leaves(nnx.state(imported))):
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs, np.float32))
@@ -90,7 +96,7 @@ def test_imported_checkpoint_is_the_starting_policy_and_trains(checkpoint_dir, t
     final = [np.asarray(leaf) for leaf in jax.tree.leaves(loop.state.params)]
 
   records = read_records(str(tmp_path / "metrics.jsonl"))
-  assert [(r["step"], r["kind"]) for r in records] == [(0, "eval"), (0, "train"), (1, "eval")]
+  assert [(r["step"], r["kind"]) for r in records] == [(0, "setup"), (0, "eval"), (0, "train"), (1, "eval")]
   (train,) = [r for r in records if r["kind"] == "train"]
   assert train["train/updated"] == 1.0 and np.isfinite(train["train/loss"])
   # Sampler (bfloat16 KV cache, one token at a time) and trainer (packed rows) agree to bfloat16 precision.

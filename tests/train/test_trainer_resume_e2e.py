@@ -31,14 +31,15 @@ def _toy_settings(workdir, num_steps):
                    intermediate_size=64)
   cfg.tokenizer.update(vocab_size=1280, corpus_examples=200, transcript_tasks=3)
   cfg.data.update(train_difficulties=("easy",), max_train_tasks=3)
-  cfg.warm_start.update(difficulties=("easy",), max_tasks_per_difficulty=2, num_steps=1, rows_per_batch=2,
-                        row_length=2048, recursive_fraction=0.0, crafts_per_cell=8,
-                        warmup_steps=0)
+  cfg.env.crafts_per_cell = 8
+  cfg.warm_start.data.update(difficulties=("easy",), max_tasks_per_difficulty=2, recursive_fraction=0.0)
+  cfg.warm_start.sft.update(num_steps=1, rows_per_batch=2, row_length=2048)
+  cfg.warm_start.sft.optimizer.warmup_steps = 0
   cfg.rollout.update(num_slots=4, context_window=2048, completion_limit=16, max_steps_per_node=5, max_depth=1,
                      decode_steps_per_round=64, prefill_chunk_buckets=(128, 1024), prefill_row_buckets=(4,))
-  cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2, row_length=2048,
-                rows_per_micro_batch=2)
-  cfg.optimizer.learning_rate = 3e-2
+  cfg.rl.update(num_steps=num_steps, tasks_per_step=1, samples_per_task=2)
+  cfg.policy_update.update(row_length=2048, rows_per_micro_batch=2)
+  cfg.policy_update.optimizer.learning_rate = 3e-2
   cfg.eval.update(every_steps=100, difficulties=("easy",), tasks_per_difficulty=1)
   cfg.log.update(progress_bar=False, train_trees_every=1)
   return settings_from_config(cfg)
@@ -63,7 +64,8 @@ def built(tmp_path_factory):
   (key,) = os.listdir(os.path.join(workdir, "tokenizer"))
   assert os.path.isfile(os.path.join(workdir, "tokenizer", key, "tokenizer.model"))
   assert os.listdir(os.path.join(workdir, "warm_start"))
-  return workdir, run
+  warm = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(run.initial_policy))]
+  return workdir, run, warm
 
 
 def _deterministic(records):
@@ -72,7 +74,7 @@ def _deterministic(records):
 
 def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypatch, stand_in_advantages):
   monkeypatch.setattr(policy_update, "advantages_from_trees", stand_in_advantages)
-  source, _ = built
+  source, _, warm = built
   interrupted, uninterrupted = tmp_path / "interrupted", tmp_path / "uninterrupted"
   _copy_built_parts(source, interrupted)
   _copy_built_parts(source, uninterrupted)
@@ -83,16 +85,17 @@ def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypat
 
   resumed = read_records(str(interrupted / "metrics.jsonl"))
   full = read_records(str(uninterrupted / "metrics.jsonl"))
-  assert [(r["step"], r["kind"]) for r in full] == [(0, "eval"), (0, "train"), (1, "train"), (2, "eval")]
+  assert [(r["step"], r["kind"]) for r in full if r["kind"] != "sft"] == [
+      (0, "setup"), (0, "eval"), (0, "train"), (1, "train"), (2, "eval")]
+  assert [r["loss"] for r in full if r["kind"] == "sft"] == [r["loss"] for r in resumed if r["kind"] == "sft"]
+  assert len([r for r in full if r["kind"] == "sft"]) == 1  # the warm start's loss curve (1 SFT step)
   assert all(r["train/updated"] == 1.0 for r in full if r["kind"] == "train")
   assert _deterministic(resumed) == _deterministic(full)
   for a, b in zip(jax.tree.leaves(resumed_state), jax.tree.leaves(full_state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The updates changed the policy, so a restore of the wrong state could not have matched.
   assert Checkpoints(str(uninterrupted / "checkpoints"), built[1].identity).latest_step() == 2
-  warm = nnx.state(built[1].model)
-  assert any(not np.array_equal(np.asarray(a), np.asarray(b))
-             for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(full_state.params)))
+  assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(warm, jax.tree.leaves(full_state.params)))
   assert os.path.isfile(uninterrupted / "trees" / "eval_val_step000002.jsonl")
   assert os.path.isfile(uninterrupted / "trees" / "train_step000001.jsonl")
   assert os.listdir(uninterrupted / "tensorboard")
@@ -107,11 +110,11 @@ def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch, s
     return result.replace(advantage=np.full_like(result.advantage, np.nan))
 
   monkeypatch.setattr(policy_update, "advantages_from_trees", nan_advantages)
-  source, run = built
+  source, _, warm = built
   _copy_built_parts(source, tmp_path)
   state = _train(tmp_path, num_steps=1)
   (train_record,) = [r for r in read_records(str(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
   assert train_record["train/skipped_nonfinite"] == 1.0 and train_record["train/updated"] == 0.0
   assert train_record["train/loss"] is None  # NaN is written as null
-  for a, b in zip(jax.tree.leaves(nnx.state(run.model)), jax.tree.leaves(state.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(warm, jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))

@@ -15,10 +15,12 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
+from rao_jax.agent import delegation as delegation_rule
 from rao_jax.agent.interpreter import awaitables
 from rao_jax.agent.interpreter import restrictions
 from rao_jax.agent.interpreter import sandbox_builtins
 from rao_jax.agent.interpreter import values
+from rao_jax.agent.interpreter.messages import CellStatus, ChildSpawned
 from rao_jax.agent.interpreter.time_limit import CellTimeout
 from rao_jax.envs.base import JSONLike, NodeEnvironment, PromptParts
 
@@ -37,10 +39,10 @@ class NodeFinished(BaseException):
 @dataclasses.dataclass
 class Outcome:
   """What one activation of a cell (a run or a resume) produced; see `pool.CellResult`."""
-  status: str  # "output" | "error" | "finished" | "suspended"
+  status: CellStatus  # never CRASHED: that is the worker's verdict on a node
   text: str
   finish_value: JSONLike = None
-  spawns: list[tuple[int, int, PromptParts]] = dataclasses.field(default_factory=list)
+  spawns: list[ChildSpawned] = dataclasses.field(default_factory=list)
 
 
 class OutputBuffer:
@@ -211,7 +213,7 @@ class NodeRuntime:
     self._tasks: list[_Task] = []
     self._root: _Task | None = None
     self._waiting: dict[int, awaitables.LaunchHandle] = {}  # child key -> its started launch
-    self._new_spawns: list[tuple[int, int, PromptParts]] = []
+    self._new_spawns: list[ChildSpawned] = []
     self._random: sandbox_builtins.ModuleProxy | None = None
     self.namespace = self._build_namespace()
 
@@ -268,12 +270,12 @@ class NodeRuntime:
     try:
       compiled = restrictions.compile_cell(code)
     except restrictions.CellRejected as error:
-      return Outcome("error", self._output.text(f"SandboxError: {error}"))
+      return Outcome(CellStatus.ERROR, self._output.text(f"SandboxError: {error}"))
     except SyntaxError as error:
-      return Outcome("error", self._output.text(
+      return Outcome(CellStatus.ERROR, self._output.text(
           f"{type(error).__name__}: {error.msg} (line {error.lineno})"))
     except (ValueError, MemoryError) as error:
-      return Outcome("error", self._output.text(f"{type(error).__name__}: {error}"))
+      return Outcome(CellStatus.ERROR, self._output.text(f"{type(error).__name__}: {error}"))
     try:
       if compiled.co_flags & inspect.CO_COROUTINE:
         self._root = self._start_task(eval(compiled, self.namespace))  # noqa: S307 - checked code.
@@ -284,7 +286,7 @@ class NodeRuntime:
     except CellTimeout:
       return self.timeout_outcome()
     except Exception as error:
-      return Outcome("error", self._output.text(describe_exception(error, self._source)))
+      return Outcome(CellStatus.ERROR, self._output.text(describe_exception(error, self._source)))
     return self._ended()
 
   def resume(self, deliveries: dict[int, JSONLike]) -> Outcome:
@@ -323,13 +325,13 @@ class NodeRuntime:
     if root.done:
       self._abandon_tasks()
       if root.error is not None:
-        return Outcome("error", self._output.text(describe_exception(root.error, self._source)))
+        return Outcome(CellStatus.ERROR, self._output.text(describe_exception(root.error, self._source)))
       return self._ended()
     if not self._waiting:
       self._abandon_tasks()
-      return Outcome("error", self._output.text("RuntimeError: the cell awaits something that can "
-                                                "never complete"))
-    return Outcome("suspended", self._output.text(), spawns=list(self._new_spawns))
+      return Outcome(CellStatus.ERROR, self._output.text(
+          "RuntimeError: the cell awaits something that can never complete"))
+    return Outcome(CellStatus.SUSPENDED, self._output.text(), spawns=list(self._new_spawns))
 
   def _step(self, task: _Task) -> None:
     try:
@@ -373,7 +375,7 @@ class NodeRuntime:
 
   def _start_launch(self, handle: awaitables.LaunchHandle) -> None:
     object.__setattr__(handle, "_state", "started")
-    if self.depth >= self.max_depth:
+    if not delegation_rule.may_delegate(self.delegation, self.max_depth, self.depth):
       self._resolve(handle, f"Error: launch_subagent refused: this agent is at depth {self.depth}, "
                     "the maximum; it may not delegate. Do the work directly.")
       return
@@ -388,14 +390,15 @@ class NodeRuntime:
       return
     try:
       child_key = self._make_child(child_env, self.depth + 1)
-      prompt = child_env.prompt_parts(self.delegation and self.depth + 1 < self.max_depth)
+      child_may_delegate = delegation_rule.may_delegate(self.delegation, self.max_depth, self.depth + 1)
+      prompt = child_env.prompt_parts(child_may_delegate)
       prompt = PromptParts(*(values.clean_text(str(getattr(prompt, field.name)))
                              for field in dataclasses.fields(PromptParts)))
     except Exception as error:  # An environment bug costs this launch only.
       self._resolve(handle, f"Error: launch_subagent failed: {type(error).__name__}: {error}")
       return
     self._waiting[child_key] = handle
-    self._new_spawns.append((child_key, self.depth + 1, prompt))
+    self._new_spawns.append(ChildSpawned(child_key, self.depth + 1, prompt))
 
   def _resolve(self, handle: awaitables.LaunchHandle, value: JSONLike) -> None:
     object.__setattr__(handle, "_state", "done")
@@ -456,12 +459,12 @@ class NodeRuntime:
   def _finished(self) -> Outcome:
     self._root = None
     if not self.finished:  # NodeFinished raised by a hand-built `finish` of another object.
-      return Outcome("error", self._output.text("RuntimeError: finish() did not complete"))
-    return Outcome("finished", self._output.text(), finish_value=self.finish_value)
+      return Outcome(CellStatus.ERROR, self._output.text("RuntimeError: finish() did not complete"))
+    return Outcome(CellStatus.FINISHED, self._output.text(), finish_value=self.finish_value)
 
   def timeout_outcome(self) -> Outcome:
     self._root = None
-    return Outcome("error", self._output.text(
+    return Outcome(CellStatus.ERROR, self._output.text(
         f"TimeoutError: the cell exceeded its CPU time limit of {self.time_limit_s:g} s"))
 
   def _ended(self) -> Outcome:
@@ -469,8 +472,8 @@ class NodeRuntime:
       return self._finished()
     never_awaited = [h for h in self.cell_handles if h._state == "created"]
     if never_awaited:
-      return Outcome("error", self._output.text(
+      return Outcome(CellStatus.ERROR, self._output.text(
           f"RuntimeError: {len(never_awaited)} launch_subagent(...) call(s) were never awaited, so "
           "no subagent ran; write `result = await launch_subagent(...)` or `results = await "
           "asyncio.gather(launch_subagent(...), ...)`"))
-    return Outcome("output", self._output.text())
+    return Outcome(CellStatus.OUTPUT, self._output.text())

@@ -12,6 +12,7 @@ them does too. Other workers' nodes carry on.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import mmap
 import os
 import selectors
@@ -22,10 +23,10 @@ import time
 import weakref
 from typing import Any, Mapping, Sequence
 
+from rao_jax.agent.interpreter import messages
 from rao_jax.agent.interpreter import protocol
+from rao_jax.agent.interpreter.messages import CellReply, CellStatus, TreeLimits
 from rao_jax.envs.base import JSONLike, PromptParts
-
-STATUSES = ("output", "error", "finished", "suspended", "crashed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +39,6 @@ class InterpreterConfig:
     memory_limit_mb: address-space limit of each worker process (shared by the nodes it hosts).
     max_output_chars: printed text kept per cell (the rest is cut with a note); also the largest
       finish value, as JSON text.
-    max_depth: depth of the deepest node that may launch children is `max_depth - 1` (root = 0); a
-      launch from a node at `max_depth` returns a refusal string and spawns nothing.
-    delegation: False for the linear baseline: no `launch_subagent` in the namespace.
     env_modules: modules every worker imports at start (before the sandbox closes), e.g. to
       `registry.register` environments defined outside `rao_jax.envs`.
     preload_environments: registered environments whose modules every worker imports at start. A
@@ -54,8 +52,6 @@ class InterpreterConfig:
   cell_time_limit_s: float = 3.0
   memory_limit_mb: int = 1024
   max_output_chars: int = 4096
-  max_depth: int = 6
-  delegation: bool = True
   env_modules: tuple[str, ...] = ()
   preload_environments: tuple[str, ...] = ("textcraft_synth",)
   watchdog_grace_s: float = 5.0
@@ -70,8 +66,13 @@ class InterpreterConfig:
       raise ValueError(f"memory_limit_mb must be >= 128, got {self.memory_limit_mb}")
     if self.max_output_chars < 64:
       raise ValueError(f"max_output_chars must be >= 64, got {self.max_output_chars}")
-    if self.max_depth < 0:
-      raise ValueError(f"max_depth must be >= 0, got {self.max_depth}")
+
+  def worker_settings(self) -> messages.WorkerSettings:
+    """What every worker process is told at start."""
+    return messages.WorkerSettings(
+        cell_time_limit_s=self.cell_time_limit_s, memory_limit_mb=self.memory_limit_mb,
+        max_output_chars=self.max_output_chars, env_modules=tuple(self.env_modules),
+        preload_environments=tuple(self.preload_environments))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,25 +91,35 @@ class CellResult:
   """What one cell activation of node `node_id` produced.
 
   status:
-    "output": the cell ended; `text` is what it printed (and its trailing expression's repr).
-    "error": the cell raised, broke a sandbox rule, ran out of time, or left a launch un-awaited;
+    OUTPUT: the cell ended; `text` is what it printed (and its trailing expression's repr).
+    ERROR: the cell raised, broke a sandbox rule, ran out of time, or left a launch un-awaited;
       `text` is the printed output followed by the error. The node continues.
-    "finished": `finish(value)` ran; `finish_value` and the environment's `success` are set.
-    "suspended": the cell awaits children; `spawns` lists the launches started in this activation
+    FINISHED: `finish(value)` ran; `finish_value` and the environment's `success` are set.
+    SUSPENDED: the cell awaits children; `spawns` lists the launches started in this activation
       (possibly none, when it still awaits children reported earlier). Resume it with their results.
       The final, non-suspended result's `text` holds everything the cell printed.
-    "crashed": the node's interpreter state is gone (its worker died, or it used too much memory).
+    CRASHED: the node's interpreter state is gone (its worker died or sent a malformed reply, or
+      the node used too much memory).
   """
   node_id: int
-  status: str
+  status: CellStatus
   text: str
   finish_value: JSONLike = None
   success: float = 0.0
   spawns: tuple[Spawn, ...] = ()
 
 
-class _MalformedReply(Exception):
-  """A worker's reply does not have the expected structure."""
+class _NodeState(enum.Enum):
+  """Where a node stands between calls, as the pool last heard from its worker."""
+
+  IDLE = "idle"            # may run a cell
+  SUSPENDED = "suspended"  # awaits children; may only be resumed
+  FINISHED = "finished"
+  CRASHED = "crashed"      # its interpreter state is lost
+
+
+_STATE_AFTER = {CellStatus.SUSPENDED: _NodeState.SUSPENDED, CellStatus.FINISHED: _NodeState.FINISHED,
+                CellStatus.CRASHED: _NodeState.CRASHED}
 
 
 @dataclasses.dataclass
@@ -116,7 +127,7 @@ class _Node:
   worker: int
   generation: int
   key: int
-  state: str  # "idle" | "suspended" | "finished" | "crashed"
+  state: _NodeState
   is_root: bool = False
   awaiting: set[int] = dataclasses.field(default_factory=set)
 
@@ -206,57 +217,50 @@ class InterpreterPool:
     """Which OS-level layers took effect in the workers (see `os_limits.harden`)."""
     return dict(self._workers[0].sandbox)
 
-  def create_roots(self, roots: Sequence[tuple[int, str, dict, dict]]) -> list[PromptParts | str]:
-    """Builds roots `(node_id, env_name, env_config, task)`; returns prompts or error strings."""
+  def create_roots(self, roots: Sequence[tuple[int, str, dict, dict]], *, max_depth: int,
+                   delegation: bool) -> list[PromptParts | str]:
+    """Builds roots `(node_id, env_name, env_config, task)`; returns prompts or error strings.
+
+    Every node of these trees (the roots and their descendants) works under `max_depth` and
+    `delegation` (see `messages.TreeLimits`); the rollout engine passes its own limits here.
+    """
     self._check_open()
-    results: list[PromptParts | str | None] = [None] * len(roots)
-    batches: dict[int, list[tuple[int, list]]] = {}
-    seen: set[int] = set()
-    for position, (node_id, env_name, env_config, task) in enumerate(roots):
+    limits = TreeLimits(max_depth, delegation)
+    for node_id, env_name, env_config, task in roots:
       if type(node_id) is not int:
         raise TypeError(f"node ids must be int, got {type(node_id).__name__}")
+      if type(env_name) is not str or not isinstance(env_config, dict) or not isinstance(task, dict):
+        raise TypeError(f"root {node_id}: env_name must be a str, env_config and task dicts")
+    results: list[PromptParts | str | None] = [None] * len(roots)
+    batches: dict[int, list[tuple[int, int, messages.RootSpec]]] = {}
+    seen: set[int] = set()
+    for position, (node_id, env_name, env_config, task) in enumerate(roots):
       if node_id in self._nodes or node_id in seen:
         results[position] = f"Error: node id {node_id} is already in use"
         continue
       seen.add(node_id)
       worker = min(range(self.config.num_workers), key=lambda w: self._trees_per_worker[w])
       self._trees_per_worker[worker] += 1
-      batches.setdefault(worker, []).append((position, [node_id, env_name, env_config, task]))
+      batches.setdefault(worker, []).append(
+          (position, node_id, messages.RootSpec(env_name, env_config, task)))
     replies = self._exchange(
-        {w: {"op": "create", "items": [item[1:] for _, item in batch]}
+        {w: messages.CreateRequest(tuple(spec for _, _, spec in batch), limits)
          for w, batch in batches.items()},
         self.config.create_timeout_s)
     for worker, batch in batches.items():
       reply = replies[worker]
-      for index, (position, item) in enumerate(batch):
-        node_id = item[0]
+      for index, (position, node_id, _) in enumerate(batch):
         self._next_id = max(self._next_id, node_id + 1)
-        if isinstance(reply, str):
+        created = (messages.RootReply(error=f"Error: {reply}") if isinstance(reply, str)
+                   else reply.items[index])
+        if created.error is not None:
           self._trees_per_worker[worker] -= 1
-          results[position] = f"Error: {reply}"
+          results[position] = created.error
           continue
-        try:
-          key, prompt = self._parse_created(reply[index])
-        except _MalformedReply as error:
-          self._trees_per_worker[worker] -= 1
-          results[position] = str(error)
-          continue
-        self._nodes[node_id] = _Node(worker, self._generations[worker], key, "idle", is_root=True)
-        results[position] = prompt
+        self._nodes[node_id] = _Node(worker, self._generations[worker], created.key, _NodeState.IDLE,
+                                     is_root=True)
+        results[position] = created.prompt
     return results  # type: ignore[return-value]
-
-  @staticmethod
-  def _parse_created(created: Any) -> tuple[int, PromptParts]:
-    """A worker's answer for one root: (its key, its prompt), or _MalformedReply with the error."""
-    if not isinstance(created, dict):
-      raise _MalformedReply("Error: malformed interpreter reply")
-    if "error" in created:
-      raise _MalformedReply(str(created["error"]))
-    key, prompt = created.get("key"), created.get("prompt")
-    if type(key) is not int or not isinstance(prompt, list) or len(prompt) != 4 or any(
-        type(p) is not str for p in prompt):
-      raise _MalformedReply("Error: malformed interpreter reply")
-    return key, PromptParts(*prompt)
 
   def run_cells(self, cells: Sequence[tuple[int, str]]) -> list[CellResult]:
     """Runs one cell `(node_id, code)` per idle node, in parallel over workers; input order."""
@@ -264,11 +268,11 @@ class InterpreterPool:
     self._check_unique([node_id for node_id, _ in cells])
     for node_id, code in cells:
       node = self._node(node_id)
-      if node.state == "suspended":
+      if node.state is _NodeState.SUSPENDED:
         raise ValueError(f"node {node_id} is suspended on launches; resume it instead")
       if type(code) is not str:
         raise TypeError(f"code for node {node_id} must be a str")
-    return self._activate("run", [(node_id, code) for node_id, code in cells])
+    return self._activate(messages.RunRequest, messages.RunItem, list(cells))
 
   def resume(self, deliveries: Sequence[tuple[int, Mapping[int, JSONLike]]]) -> list[CellResult]:
     """Delivers `{child_id: finish value or error string}` to suspended nodes; input order.
@@ -280,9 +284,9 @@ class InterpreterPool:
     self._check_unique([node_id for node_id, _ in deliveries])
     for node_id, results in deliveries:
       node = self._node(node_id)
-      if node.state == "crashed" or not self._alive(node):
+      if node.state is _NodeState.CRASHED or not self._alive(node):
         continue
-      if node.state != "suspended":
+      if node.state is not _NodeState.SUSPENDED:
         raise ValueError(f"node {node_id} is not suspended")
       unexpected = set(results) - node.awaiting
       if unexpected:
@@ -290,10 +294,11 @@ class InterpreterPool:
     items = []
     for node_id, results in deliveries:
       node = self._nodes[node_id]
-      live = node.state == "suspended" and self._alive(node)
-      keys = [[self._nodes[child].key, value] for child, value in results.items()] if live else []
-      items.append((node_id, keys))
-    return self._activate("resume", items, deliveries=dict(deliveries))
+      live = node.state is _NodeState.SUSPENDED and self._alive(node)
+      keyed = tuple((self._nodes[child].key, value) for child, value in results.items()) if live else ()
+      items.append((node_id, keyed))
+    return self._activate(messages.ResumeRequest, messages.ResumeItem, items,
+                          deliveries=dict(deliveries))
 
   def release(self, node_ids: Sequence[int]) -> None:
     """Drops the namespaces and environments of these nodes (release every node of a tree)."""
@@ -308,7 +313,7 @@ class InterpreterPool:
         if node.is_root:
           self._trees_per_worker[node.worker] -= 1
     if batches:
-      self._exchange({w: {"op": "release", "keys": keys} for w, keys in batches.items()},
+      self._exchange({w: messages.ReleaseRequest(tuple(keys)) for w, keys in batches.items()},
                      self.config.cell_time_limit_s + self.config.watchdog_grace_s)
 
   def close(self) -> None:
@@ -345,18 +350,18 @@ class InterpreterPool:
     return node.generation == self._generations[node.worker]
 
   def _initialize(self, index: int) -> None:
-    config = dataclasses.asdict(self.config)
-    config["env_modules"] = list(self.config.env_modules)
-    config["preload_environments"] = list(self.config.preload_environments)
     worker = self._workers[index]
-    protocol.write_frame(worker.to_child, {"config": config, "sys_path": _absolute_sys_path(),
-                                           "scratch_dir": self._scratch.name})
-    reply = protocol.read_frame(worker.from_child)
-    if not isinstance(reply, dict) or not reply.get("ready"):
-      error = reply.get("error") if isinstance(reply, dict) else "no reply"
+    init = messages.InitRequest(self.config.worker_settings(), tuple(_absolute_sys_path()),
+                                self._scratch.name)
+    protocol.write_frame(worker.to_child, init.to_wire())
+    try:
+      reply = messages.InitReply.from_wire(protocol.read_frame(worker.from_child))
+    except messages.WireError as error:  # None (no reply at all) included
+      reply = messages.InitReply(error=f"malformed start-up reply ({error})")
+    if reply.error is not None:
       worker.kill()
-      raise RuntimeError(f"interpreter worker failed to start: {error}")
-    worker.sandbox = {str(k): str(v) for k, v in reply["sandbox"].items()}
+      raise RuntimeError(f"interpreter worker failed to start: {reply.error}")
+    worker.sandbox = dict(reply.sandbox)
 
   def _restart(self, index: int) -> None:
     self._workers[index].kill()
@@ -365,19 +370,21 @@ class InterpreterPool:
     self._workers[index] = _WorkerProcess(self.config, self._scratch.name)
     self._initialize(index)
 
-  def _exchange(self, requests: dict[int, dict], item_timeout_s: float) -> dict[int, list | str]:
-    """Sends one request per worker; returns each worker's reply items, or why it failed.
+  def _exchange(self, requests: dict[int, messages.Request],
+                item_timeout_s: float) -> dict[int, messages.Reply | str]:
+    """Sends one request per worker; returns each worker's decoded reply, or why it failed.
 
     Every request is encoded before any is sent, so a value that is not JSON raises here with no
     worker touched. A worker that sends nothing while completing no item for `item_timeout_s` is
-    killed; failed workers are restarted. If the wait is interrupted (KeyboardInterrupt), workers
-    that have not answered are restarted, so no stale reply is left in a pipe.
+    killed; failed workers (a malformed reply frame included) are restarted. If the wait is
+    interrupted (KeyboardInterrupt), workers that have not answered are restarted, so no stale
+    reply is left in a pipe.
     """
-    frames = {index: protocol.encode(request) for index, request in requests.items()}
+    frames = {index: protocol.encode(request.to_wire()) for index, request in requests.items()}
     selector = selectors.DefaultSelector()
     readers: dict[int, protocol.FrameReader] = {}
     progress: dict[int, tuple[int, float]] = {}
-    replies: dict[int, list | str] = {}
+    replies: dict[int, messages.Reply | str] = {}
     try:
       for index, frame in frames.items():
         worker = self._workers[index]
@@ -392,7 +399,7 @@ class InterpreterPool:
       while readers:
         for key, _ in selector.select(timeout=0.05):
           index = key.data
-          reply = self._read_reply(index, readers[index], len(requests[index].get("items", [])))
+          reply = self._read_reply(index, readers[index], requests[index])
           if reply is not None:
             selector.unregister(key.fd)
             del readers[index]
@@ -420,8 +427,8 @@ class InterpreterPool:
     return replies
 
   def _read_reply(self, index: int, reader: protocol.FrameReader,
-                  expected_items: int) -> list | str | None:
-    """Reads what worker `index` has sent: its reply items, why it failed, or None (incomplete)."""
+                  request: messages.Request) -> messages.Reply | str | None:
+    """Reads what worker `index` has sent: its reply, why it failed, or None (incomplete)."""
     worker = self._workers[index]
     try:
       data = os.read(worker.from_child, 1 << 20)
@@ -430,68 +437,53 @@ class InterpreterPool:
       message = reader.feed(data)
       if message is protocol.FrameReader.INCOMPLETE:
         return None
-      items = message.get("items") if isinstance(message, dict) else None
-      if not isinstance(items, list) or len(items) != expected_items:
-        raise protocol.ProtocolError("reply without the requested items")
-      return items
-    except (OSError, protocol.ProtocolError) as error:
+      return messages.Reply.from_wire(message, request)
+    except (OSError, protocol.ProtocolError, messages.WireError) as error:
       return f"the interpreter worker sent a malformed reply ({error})"
 
-  def _activate(self, op: str, items: list[tuple[int, Any]],
+  def _activate(self, request_type: type[messages.RunRequest] | type[messages.ResumeRequest],
+                item_type: type[messages.RunItem] | type[messages.ResumeItem],
+                items: list[tuple[int, Any]],
                 deliveries: dict[int, Mapping[int, JSONLike]] | None = None) -> list[CellResult]:
+    """Sends `item_type(node key, payload)` for each `(node_id, payload)` that can still run."""
     results: list[CellResult | None] = [None] * len(items)
     batches: dict[int, list[tuple[int, int, Any]]] = {}
     for position, (node_id, payload) in enumerate(items):
       node = self._nodes[node_id]
-      if node.state == "crashed" or not self._alive(node):
-        node.state = "crashed"
-        results[position] = CellResult(node_id, "crashed", "Error: this node's interpreter crashed "
-                                       "earlier; its state is lost")
-      elif node.state == "finished":
-        results[position] = CellResult(node_id, "error", "Error: this node has already finished")
+      if node.state is _NodeState.CRASHED or not self._alive(node):
+        node.state = _NodeState.CRASHED
+        results[position] = CellResult(node_id, CellStatus.CRASHED, "Error: this node's interpreter "
+                                       "crashed earlier; its state is lost")
+      elif node.state is _NodeState.FINISHED:
+        results[position] = CellResult(node_id, CellStatus.ERROR,
+                                       "Error: this node has already finished")
       else:
-        batches.setdefault(node.worker, []).append((position, node_id, [node.key, payload]))
-    replies = self._exchange({w: {"op": op, "items": [b[2] for b in batch]}
+        batches.setdefault(node.worker, []).append((position, node_id, item_type(node.key, payload)))
+    replies = self._exchange({w: request_type(tuple(item for _, _, item in batch))
                               for w, batch in batches.items()},
                              self.config.cell_time_limit_s + self.config.watchdog_grace_s)
     for worker, batch in batches.items():
       reply = replies[worker]
       for index, (position, node_id, _) in enumerate(batch):
-        if isinstance(reply, str):
-          self._nodes[node_id].state = "crashed"
-          results[position] = CellResult(node_id, "crashed",
-                                         f"Error: {reply}; this node's state is lost")
-          continue
-        try:
-          results[position] = self._record(node_id, reply[index],
-                                           (deliveries or {}).get(node_id, {}))
-        except (_MalformedReply, KeyError, TypeError, ValueError, IndexError) as error:
-          self._nodes[node_id].state = "crashed"
-          results[position] = CellResult(node_id, "crashed",
-                                         f"Error: malformed interpreter reply ({error})")
+        cell_reply = (CellReply(CellStatus.CRASHED, f"Error: {reply}; this node's state is lost")
+                      if isinstance(reply, str) else reply.items[index])
+        results[position] = self._record(node_id, cell_reply, (deliveries or {}).get(node_id, {}))
     return results  # type: ignore[return-value]
 
-  def _record(self, node_id: int, reply: dict, delivered: Mapping[int, JSONLike]) -> CellResult:
-    """Validates one worker result, registers spawned children and updates the node's state."""
+  def _record(self, node_id: int, reply: CellReply, delivered: Mapping[int, JSONLike]) -> CellResult:
+    """Registers the children a worker spawned and updates the node's state from its reply."""
     node = self._nodes[node_id]
-    status, text = reply["status"], reply["text"]
-    if status not in STATUSES or type(text) is not str:
-      raise _MalformedReply(f"status {status!r}")
     spawns = []
-    for child_key, depth, prompt in reply.get("spawns", []):
-      if type(child_key) is not int or type(depth) is not int or len(prompt) != 4 or any(
-          type(p) is not str for p in prompt):
-        raise _MalformedReply("bad spawn")
+    for spawned in reply.spawns:
       child_id = self._next_id
       self._next_id += 1
-      self._nodes[child_id] = _Node(node.worker, node.generation, child_key, "idle")
-      spawns.append(Spawn(child_id, node_id, depth, PromptParts(*prompt)))
-    success = float(reply.get("success", 0.0))
+      self._nodes[child_id] = _Node(node.worker, node.generation, spawned.key, _NodeState.IDLE)
+      spawns.append(Spawn(child_id, node_id, spawned.depth, spawned.prompt))
     node.awaiting -= set(delivered)
-    if status == "suspended":
-      node.state = "suspended"
+    if reply.status is CellStatus.SUSPENDED:
       node.awaiting |= {s.child_id for s in spawns}
     else:
       node.awaiting.clear()
-      node.state = {"finished": "finished", "crashed": "crashed"}.get(status, "idle")
-    return CellResult(node_id, status, text, reply.get("finish_value"), success, tuple(spawns))
+    node.state = _STATE_AFTER.get(reply.status, _NodeState.IDLE)
+    return CellResult(node_id, reply.status, reply.text, reply.finish_value, reply.success,
+                      tuple(spawns))

@@ -1,10 +1,11 @@
 """A warm worker process hosting the namespaces and environments of whole execution trees.
 
 Started by the pool as `python -m rao_jax.agent.interpreter.worker IN_FD OUT_FD PROGRESS_FD`. It
-reads one `init` frame (configuration, the parent's `sys.path`, modules to import), imports what it
-needs, closes the sandbox (`os_limits.harden`), then serves one request frame per batch: `create`,
-`run`, `resume`, `release`. After every item it bumps a counter in shared memory, which the pool's
-watchdog reads to tell a slow batch from a hung worker.
+reads one `InitRequest` frame (settings, the parent's `sys.path`, modules to import), imports what it
+needs, closes the sandbox (`os_limits.harden`), then serves one request frame per batch
+(`messages.CreateRequest`, `RunRequest`, `ResumeRequest`, `ReleaseRequest`), answering each with a
+`messages.Reply`. After every item it bumps a counter in shared memory, which the pool's watchdog
+reads to tell a slow batch from a hung worker.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ import struct
 import sys
 import traceback
 import warnings
-from typing import Any
+from collections.abc import Callable
 
 from rao_jax.agent.interpreter import cell
+from rao_jax.agent.interpreter import messages
 from rao_jax.agent.interpreter import os_limits
 from rao_jax.agent.interpreter import protocol
 from rao_jax.agent.interpreter import time_limit
 from rao_jax.agent.interpreter import values
+from rao_jax.agent.interpreter.messages import CellReply, CellStatus, RootReply, TreeLimits
 from rao_jax.envs import registry
+from rao_jax.envs.base import PromptParts
 
 # A node whose cell leaves the worker above this share of its address-space limit loses its state.
 MEMORY_HIGH_WATER = 0.8
@@ -43,15 +47,15 @@ class _AddressSpace:
 class Worker:
   """Serves the pool's requests for the nodes this process hosts."""
 
-  def __init__(self, config: dict[str, Any], progress: mmap.mmap | None):
-    self._config = config
+  def __init__(self, settings: messages.WorkerSettings, progress: mmap.mmap | None):
+    self._settings = settings
     self._progress = progress
     self._completed = 0
     self._nodes: dict[int, cell.NodeRuntime] = {}
     self._lost: dict[int, str] = {}  # key -> why the node's state was dropped
     self._next_key = 0
     self._timer = time_limit.CpuTimeLimit()
-    self._memory_limit = config["memory_limit_mb"] << 20
+    self._memory_limit = settings.memory_limit_mb << 20
     self._address_space = _AddressSpace()
 
   # -- bookkeeping ----------------------------------------------------------------------------
@@ -61,86 +65,83 @@ class Worker:
     if self._progress is not None:
       struct.pack_into("<Q", self._progress, 0, self._completed)
 
-  def _new_node(self, env, depth: int) -> int:
+  def _new_node(self, env, depth: int, limits: TreeLimits) -> int:
+    """Hosts a node of a tree built under `limits`; its children inherit them."""
     key = self._next_key
     self._next_key += 1
     self._nodes[key] = cell.NodeRuntime(
-        key, depth, env, delegation=self._config["delegation"],
-        max_depth=self._config["max_depth"], max_output_chars=self._config["max_output_chars"],
-        time_limit_s=self._config["cell_time_limit_s"], make_child=self._new_node)
+        key, depth, env, delegation=limits.delegation, max_depth=limits.max_depth,
+        max_output_chars=self._settings.max_output_chars,
+        time_limit_s=self._settings.cell_time_limit_s,
+        make_child=lambda child_env, child_depth: self._new_node(child_env, child_depth, limits))
     return key
 
   # -- requests -------------------------------------------------------------------------------
 
-  def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-    op = request["op"]
-    if op == "create":
-      items = [self._create(*item) for item in request["items"]]
-    elif op == "run":
-      items = [self._activate(key, lambda node, code=code: node.run_cell(code))
-               for key, code in request["items"]]
-    elif op == "resume":
-      items = [self._activate(key, lambda node, d=deliveries: node.resume(
-          {int(child): value for child, value in d})) for key, deliveries in request["items"]]
-    elif op == "release":
-      for key in request["keys"]:
+  def handle(self, request: messages.Request) -> messages.Reply:
+    if isinstance(request, messages.CreateRequest):
+      items = [self._create(root, request.limits) for root in request.roots]
+    elif isinstance(request, messages.RunRequest):
+      items = [self._activate(item.key, lambda node, code=item.code: node.run_cell(code))
+               for item in request.cells]
+    elif isinstance(request, messages.ResumeRequest):
+      items = [self._activate(item.key, lambda node, d=item.deliveries: node.resume(dict(d)))
+               for item in request.items]
+    else:
+      for key in request.keys:
         self._release(key)
       items = []
-    else:
-      raise ValueError(f"unknown request {op!r}")
     try:
       # Cyclic garbage of cells is collected here, its finalizers under a time limit: the young
       # generations after every batch, everything after a release.
-      with self._timer.limit(self._config["cell_time_limit_s"]):
-        gc.collect(2 if op == "release" else 1)
+      with self._timer.limit(self._settings.cell_time_limit_s):
+        gc.collect(2 if isinstance(request, messages.ReleaseRequest) else 1)
     except time_limit.CellTimeout:
       pass
-    return {"items": items}
+    return messages.Reply(tuple(items))
 
-  def _create(self, env_name: str, env_config: dict, task: dict) -> dict[str, Any]:
+  def _create(self, root: messages.RootSpec, limits: TreeLimits) -> RootReply:
     try:
-      env = registry.make_root_environment(env_name, env_config, task)
-      prompt = env.prompt_parts(self._config["delegation"] and self._config["max_depth"] > 0)
-      fields = [values.clean_text(str(x)) for x in
-                (prompt.rules, prompt.delegation_rules, prompt.goal, prompt.tool_docs)]
-      return {"key": self._new_node(env, 0), "prompt": fields}
+      env = registry.make_root_environment(root.env_name, root.env_config, root.task)
+      prompt = env.prompt_parts(limits.may_delegate(0))
+      prompt = PromptParts(*(values.clean_text(str(x)) for x in
+                             (prompt.rules, prompt.delegation_rules, prompt.goal, prompt.tool_docs)))
+      return RootReply(self._new_node(env, 0, limits), prompt)
     except Exception as error:  # A bad task or environment costs this root only.
-      return {"error": f"Error: could not create the environment: {type(error).__name__}: {error}"}
+      return RootReply(error=f"Error: could not create the environment: {type(error).__name__}: {error}")
     finally:
       self._tick()
 
-  def _activate(self, key: int, step) -> dict[str, Any]:
+  def _activate(self, key: int, step: Callable[[cell.NodeRuntime], cell.Outcome]) -> CellReply:
     try:
       node = self._nodes.get(key)
       if node is None:
         why = self._lost.get(key, "unknown node")
-        return {"status": "crashed", "text": f"Error: this node's interpreter is gone: {why}"}
+        return CellReply(CellStatus.CRASHED, f"Error: this node's interpreter is gone: {why}")
       if node.finished:
-        return {"status": "error", "text": "Error: this node has already finished"}
+        return CellReply(CellStatus.ERROR, "Error: this node has already finished")
       try:
-        with self._timer.limit(self._config["cell_time_limit_s"]):
+        with self._timer.limit(self._settings.cell_time_limit_s):
           outcome = step(node)
       except time_limit.CellTimeout:
         outcome = node.timeout_outcome()
-      if self._timer.expired and outcome.status == "output":
+      if self._timer.expired and outcome.status is CellStatus.OUTPUT:
         # The budget ran out where the cell swallowed the interruption (a finalizer, say).
         outcome = node.timeout_outcome()
-      result = {"status": outcome.status, "text": outcome.text}
-      if outcome.status == "finished":
-        result["finish_value"] = outcome.finish_value
-        result["success"] = self._judge(node, outcome.finish_value)
-      if outcome.spawns:
-        result["spawns"] = [[child, depth, [p.rules, p.delegation_rules, p.goal, p.tool_docs]]
-                            for child, depth, p in outcome.spawns]
+      if outcome.status is CellStatus.FINISHED:
+        reply = CellReply(outcome.status, outcome.text, outcome.finish_value,
+                          self._judge(node, outcome.finish_value))
+      else:
+        reply = CellReply(outcome.status, outcome.text, spawns=tuple(outcome.spawns))
       if self._address_space.bytes() > MEMORY_HIGH_WATER * self._memory_limit:
-        for child, _, _ in outcome.spawns:
-          self._drop(child, "its parent used too much memory")
+        for spawn in outcome.spawns:
+          self._drop(spawn.key, "its parent used too much memory")
         self._drop(key, "it used too much memory")
-        result = {"status": "crashed", "text": "Error: the node used too much memory; its "
-                  "interpreter state was reset and the node cannot continue"}
-      return result
+        reply = CellReply(CellStatus.CRASHED, "Error: the node used too much memory; its "
+                          "interpreter state was reset and the node cannot continue")
+      return reply
     except (RuntimeError, KeyError) as error:
-      return {"status": "error", "text": f"Error: {type(error).__name__}: {error}"}
+      return CellReply(CellStatus.ERROR, f"Error: {type(error).__name__}: {error}")
     finally:
       self._tick()
 
@@ -158,7 +159,7 @@ class Worker:
       self._clear(node)
       del node
       try:
-        with self._timer.limit(self._config["cell_time_limit_s"]):
+        with self._timer.limit(self._settings.cell_time_limit_s):
           gc.collect()
       except time_limit.CellTimeout:
         pass
@@ -166,7 +167,7 @@ class Worker:
   def _clear(self, node: cell.NodeRuntime) -> None:
     """Closes a node's coroutines and drops its namespace; cell `finally` code runs time-limited."""
     try:
-      with self._timer.limit(self._config["cell_time_limit_s"]):
+      with self._timer.limit(self._settings.cell_time_limit_s):
         node.close()
         node.namespace.clear()
     except time_limit.CellTimeout:
@@ -180,11 +181,11 @@ class Worker:
     self._tick()
 
 
-def _setup(init: dict[str, Any]) -> None:
-  sys.path[:] = [p for p in init["sys_path"] if isinstance(p, str)]
-  for module in init["config"]["env_modules"]:
+def _setup(init: messages.InitRequest) -> None:
+  sys.path[:] = init.sys_path
+  for module in init.settings.env_modules:
     importlib.import_module(module)
-  for name in init["config"]["preload_environments"]:
+  for name in init.settings.preload_environments:
     try:
       registry.get_factory(name)
     except Exception:  # Reported by `create_roots` for the roots that need it.
@@ -193,28 +194,29 @@ def _setup(init: dict[str, Any]) -> None:
   sys.unraisablehook = lambda unraisable: None
   warnings.simplefilter("ignore")
   gc.disable()  # Collected explicitly, under a time limit, after every batch.
-  os.chdir(init["scratch_dir"])
+  os.chdir(init.scratch_dir)
 
 
 def main(argv: list[str]) -> int:
   in_fd, out_fd, progress_fd = (int(a) for a in argv[1:4])
-  init = protocol.read_frame(in_fd)
-  if init is None:
+  frame = protocol.read_frame(in_fd)
+  if frame is None:
     return 0
   progress = mmap.mmap(progress_fd, 8) if progress_fd >= 0 else None
   try:
+    init = messages.InitRequest.from_wire(frame)
     _setup(init)
-    worker = Worker(init["config"], progress)
-    sandbox = os_limits.harden(init["config"]["memory_limit_mb"])
+    worker = Worker(init.settings, progress)
+    sandbox = os_limits.harden(init.settings.memory_limit_mb)
   except Exception:  # Report why the worker cannot start instead of dying silently.
-    protocol.write_frame(out_fd, {"ready": False, "error": traceback.format_exc(limit=3)})
+    protocol.write_frame(out_fd, messages.InitReply(error=traceback.format_exc(limit=3)).to_wire())
     return 1
-  protocol.write_frame(out_fd, {"ready": True, "sandbox": sandbox})
+  protocol.write_frame(out_fd, messages.InitReply(sandbox=sandbox).to_wire())
   while True:
-    request = protocol.read_frame(in_fd)
-    if request is None:  # The pool closed the pipe.
+    frame = protocol.read_frame(in_fd)
+    if frame is None:  # The pool closed the pipe.
       return 0
-    protocol.write_frame(out_fd, worker.handle(request))
+    protocol.write_frame(out_fd, worker.handle(messages.request_from_wire(frame)).to_wire())
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 from typing import Any, Iterable, Mapping
 
-from rao_jax.agent import turn_format
+from rao_jax.envs.base import DemoTurn
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
 from rao_jax.envs.textcraft_synth.world import World
@@ -272,16 +272,7 @@ def _plan_waves(world: World, delegated: Mapping[str, int], remaining: Mapping[s
 # ---------------------------------------------------------------------------------- transcripts
 
 
-@dataclasses.dataclass
-class Turn:
-  """One assistant turn and what its cell printed (`output` is None for the cell that finished)."""
-
-  thought: str
-  code: str
-  output: str | None
-
-  def assistant_text(self) -> str:
-    return turn_format.render_assistant_turn(self.thought, self.code)
+Turn = DemoTurn  # one assistant turn and what its cell printed (None for the cell that finished)
 
 
 @dataclasses.dataclass
@@ -302,10 +293,6 @@ class Transcript:
   success: float
   launched_by_cell: int | None
   children: list["Transcript"]
-
-  def observation_text(self, cell_index: int) -> str:
-    """The user turn after cell `cell_index` (1-based), in the agent's turn format."""
-    return turn_format.render_observation(cell_index, self.turns[cell_index - 1].output or "")
 
   def nodes(self) -> Iterable["Transcript"]:
     """This node and its descendants, depth first in launch order."""
