@@ -118,3 +118,15 @@ def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch, s
   assert train_record["train/loss"] is None  # NaN is written as null
   for a, b in zip(warm, jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_the_trainer_consumes_the_initial_policy(built):
+  """One parameter copy: the Trainer moves the warm start's parameters into its train state and drops
+  the module, so a second Trainer cannot be built from the same Run (it would train a stale copy)."""
+  _, run, warm = built
+  with trainer.Trainer(run) as loop:
+    assert run.initial_policy is None
+    for a, b in zip(warm, jax.tree.leaves(loop.state.params)):
+      np.testing.assert_array_equal(a, np.asarray(b))
+  with pytest.raises(ValueError, match="initial policy was consumed"):
+    trainer.Trainer(run)
