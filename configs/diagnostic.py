@@ -74,8 +74,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   cfg.rollout.prefill_row_buckets = (32,)
 
   cfg.interpreter = ml_collections.ConfigDict()
-  cfg.interpreter.num_workers = 1
-  cfg.interpreter.preload_environments = (cfg.env.name,)
+  cfg.interpreter.cell_time_limit_s = 3.0
 
   cfg.rl = ml_collections.ConfigDict()
   cfg.rl.num_steps = 24

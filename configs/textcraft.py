@@ -110,7 +110,6 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rollout.sampling.top_p = 1.0
 
   cfg.interpreter = ml_collections.ConfigDict()  # agent.interpreter.pool.InterpreterConfig
-  cfg.interpreter.num_workers = 1
   cfg.interpreter.cell_time_limit_s = 3.0
   cfg.interpreter.memory_limit_mb = 1024
 
@@ -191,7 +190,6 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.rollout.prefill_chunk_buckets = (256, 1024, 4096)
   cfg.rollout.prefill_row_buckets = (1, 8, 32, 128)
   cfg.rollout.prefill_attention_chunk_size = 512  # [rows, 32, 512, 8192] float32 scores per block
-  cfg.interpreter.num_workers = 16
   cfg.rl.num_steps = 540                 # ~10 epochs over the paper's 852 medium tasks
   cfg.rl.tasks_per_step = 16
   cfg.rl.samples_per_task = 8

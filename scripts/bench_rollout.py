@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{workload.num_trees} trees, fanout {workload.fanout}", flush=True)
 
   rows, results = [], {}
-  with InterpreterPool(InterpreterConfig(num_workers=2)) as pool:
+  with InterpreterPool(InterpreterConfig()) as pool:
     for num_slots in args.slots:
       row, result = run_engine(f"engine S={num_slots}", model, tokenizer, pool, workload, num_slots, args)
       rows.append(row)

@@ -10,3 +10,9 @@ def may_delegate(delegation: bool, max_depth: int, depth: int) -> bool:
   launch from it (still possible when delegation is on) returns a refusal string.
   """
   return delegation and depth < max_depth
+
+
+def refusal(depth: int) -> str:
+  """What a launch from a node at `depth`, the depth cap, resolves to (an error string, not a child)."""
+  return (f"Error: launch_subagent refused: this agent is at depth {depth}, the maximum; it may not "
+          "delegate. Do the work directly.")

@@ -3,7 +3,8 @@
 An environment is seen one *node* at a time: every agent instance in an execution tree owns a
 `NodeEnvironment`. The root's comes from a registered factory (`registry.make_root_environment`),
 a child's from its parent's `fork`, which is the environment side of `launch_subagent`. Everything
-here runs inside the interpreter's worker process, next to the node's Python namespace, so a tree's
+here runs in the trainer's process, in the interpreter pool (the trusted side of the sandbox; the node's
+Python namespace lives in a sandboxed process of its own and reaches it only by messages), so a tree's
 shared state (TextCraft's inventory) is an ordinary Python object shared by reference.
 
 Values that cross the boundary to the trainer (goals, finish values, child results) are JSON-like:

@@ -1,7 +1,7 @@
 """Environments and environment suites by name.
 
-Root factories (`make_root_environment`) are looked up inside the interpreter's worker processes, suites
-(`get_suite_class`) by the trainer. Built-in entries are imported lazily from "module:attribute", so a
+Root factories (`make_root_environment`) are looked up by the interpreter pool (in the trainer's process),
+suites (`get_suite_class`) by the trainer. Built-in entries are imported lazily from "module:attribute", so a
 process loads only what it uses; `register` and `register_suite` add entries defined elsewhere.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ A suite bundles everything the generic RAO trainer (`rao_jax.train`) needs from 
     difficulties, splits       the task tiers (evaluation reports one score per tier) and split names
     load_tasks(split, dir)     the tasks of a split, in a fixed order (generated from a seed)
     env_name, env_config       the registered root factory and its JSON-like config: the interpreter
-                               workers build every tree's root environment from them
+                               pool builds every tree's root environment from them
     root_environment(task)     the same root, built in this process (prompts, demonstrations)
     demonstrations(...)        expert trees for the warm start, flat or delegating
     whole_words()              names worth one token each in a trained tokenizer (TextCraft's items)
@@ -27,7 +27,7 @@ from rao_jax.envs.base import DemoNode, NodeEnvironment
 
 
 class Task(Protocol):
-  """What the trainer needs of a task: its difficulty tier and its JSON-like form for the workers."""
+  """What the trainer needs of a task: its difficulty tier and its JSON-like form for the interpreter pool."""
 
   difficulty: str
 
@@ -58,7 +58,7 @@ class Suite(abc.ABC):
     """The tasks of `split` in split order (built under `data_dir` on first use)."""
 
   def root_environment(self, task: Task) -> NodeEnvironment:
-    """The root node's environment of `task`, in this process (the workers build their own)."""
+    """The root node's environment of `task`, (the interpreter pool builds its own copy)."""
     return registry.make_root_environment(self.env_name, self.env_config, task.to_dict())
 
   def demonstrations(self, task: Task, *, delegate: bool, max_depth: int, variant: str | None = None

@@ -490,7 +490,7 @@ class RolloutEngine:
         node.awaiting.add(spawn.child_id)
         self._new_node(spawn.child_id, node.tree, node.group, node.node_id, spawn.depth, child_path,
                        node.steps, spawn.prompt)
-    else:  # CRASHED: the worker hosting this tree died, or its reply was malformed.
+    else:  # CRASHED: the node's process died, hung past its deadline, or broke the protocol.
       node.turns[-1].update(status=result.status.value, observation=result.text)
       self._end(node, EndReason.CRASHED)
 

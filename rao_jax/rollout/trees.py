@@ -24,7 +24,7 @@ class EndReason(enum.IntEnum):
   FINISHED = 0          # called finish(...)
   STEP_LIMIT = 1        # used all its cells without finishing
   CONTEXT_OVERFLOW = 2  # prompt + next completion would not fit the context window
-  CRASHED = 3           # its interpreter worker died
+  CRASHED = 3           # its interpreter process died, hung or broke the protocol
   TIMEOUT = 4           # the tree's wall-clock limit passed
   TREE_BUDGET = 5       # the tree's shared step budget ran out
 

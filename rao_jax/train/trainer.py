@@ -12,8 +12,10 @@ steps and after the last, from the same parameters as the training rollouts (one
 copy of the policy). The environment suite (`rao_jax.envs.suite`) supplies the tasks, the root
 environments' factory and the warm start's demonstrations; nothing here knows a particular benchmark.
 Checkpoints hold the train state and the step (from which the data position and every PRNG key
-follow), so a run killed at any moment and rerun resumes from its last checkpoint and reproduces the
-uninterrupted run (same seed, same devices).
+follow), so a run killed at any moment and rerun resumes from its last checkpoint (the last one that
+verifies: a damaged one is set aside with a warning, `train.checkpoint`) and reproduces the
+uninterrupted run (same seed, same devices). A batch with NaN or out-of-range rewards is skipped by the
+update (`train/skipped_bad_reward`); an evaluation's NaN success is logged as null.
 """
 from __future__ import annotations
 
@@ -78,6 +80,11 @@ def last_eval_success(records: Sequence[dict], before_step: int) -> float:
   evals = [r["success"] for r in records
            if r["kind"] == "eval" and r["step"] < before_step and r.get("success") is not None]
   return evals[-1] if evals else float("nan")
+
+
+def _logged_float(value: float | None) -> float:
+  """A logged scalar back as a float: the log writes NaN (e.g. a success from a misbehaving judge) as null."""
+  return float("nan") if value is None else float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +172,7 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
 
 class Trainer:
   """Runs RAO steps, evaluation, logging and checkpointing for one `Run` (a context manager: it owns
-  the interpreter pool's worker processes)."""
+  the interpreter pool's processes)."""
 
   def __init__(self, run: Run):
     if run.initial_policy is None:
@@ -184,7 +191,7 @@ class Trainer:
       self.checkpoints = Checkpoints(os.path.join(settings.workdir, "checkpoints"), run.identity,
                                      max_to_keep=settings.checkpoint.max_to_keep)
     except BaseException:
-      self.pool.close()  # the worker processes must not outlive a failed start
+      self.pool.close()  # the interpreter's processes must not outlive a failed start
       raise
     self.base_key = jax.random.key(settings.seed)
     self.step = 0
@@ -213,7 +220,12 @@ class Trainer:
     self.engine.set_params(params)  # training rollouts and greedy evaluation sample from this one copy
 
   def restore(self, step: int | None = None) -> bool:
-    """Loads the checkpoint at `step` (default: the latest) if there is one; True if one was loaded."""
+    """Loads the checkpoint at `step` (default: the latest that verifies) if there is one; True if one
+    was loaded.
+
+    A damaged latest checkpoint is moved aside with a warning and the previous one is loaded
+    (`Checkpoints.restore`); CheckpointError if none verifies or the checkpoint is from another run.
+    """
     if step is None and self.checkpoints.latest_step() is None:
       return False
     self.updater.state, progress = self.checkpoints.restore(self.state, step)
@@ -317,7 +329,7 @@ class Trainer:
     while self.step < num_steps:
       if self.step % s.eval.every_steps == 0:
         records.append(self._evaluate_and_log())
-        eval_success = records[-1]["success"]
+        eval_success = _logged_float(records[-1]["success"])
       step = self.step
       metrics = self.rl_step()
       records.append(self.log.write(step, "train", metrics))

@@ -1,9 +1,10 @@
 """Hostile cells: every escape or denial-of-service attempt ends as an observation for its own node,
-the host is unharmed, and the pool keeps working. Also the OS layer on its own, and the watchdog."""
+the host is unharmed, and the pool keeps working. Also the OS layer on its own, and the deadline."""
 import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -17,8 +18,7 @@ LIMITS = dict(max_depth=6, delegation=True)
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=LIMIT_S, watchdog_grace_s=10.0,
-                             max_output_chars=1000, env_modules=("test_interpreter_toy_env",))
+  config = InterpreterConfig(cell_time_limit_s=LIMIT_S, deadline_grace_s=10.0, max_output_chars=1000)
   with InterpreterPool(config) as pool:
     yield pool
 
@@ -130,6 +130,7 @@ def test_escape_attempts_end_as_errors(pool, name):
     ("import math\nmath.factorial(10**9)", "not allowed"),
     ("print(10**5000)", "limit"),
     ("def bomb():\n  while True: launch_subagent(1)\nbomb()", "at most"),
+    ("x = list(range(5 * 10**6))\nprint(*x)", "TimeoutError"),  # work inside the sandbox's print
 ])
 def test_resource_attacks_are_stopped(pool, code, fragment):
   _, result = run_one(pool, code)
@@ -165,30 +166,31 @@ def test_nodes_cannot_see_each_other(pool):
   assert result.text == "42\n"
 
 
-def test_memory_hog_loses_its_own_state_only(pool):
+def test_a_memory_hog_gets_an_error_and_keeps_its_node(pool):
   survivor, _ = run_one(pool, "kept = 'yes'")
-  hog, result = run_one(pool, "x = bytearray(900 * 2**20)")
-  assert result.status in (CellStatus.CRASHED, CellStatus.ERROR), result
-  if result.status is CellStatus.CRASHED:
-    [later] = pool.run_cells([(hog, "1")])
-    assert later.status is CellStatus.CRASHED
+  hog, result = run_one(pool, "small = 1\nx = bytearray(900 * 2**20)")  # over its 512 MiB
+  assert result.status is CellStatus.ERROR and "MemoryError" in result.text, result
+  [later] = pool.run_cells([(hog, "small")])
+  assert later.text == "1\n"
   [result] = pool.run_cells([(survivor, "kept")])
   assert result.text == "'yes'\n"
 
 
-def test_a_hung_worker_is_killed_and_replaced():
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=0.2, watchdog_grace_s=2.0,
-                             env_modules=("test_interpreter_toy_env",))
+def test_a_hung_node_is_killed_from_outside_and_costs_only_itself():
+  config = InterpreterConfig(cell_time_limit_s=0.2, deadline_grace_s=1.0)
   with InterpreterPool(config) as pool:
     pool.create_roots([(0, TOY_ENV, {}, {"target": 1}), (1, TOY_ENV, {}, {"target": 1}),
                        (2, TOY_ENV, {}, {"target": 1})], **LIMITS)
     pool.run_cells([(0, "a = 1"), (1, "b = 2"), (2, "c = 3")])
-    # `sum` over a huge range runs in C, never reaching the timer's handler.
+    # `sum` over a huge range runs in C, never reaching the CPU timer's handler.
+    started = time.monotonic()
     hung, other, _ = pool.run_cells([(0, "sum(range(10**14))"), (1, "b"), (2, "c")])
-    assert hung.status is CellStatus.CRASHED and "without progress" in hung.text
+    assert time.monotonic() - started < 0.2 + 1.0 + 2.0  # the deadline, plus scheduling slack
+    assert hung.status is CellStatus.CRASHED and "did not answer within" in hung.text
     assert other.text == "2\n"
-    [neighbour] = pool.run_cells([(2, "c")])  # Node 2 shared node 0's worker.
-    assert neighbour.status is CellStatus.CRASHED
+    [neighbour, again] = pool.run_cells([(2, "c"), (0, "a")])
+    assert neighbour.text == "3\n"  # no other node shares the hung node's process
+    assert again.status is CellStatus.CRASHED
     pool.create_roots([(3, TOY_ENV, {}, {"target": 1})], **LIMITS)
     [fresh] = pool.run_cells([(3, "print('alive')")])
     assert fresh.text == "alive\n"

@@ -1,25 +1,56 @@
 """Semantics of one node's cells (in-process, without worker isolation): namespaces, REPL output,
 errors, finish, and the scheduler behind `await launch_subagent(...)` and `asyncio.gather`."""
+import collections
+
 import pytest
 
 from rao_jax.agent.interpreter import cell
+from rao_jax.agent.interpreter.host import EnvironmentHost
+from rao_jax.agent.interpreter.messages import TreeLimits
 from rao_jax.agent.interpreter.messages import CellStatus
 from test_interpreter_toy_env import make_root_environment
 
 
 class Tree:
-  """NodeRuntimes of one tree, created the way a worker creates them."""
+  """NodeRuntimes of one tree in this process, each with an `EnvironmentHost` as the pool serves it
+  (the pool's process boundary is tested in test_interpreter_pool.py)."""
 
   def __init__(self, target=3, max_depth=6, delegation=True, max_output_chars=4096):
-    self.nodes = {}
+    self.nodes, self.hosts = {}, {}
+    self._limits = TreeLimits(max_depth, delegation)
     self._options = dict(delegation=delegation, max_depth=max_depth,
                          max_output_chars=max_output_chars, time_limit_s=1.0)
-    self.root = self.nodes[self._add(make_root_environment({}, {"target": target}), 0)]
+    root = EnvironmentHost(make_root_environment({}, {"target": target}), 0, self._limits)
+    self.root = self.nodes[self._add(root)]
 
-  def _add(self, env, depth):
+  def _add(self, host):
     key = len(self.nodes)
-    self.nodes[key] = cell.NodeRuntime(key, depth, env, make_child=self._add, **self._options)
+    self.hosts[key] = host
+    self.nodes[key] = cell.NodeRuntime(host.depth, _LocalHost(self, host),
+                                       variables=host.variables(), tool_names=host.tool_names(),
+                                       **self._options)
     return key
+
+  def spawned(self, outcome):
+    """The children an outcome reports, as (key, depth, prompt) records."""
+    return [Spawned(key, self.hosts[key].depth, self.hosts[key].prompt) for key in outcome.spawns]
+
+
+Spawned = collections.namedtuple("Spawned", "key depth prompt")
+
+
+class _LocalHost:
+  """`cell.NodeHost` calling an `EnvironmentHost` directly."""
+
+  def __init__(self, tree, host):
+    self._tree, self._host = tree, host
+
+  def call_tool(self, name, args, kwargs):
+    return self._host.call_tool(name, args, kwargs)
+
+  def launch(self, args, kwargs):
+    child = self._host.launch(args, kwargs)
+    return child if isinstance(child, str) else self._tree._add(child)
 
 
 def test_namespace_persists_and_trailing_expression_is_echoed():
@@ -77,7 +108,7 @@ def test_sequential_launch_suspends_and_resumes_where_it_awaited():
   outcome = root.run_cell(
       "print('start')\nr = await launch_subagent(2, context='go')\nprint('got', r)")
   assert outcome.status is CellStatus.SUSPENDED
-  [spawn] = outcome.spawns
+  [spawn] = tree.spawned(outcome)
   assert spawn.depth == 1 and spawn.prompt.goal == "Gain 2 points. go"
   child = tree.nodes[spawn.key]
   assert child.run_cell("add(2)\nfinish('did it')").status is CellStatus.FINISHED
@@ -92,12 +123,12 @@ def test_gather_reports_every_spawn_before_any_resolves():
           "rs = await asyncio.gather(launch_subagent(1), two(2), launch_subagent(3))\nprint(rs)")
   outcome = tree.root.run_cell(code)
   assert outcome.status is CellStatus.SUSPENDED
-  first_wave = {spawn.prompt.goal: spawn.key for spawn in outcome.spawns}
+  first_wave = {spawn.prompt.goal: spawn.key for spawn in tree.spawned(outcome)}
   assert set(first_wave) == {"Gain 1 points.", "Gain 2 points.", "Gain 3 points."}
   # Partial delivery: the coroutine `two` continues and launches its second child.
   outcome = tree.root.resume({first_wave["Gain 2 points."]: "r2"})
   assert outcome.status is CellStatus.SUSPENDED
-  [second] = outcome.spawns
+  [second] = tree.spawned(outcome)
   assert second.prompt.goal == "Gain 12 points."
   outcome = tree.root.resume(
       {first_wave["Gain 1 points."]: "r1", first_wave["Gain 3 points."]: "r3"})
@@ -109,11 +140,11 @@ def test_gather_reports_every_spawn_before_any_resolves():
 def test_children_share_state_by_reference_and_are_judged_from_their_fork():
   tree = Tree(target=1)
   outcome = tree.root.run_cell("r = await launch_subagent(4)")
-  [spawn] = outcome.spawns
+  [spawn] = tree.spawned(outcome)
   child = tree.nodes[spawn.key]
   child.run_cell("add(4)")
-  assert child.env.judge("ok") == 1.0
-  assert tree.root.env.judge("ok") == 1.0
+  assert tree.hosts[spawn.key].judge("ok") == 1.0
+  assert tree.hosts[0].judge("ok") == 1.0
 
 
 def test_unawaited_launches_are_rejected():
@@ -129,7 +160,7 @@ def test_launch_errors_and_depth_limit_come_back_as_strings():
   assert tree.root.run_cell("r = await launch_subagent('bad')\nr").text == (
       "'Error: target must be a non-negative int'\n")
   outcome = tree.root.run_cell("r = await launch_subagent(1)")
-  [spawn] = outcome.spawns
+  [spawn] = tree.spawned(outcome)
   tree.root.resume({spawn.key: "fine"})
   child = tree.nodes[spawn.key]
   assert spawn.depth == 1 and "delegate" not in spawn.prompt.rules  # No delegation advice at the max depth.

@@ -1,16 +1,15 @@
-"""The InterpreterPool API over real worker processes: roots, batches, delegation, errors."""
+"""The InterpreterPool API over real node processes: roots, batches, delegation, errors."""
 import pytest
 
 from rao_jax.agent.interpreter import CellStatus, InterpreterConfig, InterpreterPool
 from test_interpreter_toy_env import TOY_ENV
 
-ENV_MODULES = ("test_interpreter_toy_env",)
 LIMITS = dict(max_depth=6, delegation=True)
 
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=1.0, env_modules=ENV_MODULES)
+  config = InterpreterConfig(cell_time_limit_s=1.0)
   with InterpreterPool(config) as pool:
     yield pool
 
@@ -27,10 +26,13 @@ def new_roots(pool, *targets):
 
 
 def test_config_is_validated():
-  with pytest.raises(ValueError, match="num_workers"):
-    InterpreterConfig(num_workers=0)
-  with pytest.raises(ValueError, match="cell_time_limit_s"):
-    InterpreterConfig(cell_time_limit_s=0)
+  for field, value in (("cell_time_limit_s", 0), ("memory_limit_mb", 64), ("max_output_chars", 10),
+                       ("deadline_grace_s", 0), ("node_cpu_limit_s", 1.5),
+                       ("max_message_bytes", 100), ("spawn_timeout_s", -1)):
+    with pytest.raises(ValueError, match=field):
+      InterpreterConfig(**{field: value})
+  with pytest.raises(ValueError, match="node_cpu_limit_s"):
+    InterpreterConfig(cell_time_limit_s=5.0, node_cpu_limit_s=2)
 
 
 def test_tree_limits_are_validated(pool):
@@ -43,7 +45,7 @@ def test_tree_limits_are_validated(pool):
 def test_sandbox_layers_are_reported(pool):
   report = pool.sandbox_report
   assert set(report) == {"rlimits", "privileges", "no_new_privs", "seccomp"}
-  assert report["rlimits"].startswith("on")
+  assert report["rlimits"].startswith("on") and "CPU s" in report["rlimits"]
 
 
 def test_create_roots_returns_prompts_or_error_strings(pool):
@@ -115,7 +117,7 @@ def test_bad_calls_raise(pool):
 
 
 def test_linear_baseline_has_no_launch_subagent():
-  config = InterpreterConfig(num_workers=1, env_modules=ENV_MODULES)
+  config = InterpreterConfig()
   with InterpreterPool(config) as pool:
     [prompt] = pool.create_roots([(0, TOY_ENV, {}, {"target": 1})], max_depth=6, delegation=False)
     assert "delegate" not in prompt.rules
@@ -123,3 +125,18 @@ def test_linear_baseline_has_no_launch_subagent():
     assert result.status is CellStatus.ERROR and "NameError" in result.text
   with pytest.raises(RuntimeError, match="closed"):
     pool.run_cells([(0, "1")])
+
+
+def test_nodes_of_one_tree_run_in_input_order_so_rollouts_replay(pool):
+  """Siblings share the tree's state; their tool calls never interleave, whatever the timing."""
+  for attempt in range(10):
+    [root] = new_roots(pool, 3)
+    [suspended] = pool.run_cells([(root, "rs = await asyncio.gather(launch_subagent(1), launch_subagent(2))")])
+    first, second = [s.child_id for s in suspended.spawns]
+    order = [(first, 1), (second, 10)] if attempt % 2 else [(second, 10), (first, 1)]
+    cells = [(node, "seen = []\nfor _ in range(20):\n  add(%d)\n  seen.append(points())\nprint(seen[-1])" % n)
+             for node, n in order]
+    results = pool.run_cells(cells)
+    # The node listed first ran all its cell before the other started.
+    assert [r.text for r in results] == [f"{20 * order[0][1]}\n", f"{20 * (order[0][1] + order[1][1])}\n"]
+    pool.release([root, first, second])

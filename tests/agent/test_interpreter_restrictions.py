@@ -37,6 +37,11 @@ from rao_jax.agent.interpreter import sandbox_builtins
     ("a.x, b = 1, 2", "one at a time"),
     ("for a.x in range(3): pass", "one at a time"),
     ("a[0] **= 2", "plain names"),
+    ("try:\n  pass\nexcept* ValueError:\n  pass", "except*"),
+    ("match s:\n  case str(format=f): pass", "'format'"),
+    ("match s:\n  case object(register=r): pass", "'register'"),
+    ("match s:\n  case m.register(): pass", "'register'"),
+    ("match s:\n  case m.format_map: pass", "'format_map'"),
 ])
 def test_rejected_cells_name_the_rule(code, fragment):
   with pytest.raises(restrictions.CellRejected) as error:
@@ -55,6 +60,8 @@ def test_rejected_cells_name_the_rule(code, fragment):
     "s = '{} {x}'.format(1, x=2)",
     "r = await launch_subagent('a')",
     "def f(): global g; g = 1",
+    "match p:\n  case P(a, b) | Q(a, b) if a:\n    pass\n  case [R(c), *_]:\n    pass",
+    "registry.register(x)\nregistry.register = None\ncafé = 1",
 ])
 def test_ordinary_cells_are_accepted(code):
   restrictions.prepare_cell(code)
@@ -64,6 +71,25 @@ def test_bare_except_becomes_except_exception():
   tree = restrictions.prepare_cell("try:\n  pass\nexcept:\n  pass")
   handler = tree.body[0].handlers[0]
   assert handler.type.id == "Exception"
+
+
+def test_guarded_attribute_reads_go_through_checked_getattr():
+  tree = restrictions.prepare_cell("r = x.register\nf = s.format")
+  for statement, name in zip(tree.body, ["register", "format"]):
+    assert statement.value.func.id == "__rao_getattr__"
+    assert statement.value.args[1].value == name
+
+
+def test_class_patterns_with_positional_parts_are_checked_at_match_time():
+  tree = restrictions.prepare_cell(
+      "match p:\n  case P(a, [Q(b)]):\n    pass\n  case R(k=1):\n    pass")
+  guard_case, checked_case, keyword_case = tree.body[0].cases
+  checks = guard_case.guard.operand.elts
+  assert [check.value.func.id for check in checks] == ["__rao_match_class__"] * 2
+  assert [(check.value.args[0].id, check.value.args[1].value) for check in checks] == [
+      ("P", 2), ("Q", 1)]
+  assert checked_case.pattern.cls.id == checks[0].target.id
+  assert keyword_case.pattern.cls.id == "R"  # No positional parts, nothing to check.
 
 
 def test_trailing_expression_is_shown():
@@ -121,6 +147,18 @@ def test_pow_and_shift_refuse_huge_integers_only():
   with pytest.raises(OverflowError):
     sandbox_builtins.checked_lshift(1, 10**9)
   assert sandbox_builtins.checked_lshift(1, 10) == 1024
+
+
+def test_checked_getattr_refuses_abc_register_only():
+  import collections.abc
+
+  class Registry:
+    def register(self, item):
+      return item
+
+  with pytest.raises(AttributeError, match="ABC.register"):
+    sandbox_builtins.checked_getattr(collections.abc.Sequence, "register")
+  assert sandbox_builtins.checked_getattr(Registry(), "register")(5) == 5
 
 
 def test_setattr_only_on_what_cells_created():

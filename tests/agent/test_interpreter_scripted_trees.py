@@ -114,7 +114,7 @@ def replay(pool, root_id, task, transcript):
 def test_expert_trees_succeed_through_the_sandbox():
   chosen = sample_tasks()
   assert set(chosen) == set(tasks_lib.DIFFICULTIES)
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=5.0)
+  config = InterpreterConfig(cell_time_limit_s=5.0)
   with InterpreterPool(config) as pool:
     root_id = 0
     for difficulty, sampled in sorted(chosen.items()):
@@ -127,7 +127,7 @@ def test_expert_trees_succeed_through_the_sandbox():
 
 @pytest.mark.e2e
 def test_parallel_delegation_succeeds_through_the_sandbox():
-  config = InterpreterConfig(num_workers=2, cell_time_limit_s=5.0)
+  config = InterpreterConfig(cell_time_limit_s=5.0)
   with InterpreterPool(config) as pool:
     for root_id, (task, transcript) in enumerate(sample_parallel_tasks()):
       result, num_nodes, widest = replay(pool, root_id * 10**6, task, transcript)

@@ -85,7 +85,7 @@ def layout(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=1, preload_environments=(diagnostics.CHOICE, diagnostics.RELAY))
+  config = InterpreterConfig()
   with_pool = InterpreterPool(config)
   yield with_pool
   with_pool.close()

@@ -37,7 +37,7 @@ def main(tokenizer_path: str, tasks_path: str, out_path: str) -> None:
                           max_depth=2, prefill_chunk_buckets=(64, 256), prefill_row_buckets=(8,),
                           sampling=SamplingConfig(temperature=0.0))
   results = {}
-  with InterpreterPool(InterpreterConfig(num_workers=1)) as pool:
+  with InterpreterPool(InterpreterConfig()) as pool:
     for name, mesh in (("single", None), ("sharded", sharding.make_mesh(data=4, tensor=2))):
       engine = RolloutEngine(model, layout_for(tokenizer), pool, rollout, mesh=mesh)
       trees = engine.run("textcraft_synth", {"world": "small"}, tasks, 2, jax.random.key(0),

@@ -19,7 +19,7 @@ MAX_DEPTH = 2
 
 @pytest.fixture(scope="module")
 def pool():
-  config = InterpreterConfig(num_workers=1, cell_time_limit_s=1.0, max_output_chars=256)
+  config = InterpreterConfig(cell_time_limit_s=1.0, max_output_chars=256)
   with InterpreterPool(config) as pool:
     yield pool
 

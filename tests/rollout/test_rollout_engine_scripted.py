@@ -63,7 +63,7 @@ def test_expert_trees_replayed_through_the_engine(toy_tokenizer, small_tasks, pr
                  for t in tasks]
   assert any(t.children for t in transcripts)  # the sample exercises delegation
   config = _engine_config(num_slots=8, prompt_style=prompt_style)
-  with InterpreterPool(InterpreterConfig(num_workers=1)) as pool:
+  with InterpreterPool(InterpreterConfig()) as pool:
     engine = RolloutEngine(_model(toy_tokenizer.vocab_size), layout_for(toy_tokenizer), pool, config)
     result = engine.run(ENV_NAME, ENV_CONFIG, [t.to_dict() for t in tasks], samples_per_task=2,
                         rng=jax.random.key(0), forcer=_forcer(toy_tokenizer, transcripts))

@@ -132,7 +132,7 @@ def test_unknown_preset():
     ("env.world", "mars", r"--config\.env\.world='mars'"),
     ("env.dataset", "paper", r"--config\.env\.dataset='paper' was generated in another world"),
     ("env.name", "chess", r"--config\.env\.name='chess' is not one of"),
-    ("interpreter.num_workers", 0, r"--config\.interpreter.*num_workers"),
+    ("interpreter.cell_time_limit_s", 0, r"--config\.interpreter.*cell_time_limit_s"),
     ("eval.split", "test", r"--config\.eval\.split='test'"),
     ("eval.difficulties", ("easy", "impossible"), r"--config\.eval\.difficulties"),
     ("data.train_difficulties", (), r"--config\.data\.train_difficulties"),

@@ -65,7 +65,6 @@ def _toy_settings(workdir, checkpoint):
   cfg.warm_start.checkpoint = checkpoint
   cfg.rollout.update(num_slots=4, context_window=4096, completion_limit=16, max_steps_per_node=3, max_depth=1,
                      decode_steps_per_round=16, prefill_chunk_buckets=(512, 4096), prefill_row_buckets=(4,))
-  cfg.interpreter.num_workers = 1
   cfg.rl.update(num_steps=1, tasks_per_step=1, samples_per_task=2)
   cfg.policy_update.update(row_length=4096, rows_per_micro_batch=2)
   cfg.eval.update(every_steps=1, difficulties=("easy",), tasks_per_difficulty=1)

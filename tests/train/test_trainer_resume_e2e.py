@@ -1,6 +1,8 @@
 """End-to-end at toy size: the whole RAO loop (dataset, tokenizer, SFT warm start, rollouts, train steps,
-greedy eval, checkpoints, logs), exact resume, and skipped non-finite updates."""
+greedy eval, checkpoints, logs), exact resume, and skipped non-finite updates and bad rewards."""
+import dataclasses
 import importlib.util
+import logging
 import os
 import shutil
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rao_jax.rollout import engine as engine_lib
 from rao_jax.train import policy_update, trainer
 from rao_jax.train.checkpoint import Checkpoints
 from rao_jax.train.metrics_log import read_records
@@ -79,8 +82,12 @@ def test_resumed_run_reproduces_the_uninterrupted_run(built, tmp_path, monkeypat
   _copy_built_parts(source, interrupted)
   _copy_built_parts(source, uninterrupted)
 
-  _train(interrupted, num_steps=1)     # "killed" after the checkpoint at step 1
-  resumed_state = _train(interrupted, num_steps=2)  # the rerun resumes from it
+  _train(interrupted, num_steps=1)     # stopped after the checkpoint at step 1 (real kills: test_trainer_kill_*)
+  with trainer.Trainer(trainer.build_run(_toy_settings(interrupted, 2))) as rerun:
+    written = rerun.train()  # the rerun resumes from it
+    resumed_state = rerun.state
+  # It starts at step 1: a restore that did nothing would redo step 0 (and its set-up records).
+  assert [(r["step"], r["kind"]) for r in written] == [(1, "train"), (2, "eval")]
   full_state = _train(uninterrupted, num_steps=2)
 
   resumed = read_records(str(interrupted / "metrics.jsonl"))
@@ -118,6 +125,43 @@ def test_non_finite_update_is_skipped_and_logged(built, tmp_path, monkeypatch, s
   assert train_record["train/loss"] is None  # NaN is written as null
   for a, b in zip(warm, jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_bad_rewards_are_skipped_and_the_run_goes_on(built, tmp_path, monkeypatch, caplog, stand_in_advantages):
+  """Fault injection: rollouts report NaN and out-of-range successes, as a misbehaving judge would, where
+  they reach the trainer (the engine's trees, training and evaluation alike). Each bad training batch is
+  skipped and logged (`train/skipped_bad_reward`), a NaN evaluation is logged as null, and the run goes
+  on: the next sound batch updates the policy."""
+  real_advantages, real_run = policy_update.advantages_from_trees, engine_lib.RolloutEngine.run
+  fills = iter([np.nan, np.nan, 1.5, None, None])  # per engine call: eval 0, train 0, 1, 2, eval 3
+
+  def judged_badly(self, *args, **kwargs):
+    result = real_run(self, *args, **kwargs)
+    fill = next(fills)
+    if fill is None:
+      return result
+    success = np.where(np.arange(result.trees.num_nodes) % 2 == 0, fill, result.trees.success)
+    return dataclasses.replace(result, trees=dataclasses.replace(result.trees, success=success))
+
+  def checked_stand_in(trees, config, *, pad_to=None):
+    real_advantages(trees, config, pad_to=pad_to)  # raises BadRewardError for unusable successes
+    return stand_in_advantages(trees, config, pad_to=pad_to)
+
+  monkeypatch.setattr(engine_lib.RolloutEngine, "run", judged_badly)
+  monkeypatch.setattr(policy_update, "advantages_from_trees", checked_stand_in)
+  source, _, warm = built
+  _copy_built_parts(source, tmp_path)
+  with caplog.at_level(logging.WARNING):
+    state = _train(tmp_path, num_steps=3)
+  records = read_records(str(tmp_path / "metrics.jsonl"))
+  train = [r for r in records if r["kind"] == "train"]
+  assert [(r["step"], r["train/skipped_bad_reward"], r["train/updated"]) for r in train] == [
+      (0, 1.0, 0.0), (1, 1.0, 0.0), (2, 0.0, 1.0)]
+  assert [(r["step"], r["success"] is None) for r in records if r["kind"] == "eval"] == [(0, True), (3, False)]
+  skips = [r.getMessage() for r in caplog.records if "bad rewards, the update was skipped" in r.getMessage()]
+  assert len(skips) == 2 and "finite number in [0, 1]" in skips[0]
+  assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(warm, jax.tree.leaves(state.params)))
+  assert next(fills, "exhausted") == "exhausted"  # every engine call was seen
 
 
 def test_the_trainer_consumes_the_initial_policy(built):

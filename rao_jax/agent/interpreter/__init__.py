@@ -1,6 +1,6 @@
 """Sandboxed code interpreter for recursive agents (see docs/sandbox.md).
 
-`InterpreterPool` runs model-written cells in warm, locked-down worker processes; each node of an
+`InterpreterPool` runs model-written cells in locked-down processes, one per node; each node of an
 execution tree has a persistent namespace holding its environment's tools, `finish`, and (with
 delegation) the awaitable `launch_subagent`, which the rollout engine resolves through `resume`.
 """

@@ -12,6 +12,8 @@ from typing import Any
 
 from rao_jax.agent.interpreter import sandbox_builtins
 
+MAX_GATHERED = 10_000  # Awaitables one gather may take (the scheduler's task limit per cell too).
+
 
 class LaunchHandle(sandbox_builtins.Sealed):
   """The awaitable returned by `launch_subagent(...)`; the child starts when it is first awaited.
@@ -62,6 +64,8 @@ class Sleep(sandbox_builtins.Sealed):
 
 def _gather(*awaitables, return_exceptions: bool = False) -> Gather:
   """`asyncio.gather`: awaits every argument concurrently; results in argument order."""
+  if len(awaitables) > MAX_GATHERED:  # Before the loop below, which the CPU timer cannot stop.
+    raise RuntimeError(f"asyncio.gather takes at most {MAX_GATHERED} awaitables in the sandbox")
   for awaitable in awaitables:
     if not inspect.isawaitable(awaitable):
       raise TypeError(f"gather() arguments must be awaitables, got {type(awaitable).__name__}")

@@ -13,16 +13,16 @@ from __future__ import annotations
 import collections
 import dataclasses
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from rao_jax.agent import delegation as delegation_rule
 from rao_jax.agent.interpreter import awaitables
 from rao_jax.agent.interpreter import restrictions
 from rao_jax.agent.interpreter import sandbox_builtins
 from rao_jax.agent.interpreter import values
-from rao_jax.agent.interpreter.messages import CellStatus, ChildSpawned
+from rao_jax.agent.interpreter.messages import CellStatus
 from rao_jax.agent.interpreter.time_limit import CellTimeout
-from rao_jax.envs.base import JSONLike, NodeEnvironment, PromptParts
+from rao_jax.envs.base import JSONLike
 
 MAX_TRACEBACK_LINES = 5
 MAX_LAUNCHES_PER_CELL = 1000  # launch_subagent calls one cell may make (awaited or not).
@@ -30,6 +30,7 @@ MAX_LAUNCHES_PER_CELL = 1000  # launch_subagent calls one cell may make (awaited
 # limit does not interrupt, so its work per cell is bounded here instead.
 MAX_TASKS_PER_CELL = 10_000
 RANDOM_SEED = 0  # Every node's `random` starts from this seed (reproducible rollouts).
+MAX_CALL_CHARS = 8_000_000  # Largest tool or launch_subagent arguments, as JSON text.
 
 
 class NodeFinished(BaseException):
@@ -39,10 +40,10 @@ class NodeFinished(BaseException):
 @dataclasses.dataclass
 class Outcome:
   """What one activation of a cell (a run or a resume) produced; see `pool.CellResult`."""
-  status: CellStatus  # never CRASHED: that is the worker's verdict on a node
+  status: CellStatus  # never CRASHED: that is the pool's verdict on a node
   text: str
   finish_value: JSONLike = None
-  spawns: list[ChildSpawned] = dataclasses.field(default_factory=list)
+  spawns: list[int] = dataclasses.field(default_factory=list)  # ids of the children launched
 
 
 class OutputBuffer:
@@ -98,33 +99,61 @@ def describe_exception(error: BaseException, source: str) -> str:
   name = _user_text(lambda: type(error).__name__, "Exception")
   message = _user_text(lambda: str(error), "<exception message unavailable>")
   summary = f"{name}: {message}" if message else name
+  if isinstance(error, BaseExceptionGroup):
+    # One line per sub-exception (the first few; read through the C descriptor, so a group subclass
+    # runs no code here); each message is cell code, under the time limit like the summary.
+    members = BaseExceptionGroup.exceptions.__get__(error)
+    for index, member in enumerate(members[:MAX_TRACEBACK_LINES]):
+      member_name = _user_text(lambda member=member: type(member).__name__, "Exception")
+      member_message = _user_text(lambda member=member: str(member),
+                                  "<exception message unavailable>")
+      summary += f"\n  [{index + 1}] {member_name}: {member_message}" if member_message else (
+          f"\n  [{index + 1}] {member_name}")
+    if len(members) > MAX_TRACEBACK_LINES:
+      summary += f"\n  ... and {len(members) - MAX_TRACEBACK_LINES} more"
   if not entries:
     return summary
   return "\n".join(["Traceback (most recent call last):", *entries[-MAX_TRACEBACK_LINES:], summary])
 
 
-class Tool(sandbox_builtins.Sealed):
-  """An environment function as cell code sees it: plain data in, plain data out, never raises."""
-  __slots__ = ("_function", "_name")
+class NodeHost(Protocol):
+  """What a node's cells reach outside the sandbox: the environment's tools and delegation.
 
-  def __init__(self, name: str, function: Callable[..., Any]):
+  In a node process this is `node_process.RemoteHost`, which sends each call to the trusted pool as
+  a message and blocks for the answer; tests may use an in-process host over a real environment.
+  Arguments arrive as JSON-like data; neither method raises.
+  """
+
+  def call_tool(self, name: str, args: list, kwargs: dict) -> JSONLike:
+    """Tool `name`'s result (plain data, or an error string)."""
+    ...
+
+  def launch(self, args: list, kwargs: dict) -> int | str:
+    """The new child's id, or the error string the launch resolves to at once."""
+    ...
+
+
+def _call_arguments(what: str, args: tuple, kwargs: dict) -> tuple[list, dict]:
+  """`(args, kwargs)` as JSON-like data for the host (TypeError naming `what` otherwise)."""
+  try:
+    args, kwargs = values.json_data([list(args), kwargs], MAX_CALL_CHARS)
+  except values.NotPlainData as error:
+    raise TypeError(f"{what}: arguments must be plain data (JSON-like): {error}") from None
+  return args, kwargs
+
+
+class Tool(sandbox_builtins.Sealed):
+  """An environment tool as cell code sees it: plain data in, plain data out, never raises."""
+  __slots__ = ("_host", "_name")
+
+  def __init__(self, name: str, host: NodeHost):
     object.__setattr__(self, "_name", name)
-    object.__setattr__(self, "_function", function)
+    object.__setattr__(self, "_host", host)
 
   def __call__(self, *args, **kwargs):
     name = object.__getattribute__(self, "_name")
-    try:
-      args, kwargs = values.plain_copy((args, kwargs))
-    except values.NotPlainData as error:
-      raise TypeError(f"{name}(): {error}") from None
-    try:
-      result = object.__getattribute__(self, "_function")(*args, **kwargs)
-    except Exception as error:  # Tools should return errors; an exception becomes one.
-      return f"Error: {name} failed: {type(error).__name__}: {error}"
-    try:
-      return values.plain_copy(result)
-    except values.NotPlainData:
-      return str(result)
+    args, kwargs = _call_arguments(f"{name}()", args, kwargs)
+    return object.__getattribute__(self, "_host").call_tool(name, args, kwargs)
 
   def __repr__(self):
     return f"<tool {object.__getattribute__(self, '_name')}>"
@@ -186,24 +215,24 @@ class _Launch(sandbox_builtins.Sealed):
     return "<async function launch_subagent>"
 
 
-# (child environment, child depth) -> child node key.
-ChildFactory = Callable[[NodeEnvironment, int], int]
-
-
 class NodeRuntime:
-  """The interpreter state of one node, living in a worker next to the node's environment."""
+  """The interpreter state of one node: its namespace, cells and scheduler, and nothing else.
 
-  def __init__(self, key: int, depth: int, env: NodeEnvironment, *, delegation: bool,
-               max_depth: int, max_output_chars: int, time_limit_s: float,
-               make_child: ChildFactory):
-    self.key = key
+  The environment stays with `host` (in the trusted pool): `variables` are copied into the namespace
+  as plain data, and each name in `tool_names` becomes a `Tool` stub calling `host.call_tool`.
+  """
+
+  def __init__(self, depth: int, host: NodeHost, *, variables: dict[str, JSONLike],
+               tool_names: Sequence[str], delegation: bool, max_depth: int,
+               max_output_chars: int, time_limit_s: float):
     self.depth = depth
-    self.env = env
+    self.host = host
     self.delegation = delegation
     self.max_depth = max_depth
     self.max_output_chars = max_output_chars
     self.time_limit_s = time_limit_s
-    self._make_child = make_child
+    self._variables = variables
+    self._tool_names = tuple(tool_names)
     self.finished = False
     self.finish_value: JSONLike = None
     self.cell_handles: list[awaitables.LaunchHandle] = []
@@ -212,8 +241,8 @@ class NodeRuntime:
     self._ready: collections.deque[_Task] = collections.deque()
     self._tasks: list[_Task] = []
     self._root: _Task | None = None
-    self._waiting: dict[int, awaitables.LaunchHandle] = {}  # child key -> its started launch
-    self._new_spawns: list[ChildSpawned] = []
+    self._waiting: dict[int, awaitables.LaunchHandle] = {}  # child id -> its started launch
+    self._new_spawns: list[int] = []
     self._random: sandbox_builtins.ModuleProxy | None = None
     self.namespace = self._build_namespace()
 
@@ -223,10 +252,10 @@ class NodeRuntime:
     builtins = sandbox_builtins.make_builtins(self._print, self._show,
                                               sandbox_builtins.make_importer(self._node_module))
     namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": sandbox_builtins.CELL_MODULE}
-    for name, value in values.plain_copy(self.env.namespace_variables()).items():
+    for name, value in values.plain_copy(self._variables).items():
       namespace[name] = value
-    for name, function in self.env.tools().items():
-      namespace[name] = Tool(name, function)
+    for name in self._tool_names:
+      namespace[name] = Tool(name, self.host)
     namespace["finish"] = _Finish(self)
     namespace["asyncio"] = awaitables.ASYNCIO
     if self.delegation:
@@ -242,6 +271,9 @@ class NodeRuntime:
       return self._random
     return None
 
+  # Interruptible by the CPU timer (its time follows the cell's arguments); nothing is written until
+  # the whole text is built, so an interruption leaves the buffer as it was.
+  @sandbox_builtins.library_code
   def _print(self, *args, sep: str | None = " ", end: str | None = "\n", file=None,
              flush: bool = False) -> None:
     del flush
@@ -287,6 +319,14 @@ class NodeRuntime:
       return self.timeout_outcome()
     except Exception as error:
       return Outcome(CellStatus.ERROR, self._output.text(describe_exception(error, self._source)))
+    except BaseExceptionGroup as group:  # see `_step`: a sandbox signal inside still ends the cell
+      signal = sandbox_builtins.exception_in_group(group, (NodeFinished, CellTimeout))
+      if isinstance(signal, NodeFinished):
+        return self._finished()
+      if signal is not None:
+        return self.timeout_outcome()
+      return Outcome(CellStatus.ERROR, self._output.text(
+          "RuntimeError: the cell raised a BaseExceptionGroup"))
     return self._ended()
 
   def resume(self, deliveries: dict[int, JSONLike]) -> Outcome:
@@ -347,6 +387,14 @@ class NodeRuntime:
     except Exception as error:  # Cell errors end the task; BaseExceptions end the cell.
       self._complete(task, None, error)
       return
+    except BaseExceptionGroup as group:
+      # Only `except*` wraps a BaseException in a group, and cells may not use it; should one come
+      # anyway, a sandbox signal inside still ends the cell, and anything else is a cell error.
+      signal = sandbox_builtins.exception_in_group(group, (NodeFinished, CellTimeout))
+      if signal is not None:
+        raise signal from None
+      self._complete(task, None, RuntimeError("the cell raised a BaseExceptionGroup"))
+      return
     if isinstance(yielded, awaitables.LaunchHandle):
       self._await_launch(task, yielded)
     elif isinstance(yielded, awaitables.Gather):
@@ -376,29 +424,21 @@ class NodeRuntime:
   def _start_launch(self, handle: awaitables.LaunchHandle) -> None:
     object.__setattr__(handle, "_state", "started")
     if not delegation_rule.may_delegate(self.delegation, self.max_depth, self.depth):
-      self._resolve(handle, f"Error: launch_subagent refused: this agent is at depth {self.depth}, "
-                    "the maximum; it may not delegate. Do the work directly.")
+      self._resolve(handle, delegation_rule.refusal(self.depth))
       return
     try:
-      # Copied again here: a handle built by hand (`type(handle)(...)`) skipped `launch_subagent`.
-      args, kwargs = values.plain_copy(handle._arguments)
-      child_env = self.env.fork(*args, **kwargs)
-    except Exception as error:  # fork must not raise; if it does, the parent gets an error string.
-      child_env = f"Error: launch_subagent failed: {type(error).__name__}: {error}"
-    if isinstance(child_env, str):
-      self._resolve(handle, values.clean_text(child_env))
+      # Converted again here: a handle built by hand (`type(handle)(...)`) skipped `launch_subagent`.
+      args, kwargs = handle._arguments
+      args, kwargs = _call_arguments("launch_subagent()", tuple(args), dict(kwargs))
+    except (TypeError, ValueError) as error:
+      self._resolve(handle, f"Error: launch_subagent failed: {error}")
       return
-    try:
-      child_key = self._make_child(child_env, self.depth + 1)
-      child_may_delegate = delegation_rule.may_delegate(self.delegation, self.max_depth, self.depth + 1)
-      prompt = child_env.prompt_parts(child_may_delegate)
-      prompt = PromptParts(*(values.clean_text(str(getattr(prompt, field.name)))
-                             for field in dataclasses.fields(PromptParts)))
-    except Exception as error:  # An environment bug costs this launch only.
-      self._resolve(handle, f"Error: launch_subagent failed: {type(error).__name__}: {error}")
+    child = self.host.launch(args, kwargs)
+    if isinstance(child, str):
+      self._resolve(handle, values.clean_text(child))
       return
-    self._waiting[child_key] = handle
-    self._new_spawns.append(ChildSpawned(child_key, self.depth + 1, prompt))
+    self._waiting[child] = handle
+    self._new_spawns.append(child)
 
   def _resolve(self, handle: awaitables.LaunchHandle, value: JSONLike) -> None:
     object.__setattr__(handle, "_state", "done")

@@ -1,13 +1,19 @@
-"""The typed messages between the interpreter pool and its workers, and their JSON wire form.
+"""The typed messages between the trusted pool and a node process, and their JSON wire form.
 
-Every frame (`protocol`) carries one message as a JSON object. Each message is a small frozen
-dataclass with `to_wire()` (a JSON-able dict) and `from_wire(data)`, which checks the structure and
-raises `WireError` naming the message and the field. Requests come from the trusted pool; replies
-come from workers that run model-written code, so a malformed reply item decodes to a failure of
-that item (`CellReply.malformed`, `RootReply.malformed`) rather than an exception.
+Every frame (`protocol`) carries one message as a JSON object with an "op" field. Each message is a
+small frozen dataclass with `to_wire()` (a JSON-able dict) and `from_wire(data)`, which checks the
+structure and raises `WireError` naming the message and the field.
 
-    pool -> worker   InitRequest, then per batch CreateRequest | RunRequest | ResumeRequest | ReleaseRequest
-    worker -> pool   InitReply, then per batch Reply (one RootReply or CellReply per requested item)
+A node process holds one node's interpreter state and nothing else. It runs model-written code, so
+everything it sends is untrusted: the pool decodes it with `node_message_from_wire`, and any
+malformed or unexpected message ends that node as crashed. Tools and launches are calls *out of* the
+node: the node sends `ToolCall` / `LaunchCall` in the middle of a cell and blocks until the pool,
+which holds the environment, answers with `ToolResult` / `LaunchResult`.
+
+    pool -> node   NodeStart (once), then per activation RunCell | ResumeCell,
+                   and ToolResult | LaunchResult answering the node's calls
+    node -> pool   NodeReady (once), then per activation any number of ToolCall | LaunchCall,
+                   ending with one CellReply
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Union
 
 from rao_jax.agent import delegation as delegation_rule
-from rao_jax.envs.base import JSONLike, PromptParts
+from rao_jax.envs.base import JSONLike
 
 
 class WireError(ValueError):
@@ -32,7 +38,7 @@ class CellStatus(enum.StrEnum):
   ERROR = "error"
   FINISHED = "finished"
   SUSPENDED = "suspended"
-  CRASHED = "crashed"
+  CRASHED = "crashed"  # the pool's verdict on a node; never sent by a node
 
 
 # -- decoding helpers -----------------------------------------------------------------------------
@@ -72,89 +78,23 @@ def _strings(data: dict[str, Any], name: str, message: str) -> tuple[str, ...]:
   return tuple(_check(v, str, message, f"every item of {name!r}") for v in values)
 
 
-def _prompt_to_wire(prompt: PromptParts) -> dict[str, str]:
-  return {field.name: getattr(prompt, field.name) for field in dataclasses.fields(PromptParts)}
+def _present(data: dict[str, Any], name: str, message: str) -> Any:
+  """`data[name]`, of any JSON type (a JSON-like value)."""
+  if name not in data:
+    raise WireError(f"{message}: missing field {name!r}")
+  return data[name]
 
 
-def _prompt_from_wire(data: dict[str, Any], message: str) -> PromptParts:
-  return PromptParts(**{field.name: _field(data, field.name, str, f"{message} prompt")
-                        for field in dataclasses.fields(PromptParts)})
+def _str_keyed(data: dict[str, Any], name: str, message: str) -> dict[str, Any]:
+  """A JSON object field (whose keys JSON already made strings)."""
+  return _field(data, name, dict, message)
 
 
-# -- start-up ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class WorkerSettings:
-  """The part of `InterpreterConfig` a worker needs (see there)."""
-
-  cell_time_limit_s: float
-  memory_limit_mb: int
-  max_output_chars: int
-  env_modules: tuple[str, ...] = ()
-  preload_environments: tuple[str, ...] = ()
-
-  def to_wire(self) -> dict[str, Any]:
-    return {"cell_time_limit_s": self.cell_time_limit_s, "memory_limit_mb": self.memory_limit_mb,
-            "max_output_chars": self.max_output_chars, "env_modules": list(self.env_modules),
-            "preload_environments": list(self.preload_environments)}
-
-  @classmethod
-  def from_wire(cls, data: Any) -> WorkerSettings:
-    data = _object(data, "worker settings")
-    return cls(cell_time_limit_s=float(_field(data, "cell_time_limit_s", float, "worker settings")),
-               memory_limit_mb=_field(data, "memory_limit_mb", int, "worker settings"),
-               max_output_chars=_field(data, "max_output_chars", int, "worker settings"),
-               env_modules=_strings(data, "env_modules", "worker settings"),
-               preload_environments=_strings(data, "preload_environments", "worker settings"))
-
-
-@dataclasses.dataclass(frozen=True)
-class InitRequest:
-  """The first frame a worker reads: its settings, the pool's import path and its scratch directory."""
-
-  settings: WorkerSettings
-  sys_path: tuple[str, ...]
-  scratch_dir: str
-
-  def to_wire(self) -> dict[str, Any]:
-    return {"settings": self.settings.to_wire(), "sys_path": list(self.sys_path),
-            "scratch_dir": self.scratch_dir}
-
-  @classmethod
-  def from_wire(cls, data: Any) -> InitRequest:
-    data = _object(data, "init request")
-    return cls(settings=WorkerSettings.from_wire(_field(data, "settings", dict, "init request")),
-               sys_path=_strings(data, "sys_path", "init request"),
-               scratch_dir=_field(data, "scratch_dir", str, "init request"))
-
-
-@dataclasses.dataclass(frozen=True)
-class InitReply:
-  """A worker's answer to `InitRequest`: the sandbox layers that took effect, or why it cannot start."""
-
-  sandbox: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  error: str | None = None
-
-  def to_wire(self) -> dict[str, Any]:
-    if self.error is not None:
-      return {"ready": False, "error": self.error}
-    return {"ready": True, "sandbox": dict(self.sandbox)}
-
-  @classmethod
-  def from_wire(cls, data: Any) -> InitReply:
-    data = _object(data, "init reply")
-    if not _field(data, "ready", bool, "init reply"):
-      return cls(error=_field(data, "error", str, "init reply"))
-    sandbox = _field(data, "sandbox", dict, "init reply")
-    return cls(sandbox={k: _check(v, str, "init reply", f"sandbox layer {k!r}")
-                        for k, v in sandbox.items()})
-
-
-# -- requests ---------------------------------------------------------------------------------
+# -- the node's start ----------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class TreeLimits:
-  """Delegation limits of the trees built by one `CreateRequest`, kept by the worker per node.
+  """Delegation limits of the trees built by one `create_roots` call, inherited by every node.
 
   Attributes:
     max_depth: depth of the deepest node that may launch children is `max_depth - 1` (root = 0); a
@@ -188,283 +128,215 @@ class TreeLimits:
 
 
 @dataclasses.dataclass(frozen=True)
-class RootSpec:
-  """One root to build: a registered environment, its config and the task (JSON objects)."""
+class NodeStart:
+  """The first frame a node process reads: what its namespace holds and how its cells are limited.
 
-  env_name: str
-  env_config: dict[str, JSONLike]
-  task: dict[str, JSONLike]
+  `variables` are the environment's namespace variables as plain data, `tools` the names of its
+  tools (each becomes a stub that sends a `ToolCall`).
+  """
 
-  def to_wire(self) -> dict[str, Any]:
-    return {"env_name": self.env_name, "env_config": self.env_config, "task": self.task}
-
-  @classmethod
-  def from_wire(cls, data: Any) -> RootSpec:
-    data = _object(data, "root")
-    return cls(_field(data, "env_name", str, "root"), _field(data, "env_config", dict, "root"),
-               _field(data, "task", dict, "root"))
-
-
-@dataclasses.dataclass(frozen=True)
-class CreateRequest:
-  """Build these roots (each the first node of a new tree) under `limits`; one `RootReply` each."""
-
-  OP: ClassVar[str] = "create"
-  roots: tuple[RootSpec, ...]
+  OP: ClassVar[str] = "start"
+  depth: int
   limits: TreeLimits
-
-  @property
-  def num_replies(self) -> int:
-    return len(self.roots)
+  cell_time_limit_s: float
+  max_output_chars: int
+  variables: Mapping[str, JSONLike]
+  tools: tuple[str, ...]
 
   def to_wire(self) -> dict[str, Any]:
-    return {"op": self.OP, "roots": [root.to_wire() for root in self.roots],
-            "limits": self.limits.to_wire()}
+    return {"op": self.OP, "depth": self.depth, "limits": self.limits.to_wire(),
+            "cell_time_limit_s": self.cell_time_limit_s, "max_output_chars": self.max_output_chars,
+            "variables": dict(self.variables), "tools": list(self.tools)}
 
   @classmethod
-  def from_wire(cls, data: dict[str, Any]) -> CreateRequest:
-    roots = _field(data, "roots", list, "create request")
-    return cls(tuple(RootSpec.from_wire(root) for root in roots),
-               TreeLimits.from_wire(_field(data, "limits", dict, "create request")))
+  def from_wire(cls, data: dict[str, Any]) -> NodeStart:
+    m = "node start"
+    return cls(_field(data, "depth", int, m), TreeLimits.from_wire(_field(data, "limits", dict, m)),
+               float(_field(data, "cell_time_limit_s", float, m)),
+               _field(data, "max_output_chars", int, m), _str_keyed(data, "variables", m),
+               _strings(data, "tools", m))
 
 
 @dataclasses.dataclass(frozen=True)
-class RunItem:
-  """Run `code` as the next cell of the node with worker key `key`."""
+class NodeReady:
+  """A node process's answer to `NodeStart`: the OS sandbox layers that took effect."""
 
-  key: int
+  OP: ClassVar[str] = "ready"
+  sandbox: Mapping[str, str]
+
+  def to_wire(self) -> dict[str, Any]:
+    return {"op": self.OP, "sandbox": dict(self.sandbox)}
+
+  @classmethod
+  def from_wire(cls, data: dict[str, Any]) -> NodeReady:
+    sandbox = _field(data, "sandbox", dict, "node ready")
+    return cls({k: _check(v, str, "node ready", f"sandbox layer {k!r}") for k, v in sandbox.items()})
+
+
+# -- activations ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunCell:
+  """Run `code` as the node's next cell."""
+
+  OP: ClassVar[str] = "run"
   code: str
 
   def to_wire(self) -> dict[str, Any]:
-    return {"key": self.key, "code": self.code}
+    return {"op": self.OP, "code": self.code}
 
   @classmethod
-  def from_wire(cls, data: Any) -> RunItem:
-    data = _object(data, "run item")
-    return cls(_field(data, "key", int, "run item"), _field(data, "code", str, "run item"))
+  def from_wire(cls, data: dict[str, Any]) -> RunCell:
+    return cls(_field(data, "code", str, "run cell"))
 
 
 @dataclasses.dataclass(frozen=True)
-class RunRequest:
-  """Run one cell per node; one `CellReply` each."""
+class ResumeCell:
+  """Deliver `(child id, finish value or error string)` pairs to the suspended node."""
 
-  OP: ClassVar[str] = "run"
-  cells: tuple[RunItem, ...]
-
-  @property
-  def num_replies(self) -> int:
-    return len(self.cells)
-
-  def to_wire(self) -> dict[str, Any]:
-    return {"op": self.OP, "cells": [item.to_wire() for item in self.cells]}
-
-  @classmethod
-  def from_wire(cls, data: dict[str, Any]) -> RunRequest:
-    return cls(tuple(RunItem.from_wire(item) for item in _field(data, "cells", list, "run request")))
-
-
-@dataclasses.dataclass(frozen=True)
-class ResumeItem:
-  """Deliver `(child key, finish value or error string)` pairs to the suspended node `key`."""
-
-  key: int
+  OP: ClassVar[str] = "resume"
   deliveries: tuple[tuple[int, JSONLike], ...]
 
   def to_wire(self) -> dict[str, Any]:
-    return {"key": self.key, "deliveries": [[child, value] for child, value in self.deliveries]}
+    return {"op": self.OP, "deliveries": [[child, value] for child, value in self.deliveries]}
 
   @classmethod
-  def from_wire(cls, data: Any) -> ResumeItem:
-    data = _object(data, "resume item")
+  def from_wire(cls, data: dict[str, Any]) -> ResumeCell:
     deliveries = []
-    for pair in _field(data, "deliveries", list, "resume item"):
+    for pair in _field(data, "deliveries", list, "resume cell"):
       if type(pair) is not list or len(pair) != 2:
-        raise WireError("resume item: every delivery must be a [child key, value] pair")
-      deliveries.append((_check(pair[0], int, "resume item", "a delivery's child key"), pair[1]))
-    return cls(_field(data, "key", int, "resume item"), tuple(deliveries))
+        raise WireError("resume cell: every delivery must be a [child id, value] pair")
+      deliveries.append((_check(pair[0], int, "resume cell", "a delivery's child id"), pair[1]))
+    return cls(tuple(deliveries))
 
 
 @dataclasses.dataclass(frozen=True)
-class ResumeRequest:
-  """Resume suspended nodes with their children's results; one `CellReply` each."""
+class ToolCall:
+  """A cell called the environment tool `name`; the node waits for a `ToolResult`."""
 
-  OP: ClassVar[str] = "resume"
-  items: tuple[ResumeItem, ...]
-
-  @property
-  def num_replies(self) -> int:
-    return len(self.items)
+  OP: ClassVar[str] = "tool"
+  name: str
+  args: tuple[JSONLike, ...]
+  kwargs: Mapping[str, JSONLike]
 
   def to_wire(self) -> dict[str, Any]:
-    return {"op": self.OP, "items": [item.to_wire() for item in self.items]}
+    return {"op": self.OP, "name": self.name, "args": list(self.args), "kwargs": dict(self.kwargs)}
 
   @classmethod
-  def from_wire(cls, data: dict[str, Any]) -> ResumeRequest:
-    return cls(tuple(ResumeItem.from_wire(item)
-                     for item in _field(data, "items", list, "resume request")))
+  def from_wire(cls, data: dict[str, Any]) -> ToolCall:
+    m = "tool call"
+    return cls(_field(data, "name", str, m), tuple(_field(data, "args", list, m)),
+               _str_keyed(data, "kwargs", m))
 
 
 @dataclasses.dataclass(frozen=True)
-class ReleaseRequest:
-  """Drop these nodes' namespaces and environments; the reply has no items."""
+class ToolResult:
+  """The tool's return value (plain data; a tool error is an error string)."""
 
-  OP: ClassVar[str] = "release"
-  keys: tuple[int, ...]
-
-  @property
-  def num_replies(self) -> int:
-    return 0
+  OP: ClassVar[str] = "tool_result"
+  value: JSONLike
 
   def to_wire(self) -> dict[str, Any]:
-    return {"op": self.OP, "keys": list(self.keys)}
+    return {"op": self.OP, "value": self.value}
 
   @classmethod
-  def from_wire(cls, data: dict[str, Any]) -> ReleaseRequest:
-    keys = _field(data, "keys", list, "release request")
-    return cls(tuple(_check(key, int, "release request", "every key") for key in keys))
+  def from_wire(cls, data: dict[str, Any]) -> ToolResult:
+    return cls(_present(data, "value", "tool result"))
 
-
-Request = Union[CreateRequest, RunRequest, ResumeRequest, ReleaseRequest]
-_REQUESTS: dict[str, type] = {kind.OP: kind for kind in (CreateRequest, RunRequest, ResumeRequest,
-                                                        ReleaseRequest)}
-
-
-def request_from_wire(data: Any) -> Request:
-  """The batch request encoded in `data`, by its "op" field."""
-  data = _object(data, "request")
-  op = _field(data, "op", str, "request")
-  if op not in _REQUESTS:
-    raise WireError(f"request: unknown op {op!r}")
-  return _REQUESTS[op].from_wire(data)
-
-
-# -- replies ----------------------------------------------------------------------------------
-
-def _malformed_text(error: WireError) -> str:
-  return f"Error: malformed interpreter reply ({error})"
+  @classmethod
+  def wire_from_json(cls, value_json: str) -> str:
+    """The JSON text of a `ToolResult` whose value is already encoded as `value_json`."""
+    return f'{{"op":"{cls.OP}","value":{value_json}}}'
 
 
 @dataclasses.dataclass(frozen=True)
-class RootReply:
-  """A worker's answer for one root: its node key and prompt, or why it could not be built."""
+class LaunchCall:
+  """A cell started `launch_subagent(*args, **kwargs)`; the node waits for a `LaunchResult`."""
 
-  key: int | None = None
-  prompt: PromptParts | None = None
+  OP: ClassVar[str] = "launch"
+  args: tuple[JSONLike, ...]
+  kwargs: Mapping[str, JSONLike]
+
+  def to_wire(self) -> dict[str, Any]:
+    return {"op": self.OP, "args": list(self.args), "kwargs": dict(self.kwargs)}
+
+  @classmethod
+  def from_wire(cls, data: dict[str, Any]) -> LaunchCall:
+    return cls(tuple(_field(data, "args", list, "launch call")),
+               _str_keyed(data, "kwargs", "launch call"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchResult:
+  """The child's id, or the error string the launch resolves to at once (a refusal)."""
+
+  OP: ClassVar[str] = "launch_result"
+  child: int | None = None
   error: str | None = None
 
   def to_wire(self) -> dict[str, Any]:
-    if self.error is not None:
-      return {"error": self.error}
-    return {"key": self.key, "prompt": _prompt_to_wire(self.prompt)}
+    return {"op": self.OP, "error": self.error} if self.error is not None else {
+        "op": self.OP, "child": self.child}
 
   @classmethod
-  def from_wire(cls, data: Any) -> RootReply:
-    data = _object(data, "root reply")
+  def from_wire(cls, data: dict[str, Any]) -> LaunchResult:
     if "error" in data:
-      return cls(error=_field(data, "error", str, "root reply"))
-    return cls(_field(data, "key", int, "root reply"),
-               _prompt_from_wire(_field(data, "prompt", dict, "root reply"), "root reply"))
-
-  @classmethod
-  def malformed(cls, error: WireError) -> RootReply:
-    """What a malformed item stands for: a root that could not be built."""
-    return cls(error=_malformed_text(error))
-
-
-@dataclasses.dataclass(frozen=True)
-class ChildSpawned:
-  """A child node started by `launch_subagent` in the worker: its key, depth and prompt."""
-
-  key: int
-  depth: int
-  prompt: PromptParts
-
-  def to_wire(self) -> dict[str, Any]:
-    return {"key": self.key, "depth": self.depth, "prompt": _prompt_to_wire(self.prompt)}
-
-  @classmethod
-  def from_wire(cls, data: Any) -> ChildSpawned:
-    data = _object(data, "spawn")
-    return cls(_field(data, "key", int, "spawn"), _field(data, "depth", int, "spawn"),
-               _prompt_from_wire(_field(data, "prompt", dict, "spawn"), "spawn"))
+      return cls(error=_field(data, "error", str, "launch result"))
+    return cls(child=_field(data, "child", int, "launch result"))
 
 
 @dataclasses.dataclass(frozen=True)
 class CellReply:
-  """What one cell activation produced in the worker (see `pool.CellResult` for the statuses).
+  """How one activation ended in the node (see `pool.CellResult` for the statuses).
 
-  `finish_value` and `success` are set only when finished, `spawns` only when suspended.
+  `finish_value` is set only when finished. The node reports neither its children (the pool logged
+  its launches) nor a success (the pool's environment judges the finish value).
   """
 
+  OP: ClassVar[str] = "reply"
   status: CellStatus
   text: str
   finish_value: JSONLike = None
-  success: float = 0.0
-  spawns: tuple[ChildSpawned, ...] = ()
 
   def to_wire(self) -> dict[str, Any]:
-    wire: dict[str, Any] = {"status": self.status.value, "text": self.text}
+    wire: dict[str, Any] = {"op": self.OP, "status": self.status.value, "text": self.text}
     if self.status is CellStatus.FINISHED:
-      wire.update(finish_value=self.finish_value, success=self.success)
-    if self.spawns:
-      wire["spawns"] = [spawn.to_wire() for spawn in self.spawns]
+      wire["finish_value"] = self.finish_value
     return wire
 
   @classmethod
-  def from_wire(cls, data: Any) -> CellReply:
-    data = _object(data, "cell reply")
+  def from_wire(cls, data: dict[str, Any]) -> CellReply:
     status = _field(data, "status", str, "cell reply")
-    if status not in {member.value for member in CellStatus}:
+    allowed = {member.value for member in CellStatus} - {CellStatus.CRASHED.value}
+    if status not in allowed:
       raise WireError(f"cell reply: unknown status {status!r}")
     status = CellStatus(status)
     text = _field(data, "text", str, "cell reply")
     if status is CellStatus.FINISHED:
-      success = float(_field(data, "success", float, "cell reply"))
-      if not 0.0 <= success <= 1.0:
-        raise WireError(f"cell reply: success must lie in [0, 1], got {success}")
-      if "finish_value" not in data:
-        raise WireError("cell reply: missing field 'finish_value'")
-      return cls(status, text, data["finish_value"], success)
-    spawns = tuple(ChildSpawned.from_wire(s) for s in _field(data, "spawns", list, "cell reply")) if (
-        "spawns" in data) else ()
-    if spawns and status is not CellStatus.SUSPENDED:
-      raise WireError(f"cell reply: only a suspended reply carries spawns, not {status.value!r}")
-    return cls(status, text, spawns=spawns)
-
-  @classmethod
-  def malformed(cls, error: WireError) -> CellReply:
-    """What a malformed item stands for: a node whose interpreter state can no longer be trusted."""
-    return cls(CellStatus.CRASHED, _malformed_text(error))
+      return cls(status, text, _present(data, "finish_value", "cell reply"))
+    return cls(status, text)
 
 
-ReplyItem = Union[RootReply, CellReply]
+ToNode = Union[NodeStart, RunCell, ResumeCell, ToolResult, LaunchResult]
+FromNode = Union[NodeReady, ToolCall, LaunchCall, CellReply]
+_TO_NODE: dict[str, type] = {kind.OP: kind for kind in (NodeStart, RunCell, ResumeCell, ToolResult,
+                                                       LaunchResult)}
+_FROM_NODE: dict[str, type] = {kind.OP: kind for kind in (NodeReady, ToolCall, LaunchCall, CellReply)}
 
 
-@dataclasses.dataclass(frozen=True)
-class Reply:
-  """A worker's answer to one batch request: one item per requested item, in order."""
-
-  items: tuple[ReplyItem, ...]
-
-  def to_wire(self) -> dict[str, Any]:
-    return {"items": [item.to_wire() for item in self.items]}
-
-  @classmethod
-  def from_wire(cls, data: Any, request: Request) -> Reply:
-    """Decodes the reply to `request`: `RootReply` items for a create, `CellReply` items otherwise.
-
-    Raises WireError if the frame itself is malformed (not an object, no item list, a wrong count);
-    a malformed item becomes `item_type.malformed(...)`, a failure of that item alone.
-    """
-    items = _field(_object(data, "reply"), "items", list, "reply")
-    if len(items) != request.num_replies:
-      raise WireError(f"reply: {len(items)} items for a request of {request.num_replies}")
-    item_type = RootReply if isinstance(request, CreateRequest) else CellReply
-    return cls(tuple(_item_from_wire(item_type, item) for item in items))
+def _decode(data: Any, kinds: dict[str, type], what: str) -> Any:
+  data = _object(data, what)
+  op = _field(data, "op", str, what)
+  if op not in kinds:
+    raise WireError(f"{what}: unknown op {op!r}")
+  return kinds[op].from_wire(data)
 
 
-def _item_from_wire(item_type: type[RootReply] | type[CellReply], data: Any) -> ReplyItem:
-  try:
-    return item_type.from_wire(data)
-  except WireError as error:
-    return item_type.malformed(error)
+def to_node_from_wire(data: Any) -> ToNode:
+  """A message the pool sent to a node (decoded in the node process)."""
+  return _decode(data, _TO_NODE, "message to a node")
+
+
+def node_message_from_wire(data: Any) -> FromNode:
+  """A message a node process sent (decoded by the pool; untrusted)."""
+  return _decode(data, _FROM_NODE, "message from a node")

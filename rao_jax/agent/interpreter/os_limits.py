@@ -1,7 +1,8 @@
-"""Operating-system limits a worker applies to itself before it runs any cell.
+"""Operating-system limits a node process applies to itself before it runs any cell.
 
-Layers, each applied where the host allows it (`harden` reports what took effect):
-* resource limits: address space (memory), no core files, file size 0, few file descriptors;
+Layers, each applied where the host allows it (`Hardening.apply` reports what took effect):
+* resource limits: address space (memory), CPU seconds, no core files, file size 0, few file
+  descriptors;
 * privileges: supplementary groups dropped and uid/gid set to `nobody` when running as root (so
   RLIMIT_NPROC and file permissions apply and the limits cannot be raised again);
 * `PR_SET_NO_NEW_PRIVS`, then a seccomp filter (through libseccomp, if installed) that makes
@@ -58,10 +59,16 @@ def _errno_action(code: int) -> int:
 
 
 class _SeccompFilter:
-  """A denial filter built with libseccomp; `load()` installs it on the calling process."""
+  """A denial filter built with libseccomp once (`build`); `load()` installs it on the caller.
+
+  The fork server builds it and every node process it forks loads its own copy, so a node start
+  costs one `seccomp_load`, not a hundred rule insertions.
+  """
 
   def __init__(self):
     self._lib = None
+    self._context = None
+    self.status = f"unavailable ({_LIBSECCOMP} not found)"
     try:
       self._lib = ctypes.CDLL(_LIBSECCOMP)
     except OSError:
@@ -74,6 +81,7 @@ class _SeccompFilter:
                                            ctypes.c_uint, ctypes.POINTER(_ArgumentComparison)]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    self._build()
 
   def _add(self, context: int, name: str, action: int,
            comparisons: tuple[tuple[int, int, int], ...] = ()) -> None:
@@ -86,12 +94,11 @@ class _SeccompFilter:
     if self._lib.seccomp_rule_add_array(context, action, number, len(comparisons), array) != 0:
       raise OSError(f"seccomp rule for {name} rejected")
 
-  def load(self) -> str:
-    if self._lib is None:
-      return f"unavailable ({_LIBSECCOMP} not found)"
+  def _build(self) -> None:
     context = self._lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not context:
-      return "failed (seccomp_init)"
+      self.status = "failed (seccomp_init)"
+      return
     deny = _errno_action(errno.EPERM)
     try:
       for name in DENIED_SYSCALLS:
@@ -102,12 +109,17 @@ class _SeccompFilter:
         for mask, value in ((_O_ACCMODE, _O_WRONLY), (_O_ACCMODE, _O_RDWR), (_O_CREAT, _O_CREAT),
                             (_O_TRUNC, _O_TRUNC), (_O_APPEND, _O_APPEND)):
           self._add(context, name, deny, ((flags_arg, mask, value),))
-      if self._lib.seccomp_load(context) != 0:
-        return "failed (seccomp_load)"
     except OSError as error:
-      return f"failed ({error})"
-    finally:
       self._lib.seccomp_release(context)
+      self.status = f"failed ({error})"
+      return
+    self._context = context
+
+  def load(self) -> str:
+    if self._context is None:
+      return self.status
+    if self._lib.seccomp_load(self._context) != 0:
+      return "failed (seccomp_load)"
     return f"on ({len(DENIED_SYSCALLS)} syscalls and file writes denied)"
 
 
@@ -115,34 +127,56 @@ def _set_limit(kind: int, value: int) -> None:
   resource.setrlimit(kind, (value, value))
 
 
-def harden(memory_limit_mb: int) -> dict[str, str]:
-  """Applies every available layer to the calling process; returns what took effect."""
-  report: dict[str, str] = {}
-  seccomp = _SeccompFilter()  # Loads the library while files can still be opened freely.
-  libc = ctypes.CDLL(None, use_errno=True)
-  try:
-    _set_limit(resource.RLIMIT_AS, memory_limit_mb << 20)
-    _set_limit(resource.RLIMIT_CORE, 0)
-    _set_limit(resource.RLIMIT_FSIZE, 0)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    _set_limit(resource.RLIMIT_NOFILE, 64)
-    _set_limit(resource.RLIMIT_NPROC, 0)
-    report["rlimits"] = f"on (address space {memory_limit_mb} MiB, no files, no processes)"
-  except (OSError, ValueError) as error:
-    report["rlimits"] = f"failed ({error})"
-  if os.geteuid() == 0:
+class Hardening:
+  """Every OS layer, prepared once (libraries loaded, filter built) and applied per process.
+
+  Args:
+    memory_limit_mb: address-space limit (RLIMIT_AS) of each hardened process.
+    cpu_limit_s: CPU seconds (RLIMIT_CPU) a hardened process may use in its whole life; the kernel
+      kills it past that (None: no limit).
+  """
+
+  def __init__(self, memory_limit_mb: int, cpu_limit_s: int | None = None):
+    self._memory_limit_mb = memory_limit_mb
+    self._cpu_limit_s = cpu_limit_s
+    self._seccomp = _SeccompFilter()  # Loads the library while files can still be opened freely.
+    self._libc = ctypes.CDLL(None, use_errno=True)
+
+  def apply(self) -> dict[str, str]:
+    """Applies every available layer to the calling process; returns what took effect."""
+    report: dict[str, str] = {}
     try:
-      os.setgroups([])
-      os.setgid(NOBODY)
-      os.setuid(NOBODY)
-      report["privileges"] = "dropped to nobody"
-    except OSError as error:
-      report["privileges"] = f"failed ({error}); still root"
-  else:
-    report["privileges"] = f"unprivileged uid {os.geteuid()}"
-  if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
-    report["no_new_privs"] = "on"
-  else:
-    report["no_new_privs"] = f"failed (errno {ctypes.get_errno()})"
-  report["seccomp"] = seccomp.load()
-  return report
+      _set_limit(resource.RLIMIT_AS, self._memory_limit_mb << 20)
+      if self._cpu_limit_s is not None:
+        _set_limit(resource.RLIMIT_CPU, self._cpu_limit_s)
+      _set_limit(resource.RLIMIT_CORE, 0)
+      _set_limit(resource.RLIMIT_FSIZE, 0)
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+      _set_limit(resource.RLIMIT_NOFILE, 64)
+      _set_limit(resource.RLIMIT_NPROC, 0)
+      cpu = f", {self._cpu_limit_s} CPU s" if self._cpu_limit_s is not None else ""
+      report["rlimits"] = (f"on (address space {self._memory_limit_mb} MiB{cpu}, no files, "
+                           "no processes)")
+    except (OSError, ValueError) as error:
+      report["rlimits"] = f"failed ({error})"
+    if os.geteuid() == 0:
+      try:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        report["privileges"] = "dropped to nobody"
+      except OSError as error:
+        report["privileges"] = f"failed ({error}); still root"
+    else:
+      report["privileges"] = f"unprivileged uid {os.geteuid()}"
+    if self._libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
+      report["no_new_privs"] = "on"
+    else:
+      report["no_new_privs"] = f"failed (errno {ctypes.get_errno()})"
+    report["seccomp"] = self._seccomp.load()
+    return report
+
+
+def harden(memory_limit_mb: int, cpu_limit_s: int | None = None) -> dict[str, str]:
+  """Applies every available layer to the calling process; returns what took effect."""
+  return Hardening(memory_limit_mb, cpu_limit_s).apply()

@@ -1,32 +1,45 @@
 """The interpreter pool: the rollout engine's interface to sandboxed code execution.
 
-Nodes live in warm worker processes; a whole tree (a root and every descendant) is pinned to the
-worker that created its root, so its environment's shared state (TextCraft's inventory) is an
-ordinary object shared by reference. Each call sends at most one request per worker, the workers run
-their items in parallel, and results come back in input order. Calls are not thread-safe.
+Trust boundary. Every node runs in its own process, forked by a fork server with the sandbox
+preloaded (`forkserver.py`), hardened by the OS (`os_limits`) and holding that node's interpreter
+state and nothing else (`node_process.py`). Environments live here, in the pool's process: one
+`host.EnvironmentHost` per node, holding its environment, tools and judge. A cell's tool calls and
+launches reach them as messages carrying plain data; the node's reply names only how its cell ended.
+So the pool, not the node, decides which children exist and what success a finish value earns, and
+even a complete escape from the language layer can affect only its own node's observations.
 
-A worker that dies, or makes no progress for `cell_time_limit_s + watchdog_grace_s` (a cell stuck in
-C code), is killed and restarted: the nodes it hosted get `crashed` results, and every later call on
-them does too. Other workers' nodes carry on.
+Faults. A node whose process dies, breaks the protocol, or does not answer within
+`cell_time_limit_s + deadline_grace_s` wall seconds is killed from here (SIGKILL through a pidfd)
+and ends `crashed`; every later call on it is `crashed` too, and every other node carries on. A fork
+server that dies is restarted. Calls are not thread-safe.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
-import mmap
+import json
+import math
 import os
 import selectors
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from rao_jax.agent.interpreter import messages
 from rao_jax.agent.interpreter import protocol
-from rao_jax.agent.interpreter.messages import CellReply, CellStatus, TreeLimits
+from rao_jax.agent.interpreter import values
+from rao_jax.agent.interpreter.host import EnvironmentHost
+from rao_jax.agent.interpreter.messages import CellStatus, TreeLimits
 from rao_jax.envs.base import JSONLike, PromptParts
+
+_SPAWN = b"spawn"
+FORKSERVER_MODULE = "rao_jax.agent.interpreter.forkserver"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,45 +47,48 @@ class InterpreterConfig:
   """Settings of an `InterpreterPool`.
 
   Attributes:
-    num_workers: worker processes (trees are spread over them by load).
-    cell_time_limit_s: CPU seconds per cell activation (a run, or a resume after delegation).
-    memory_limit_mb: address-space limit of each worker process (shared by the nodes it hosts).
+    cell_time_limit_s: CPU seconds per cell activation (a run, or a resume after delegation); an
+      honest slow cell gets a `TimeoutError` observation and its node goes on.
+    memory_limit_mb: address-space limit of each node's process.
     max_output_chars: printed text kept per cell (the rest is cut with a note); also the largest
       finish value, as JSON text.
-    env_modules: modules every worker imports at start (before the sandbox closes), e.g. to
-      `registry.register` environments defined outside `rao_jax.envs`.
-    preload_environments: registered environments whose modules every worker imports at start. A
-      worker drops its privileges, after which it may be unable to read Python's own files (when
-      Python is installed under a private home directory), so environments must be loaded first.
-    watchdog_grace_s: wall-clock slack on top of the cell limit before a silent worker is killed.
-    create_timeout_s: wall-clock seconds one root environment may take to build.
+    deadline_grace_s: wall-clock slack on top of `cell_time_limit_s`; a node that has not answered by
+      then (a cell stuck in C code, a hung process) is killed from outside and ends `crashed`.
+    node_cpu_limit_s: CPU seconds one node's process may use in its whole life (RLIMIT_CPU; the
+      kernel kills it past that).
+    max_message_bytes: largest message a node may send (a tool call's arguments, a reply).
+    spawn_timeout_s: wall-clock seconds the fork server may take to start a node.
+    max_running_cells: node processes running a cell at once (0: one per CPU core this process may
+      use). More only adds context switches: every tool call is answered by this one process.
   """
 
-  num_workers: int = 2
   cell_time_limit_s: float = 3.0
-  memory_limit_mb: int = 1024
+  memory_limit_mb: int = 512
   max_output_chars: int = 4096
-  env_modules: tuple[str, ...] = ()
-  preload_environments: tuple[str, ...] = ("textcraft_synth",)
-  watchdog_grace_s: float = 5.0
-  create_timeout_s: float = 120.0
+  deadline_grace_s: float = 5.0
+  node_cpu_limit_s: int = 600
+  max_message_bytes: int = 16 << 20
+  spawn_timeout_s: float = 30.0
+  max_running_cells: int = 0
 
   def __post_init__(self):
-    if self.num_workers < 1:
-      raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
     if not self.cell_time_limit_s > 0:
       raise ValueError(f"cell_time_limit_s must be > 0, got {self.cell_time_limit_s}")
     if self.memory_limit_mb < 128:
       raise ValueError(f"memory_limit_mb must be >= 128, got {self.memory_limit_mb}")
     if self.max_output_chars < 64:
       raise ValueError(f"max_output_chars must be >= 64, got {self.max_output_chars}")
-
-  def worker_settings(self) -> messages.WorkerSettings:
-    """What every worker process is told at start."""
-    return messages.WorkerSettings(
-        cell_time_limit_s=self.cell_time_limit_s, memory_limit_mb=self.memory_limit_mb,
-        max_output_chars=self.max_output_chars, env_modules=tuple(self.env_modules),
-        preload_environments=tuple(self.preload_environments))
+    if not self.deadline_grace_s > 0:
+      raise ValueError(f"deadline_grace_s must be > 0, got {self.deadline_grace_s}")
+    if type(self.node_cpu_limit_s) is not int or self.node_cpu_limit_s < self.cell_time_limit_s:
+      raise ValueError(f"node_cpu_limit_s must be an int >= cell_time_limit_s, got "
+                       f"{self.node_cpu_limit_s}")
+    if self.max_message_bytes < 1 << 16:
+      raise ValueError(f"max_message_bytes must be >= 65536, got {self.max_message_bytes}")
+    if not self.spawn_timeout_s > 0:
+      raise ValueError(f"spawn_timeout_s must be > 0, got {self.spawn_timeout_s}")
+    if type(self.max_running_cells) is not int or self.max_running_cells < 0:
+      raise ValueError(f"max_running_cells must be an int >= 0, got {self.max_running_cells!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +110,13 @@ class CellResult:
     OUTPUT: the cell ended; `text` is what it printed (and its trailing expression's repr).
     ERROR: the cell raised, broke a sandbox rule, ran out of time, or left a launch un-awaited;
       `text` is the printed output followed by the error. The node continues.
-    FINISHED: `finish(value)` ran; `finish_value` and the environment's `success` are set.
+    FINISHED: `finish(value)` ran; `finish_value` and the environment's `success` are set (the
+      pool's environment judges the value; NaN if the judge's score is not finite).
     SUSPENDED: the cell awaits children; `spawns` lists the launches started in this activation
       (possibly none, when it still awaits children reported earlier). Resume it with their results.
       The final, non-suspended result's `text` holds everything the cell printed.
-    CRASHED: the node's interpreter state is gone (its worker died or sent a malformed reply, or
-      the node used too much memory).
+    CRASHED: the node's interpreter state is gone (its process died, hung past the deadline, or
+      broke the protocol).
   """
   node_id: int
   status: CellStatus
@@ -110,7 +127,7 @@ class CellResult:
 
 
 class _NodeState(enum.Enum):
-  """Where a node stands between calls, as the pool last heard from its worker."""
+  """Where a node stands between calls."""
 
   IDLE = "idle"            # may run a cell
   SUSPENDED = "suspended"  # awaits children; may only be resumed
@@ -118,111 +135,198 @@ class _NodeState(enum.Enum):
   CRASHED = "crashed"      # its interpreter state is lost
 
 
-_STATE_AFTER = {CellStatus.SUSPENDED: _NodeState.SUSPENDED, CellStatus.FINISHED: _NodeState.FINISHED,
-                CellStatus.CRASHED: _NodeState.CRASHED}
+class _NodeFailure(Exception):
+  """A node process died, hung, or broke the protocol; the message says which."""
+
+
+class _NodeProcess:
+  """The pool's end of one node process: a non-blocking socket, buffers, and a way to kill it."""
+
+  def __init__(self, connection: socket.socket, pid: int, pidfd: int | None,
+               max_message_bytes: int):
+    connection.setblocking(False)
+    self.connection = connection
+    self.pid = pid
+    self._pidfd = pidfd
+    self._reader = protocol.FrameReader(max_message_bytes)
+    self.inbox: collections.deque = collections.deque()
+    self.outbox = bytearray()
+
+  def send(self, frame: bytes) -> None:
+    self.outbox += frame
+
+  def flush(self) -> None:
+    """Writes what the socket takes now; _NodeFailure if the process is gone."""
+    try:
+      while self.outbox:
+        sent = self.connection.send(self.outbox)
+        del self.outbox[:sent]
+    except BlockingIOError:
+      pass
+    except OSError as error:
+      raise _NodeFailure(f"its process is gone ({error})") from None
+
+  def receive(self) -> None:
+    """Reads what has arrived into `inbox` (decoded, unvalidated messages)."""
+    try:
+      data = self.connection.recv(1 << 20)
+    except BlockingIOError:
+      return
+    except OSError as error:
+      raise _NodeFailure(f"its process is gone ({error})") from None
+    if not data:
+      raise _NodeFailure("its process died")
+    try:
+      self.inbox.extend(self._reader.feed(data))
+    except protocol.ProtocolError as error:
+      raise _NodeFailure(f"it sent a malformed message ({error})") from None
+
+  def kill(self) -> None:
+    try:
+      if self._pidfd is not None:
+        signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+      else:
+        os.kill(self.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+      pass  # Already gone.
+    if self._pidfd is not None:
+      os.close(self._pidfd)
+      self._pidfd = None
+    self.connection.close()
+
+
+def _minimal_environment() -> dict[str, str]:
+  """Environment variables of the fork server: no trainer secrets, reproducible str hashing."""
+  return {"PATH": os.defpath, "LANG": "C.UTF-8",
+          "PYTHONPATH": os.pathsep.join(os.path.abspath(entry) for entry in sys.path),
+          "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+          "OPENBLAS_NUM_THREADS": "1"}
+
+
+class _ForkServer:
+  """The fork server process and its control socket (see `forkserver.py`)."""
+
+  def __init__(self, config: InterpreterConfig, scratch_dir: str, module: str):
+    self._config = config
+    self._control, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    settings = {"memory_limit_mb": config.memory_limit_mb, "cpu_limit_s": config.node_cpu_limit_s,
+                "scratch_dir": scratch_dir}
+    self.process = subprocess.Popen(
+        [sys.executable, "-m", module, str(remote.fileno()),
+         json.dumps(settings)],
+        pass_fds=(remote.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        cwd=scratch_dir, env=_minimal_environment(), start_new_session=True)
+    remote.close()
+    self._control.settimeout(config.spawn_timeout_s)
+    try:
+      ready = self._control.recv(16)
+    except OSError as error:
+      ready = f"{error}".encode()
+    if ready != b"ready":
+      self.stop()
+      raise RuntimeError(f"the interpreter's fork server failed to start (exit code "
+                         f"{self.process.poll()}; see its traceback above)")
+
+  def spawn(self, count: int) -> list[_NodeProcess]:
+    """Starts `count` node processes; OSError (a dead or silent server) loses none of them."""
+    processes: list[_NodeProcess] = []
+    try:
+      for _ in range(count):
+        self._control.send(_SPAWN)
+      for _ in range(count):
+        message, fds, _, _ = socket.recv_fds(self._control, 256, 2)
+        if not message or not fds:
+          raise OSError("the fork server closed its control socket")
+        pid = json.loads(message)["pid"]
+        processes.append(_NodeProcess(socket.socket(fileno=fds[0]), pid,
+                                      fds[1] if len(fds) > 1 else None,
+                                      self._config.max_message_bytes))
+    except (OSError, ValueError, KeyError):
+      for process in processes:
+        process.kill()
+      raise OSError("the interpreter's fork server failed") from None
+    return processes
+
+  def stop(self) -> None:
+    self._control.close()
+    try:
+      self.process.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+      self.process.kill()
+      self.process.wait()
 
 
 @dataclasses.dataclass
 class _Node:
-  worker: int
-  generation: int
-  key: int
-  state: _NodeState
-  is_root: bool = False
+  """The pool's record of a node. Children are known to the node process by a key of its own
+  (`launch_keys`), so that node ids can be allocated in input order whatever order nodes answer in."""
+  host: EnvironmentHost
+  tree: int  # its root's id: the nodes of one tree share the environment's state
+  state: _NodeState = _NodeState.IDLE
+  process: _NodeProcess | None = None
   awaiting: set[int] = dataclasses.field(default_factory=set)
+  launch_keys: dict[int, int] = dataclasses.field(default_factory=dict)  # child id -> key in the node
+  launches: int = 0  # keys handed out so far
 
 
-class _WorkerProcess:
-  """One worker process, its pipes and its progress counter."""
-
-  def __init__(self, config: InterpreterConfig, scratch_dir: str):
-    parent_to_child_read, self.to_child = os.pipe()
-    self.from_child, child_to_parent_write = os.pipe()
-    progress_fd = os.memfd_create("rao-interpreter-progress")
-    os.ftruncate(progress_fd, 8)
-    self.progress = mmap.mmap(progress_fd, 8)
-    self.process = subprocess.Popen(
-        [sys.executable, "-m", "rao_jax.agent.interpreter.worker", str(parent_to_child_read),
-         str(child_to_parent_write), str(progress_fd)],
-        pass_fds=(parent_to_child_read, child_to_parent_write, progress_fd),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=scratch_dir,
-        # A minimal environment: no trainer secrets, reproducible str hashing (set order).
-        env={"PATH": os.defpath, "LANG": "C.UTF-8",
-             "PYTHONPATH": os.pathsep.join(_absolute_sys_path()), "PYTHONHASHSEED": "0",
-             "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-        start_new_session=True)
-    for fd in (parent_to_child_read, child_to_parent_write, progress_fd):
-      os.close(fd)
-    self.sandbox: dict[str, str] = {}
-
-  def completed(self) -> int:
-    return int.from_bytes(self.progress[:8], "little")
-
-  def kill(self) -> None:
-    if self.process.poll() is None:
-      self.process.kill()
-    self.process.wait()
-    for fd in (self.to_child, self.from_child):
-      try:
-        os.close(fd)
-      except OSError:
-        pass
-    self.progress.close()
-
-  def stop(self, timeout_s: float = 2.0) -> None:
-    try:
-      os.close(self.to_child)  # EOF: the worker exits its loop.
-    except OSError:
-      pass
-    try:
-      self.process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-      pass
-    self.kill()
+@dataclasses.dataclass
+class _Activation:
+  """One node's cell activation, queued or in flight."""
+  position: int
+  node_id: int
+  request: bytes  # the encoded RunCell or ResumeCell
+  delivered: frozenset[int]
+  deadline: float = math.inf
+  starting: bool = False  # NodeStart sent, NodeReady not yet received
+  # (key in the node, host) of each child launched in this activation, in launch order
+  children: list[tuple[int, EnvironmentHost]] = dataclasses.field(default_factory=list)
+  suspended_text: str | None = None  # set when it ended suspended; spawns are registered afterwards
 
 
-def _absolute_sys_path() -> list[str]:
-  """This process's import path, made absolute (workers run in a scratch directory)."""
-  return [os.path.abspath(entry) for entry in sys.path]
-
-
-def _stop_all(workers: list[_WorkerProcess]) -> None:
-  for worker in workers:
-    worker.stop()
+def _close_everything(nodes: dict[int, _Node], servers: list[_ForkServer]) -> None:
+  for node in nodes.values():
+    if node.process is not None:
+      node.process.kill()
+      node.process = None
+  for server in servers:
+    server.stop()
 
 
 class InterpreterPool:
-  """Runs cells of many nodes in sandboxed worker processes (see module docstring)."""
+  """Runs cells of many nodes, each in its own sandboxed process (see module docstring).
 
-  def __init__(self, config: InterpreterConfig):
+  `forkserver_module` is a test seam: tests pass a module that grants cells the real builtins, to
+  check that a complete escape from the language layer still cannot reach scores, limits or other
+  nodes (tests/agent/escaped_forkserver.py).
+  """
+
+  def __init__(self, config: InterpreterConfig, *, forkserver_module: str = FORKSERVER_MODULE):
     self.config = config
+    self._forkserver_module = forkserver_module
+    self._max_running = config.max_running_cells or len(os.sched_getaffinity(0))
     self._scratch = tempfile.TemporaryDirectory(prefix="rao-interpreter-")
     os.chmod(self._scratch.name, 0o755)
-    self._workers: list[_WorkerProcess] = [None] * config.num_workers  # type: ignore[list-item]
-    self._generations = [0] * config.num_workers
-    self._trees_per_worker = [0] * config.num_workers
     self._nodes: dict[int, _Node] = {}
     self._next_id = 0
     self._closed = False
-    for index in range(config.num_workers):
-      self._workers[index] = _WorkerProcess(config, self._scratch.name)
-    self._finalizer = weakref.finalize(self, _stop_all, self._workers)
-    for index in range(config.num_workers):
-      self._initialize(index)
+    self._servers = [_ForkServer(config, self._scratch.name, forkserver_module)]
+    self._finalizer = weakref.finalize(self, _close_everything, self._nodes, self._servers)
+    self._sandbox = self._probe()
 
   # -- public API -----------------------------------------------------------------------------
 
   @property
   def sandbox_report(self) -> dict[str, str]:
-    """Which OS-level layers took effect in the workers (see `os_limits.harden`)."""
-    return dict(self._workers[0].sandbox)
+    """Which OS-level layers took effect in node processes (see `os_limits.Hardening.apply`)."""
+    return dict(self._sandbox)
 
   def create_roots(self, roots: Sequence[tuple[int, str, dict, dict]], *, max_depth: int,
                    delegation: bool) -> list[PromptParts | str]:
     """Builds roots `(node_id, env_name, env_config, task)`; returns prompts or error strings.
 
     Every node of these trees (the roots and their descendants) works under `max_depth` and
-    `delegation` (see `messages.TreeLimits`); the rollout engine passes its own limits here.
+    `delegation` (see `messages.TreeLimits`); the rollout engine passes its own limits here. A
+    root's process starts with its first cell.
     """
     self._check_open()
     limits = TreeLimits(max_depth, delegation)
@@ -231,39 +335,22 @@ class InterpreterPool:
         raise TypeError(f"node ids must be int, got {type(node_id).__name__}")
       if type(env_name) is not str or not isinstance(env_config, dict) or not isinstance(task, dict):
         raise TypeError(f"root {node_id}: env_name must be a str, env_config and task dicts")
-    results: list[PromptParts | str | None] = [None] * len(roots)
-    batches: dict[int, list[tuple[int, int, messages.RootSpec]]] = {}
-    seen: set[int] = set()
-    for position, (node_id, env_name, env_config, task) in enumerate(roots):
-      if node_id in self._nodes or node_id in seen:
-        results[position] = f"Error: node id {node_id} is already in use"
+    results: list[PromptParts | str] = []
+    for node_id, env_name, env_config, task in roots:
+      if node_id in self._nodes:
+        results.append(f"Error: node id {node_id} is already in use")
         continue
-      seen.add(node_id)
-      worker = min(range(self.config.num_workers), key=lambda w: self._trees_per_worker[w])
-      self._trees_per_worker[worker] += 1
-      batches.setdefault(worker, []).append(
-          (position, node_id, messages.RootSpec(env_name, env_config, task)))
-    replies = self._exchange(
-        {w: messages.CreateRequest(tuple(spec for _, _, spec in batch), limits)
-         for w, batch in batches.items()},
-        self.config.create_timeout_s)
-    for worker, batch in batches.items():
-      reply = replies[worker]
-      for index, (position, node_id, _) in enumerate(batch):
-        self._next_id = max(self._next_id, node_id + 1)
-        created = (messages.RootReply(error=f"Error: {reply}") if isinstance(reply, str)
-                   else reply.items[index])
-        if created.error is not None:
-          self._trees_per_worker[worker] -= 1
-          results[position] = created.error
-          continue
-        self._nodes[node_id] = _Node(worker, self._generations[worker], created.key, _NodeState.IDLE,
-                                     is_root=True)
-        results[position] = created.prompt
-    return results  # type: ignore[return-value]
+      self._next_id = max(self._next_id, node_id + 1)
+      host = EnvironmentHost.root(env_name, env_config, task, limits)
+      if isinstance(host, str):
+        results.append(host)
+        continue
+      self._nodes[node_id] = _Node(host, tree=node_id)
+      results.append(host.prompt)
+    return results
 
   def run_cells(self, cells: Sequence[tuple[int, str]]) -> list[CellResult]:
-    """Runs one cell `(node_id, code)` per idle node, in parallel over workers; input order."""
+    """Runs one cell `(node_id, code)` per idle node, all nodes in parallel; input order."""
     self._check_open()
     self._check_unique([node_id for node_id, _ in cells])
     for node_id, code in cells:
@@ -272,7 +359,7 @@ class InterpreterPool:
         raise ValueError(f"node {node_id} is suspended on launches; resume it instead")
       if type(code) is not str:
         raise TypeError(f"code for node {node_id} must be a str")
-    return self._activate(messages.RunRequest, messages.RunItem, list(cells))
+    return self._activate([(node_id, messages.RunCell(code), frozenset()) for node_id, code in cells])
 
   def resume(self, deliveries: Sequence[tuple[int, Mapping[int, JSONLike]]]) -> list[CellResult]:
     """Delivers `{child_id: finish value or error string}` to suspended nodes; input order.
@@ -284,7 +371,7 @@ class InterpreterPool:
     self._check_unique([node_id for node_id, _ in deliveries])
     for node_id, results in deliveries:
       node = self._node(node_id)
-      if node.state is _NodeState.CRASHED or not self._alive(node):
+      if node.state is _NodeState.CRASHED:
         continue
       if node.state is not _NodeState.SUSPENDED:
         raise ValueError(f"node {node_id} is not suspended")
@@ -293,31 +380,22 @@ class InterpreterPool:
         raise ValueError(f"node {node_id} does not await children {sorted(unexpected)}")
     items = []
     for node_id, results in deliveries:
-      node = self._nodes[node_id]
-      live = node.state is _NodeState.SUSPENDED and self._alive(node)
-      keyed = tuple((self._nodes[child].key, value) for child, value in results.items()) if live else ()
-      items.append((node_id, keyed))
-    return self._activate(messages.ResumeRequest, messages.ResumeItem, items,
-                          deliveries=dict(deliveries))
+      keys = self._nodes[node_id].launch_keys
+      items.append((node_id, messages.ResumeCell(tuple((keys.get(child, -1), value)
+                                                       for child, value in results.items())),
+                    frozenset(results)))
+    return self._activate(items)
 
   def release(self, node_ids: Sequence[int]) -> None:
-    """Drops the namespaces and environments of these nodes (release every node of a tree)."""
+    """Ends these nodes' processes and drops their environments (release every node of a tree)."""
     self._check_open()
-    batches: dict[int, list[int]] = {}
     for node_id in node_ids:
       node = self._nodes.pop(node_id, None)
-      if node is None:
-        continue
-      if self._alive(node):
-        batches.setdefault(node.worker, []).append(node.key)
-        if node.is_root:
-          self._trees_per_worker[node.worker] -= 1
-    if batches:
-      self._exchange({w: messages.ReleaseRequest(tuple(keys)) for w, keys in batches.items()},
-                     self.config.cell_time_limit_s + self.config.watchdog_grace_s)
+      if node is not None and node.process is not None:
+        node.process.kill()
 
   def close(self) -> None:
-    """Stops every worker; the pool cannot be used afterwards."""
+    """Ends every node process and the fork server; the pool cannot be used afterwards."""
     if not self._closed:
       self._closed = True
       self._finalizer()
@@ -346,144 +424,249 @@ class InterpreterPool:
       raise ValueError(f"unknown node id {node_id}")
     return node
 
-  def _alive(self, node: _Node) -> bool:
-    return node.generation == self._generations[node.worker]
-
-  def _initialize(self, index: int) -> None:
-    worker = self._workers[index]
-    init = messages.InitRequest(self.config.worker_settings(), tuple(_absolute_sys_path()),
-                                self._scratch.name)
-    protocol.write_frame(worker.to_child, init.to_wire())
+  def _spawn(self, count: int) -> list[_NodeProcess]:
+    """`count` fresh node processes, restarting a failed fork server once."""
     try:
-      reply = messages.InitReply.from_wire(protocol.read_frame(worker.from_child))
-    except messages.WireError as error:  # None (no reply at all) included
-      reply = messages.InitReply(error=f"malformed start-up reply ({error})")
-    if reply.error is not None:
-      worker.kill()
-      raise RuntimeError(f"interpreter worker failed to start: {reply.error}")
-    worker.sandbox = dict(reply.sandbox)
+      return self._servers[0].spawn(count)
+    except OSError:
+      self._servers[0].stop()
+      self._servers[0] = _ForkServer(self.config, self._scratch.name, self._forkserver_module)
+      return self._servers[0].spawn(count)
 
-  def _restart(self, index: int) -> None:
-    self._workers[index].kill()
-    self._generations[index] += 1
-    self._trees_per_worker[index] = 0
-    self._workers[index] = _WorkerProcess(self.config, self._scratch.name)
-    self._initialize(index)
+  def _start_message(self, host: EnvironmentHost) -> messages.NodeStart:
+    return messages.NodeStart(
+        host.depth, host.limits, self.config.cell_time_limit_s, self.config.max_output_chars,
+        host.variables(), host.tool_names())
 
-  def _exchange(self, requests: dict[int, messages.Request],
-                item_timeout_s: float) -> dict[int, messages.Reply | str]:
-    """Sends one request per worker; returns each worker's decoded reply, or why it failed.
-
-    Every request is encoded before any is sent, so a value that is not JSON raises here with no
-    worker touched. A worker that sends nothing while completing no item for `item_timeout_s` is
-    killed; failed workers (a malformed reply frame included) are restarted. If the wait is
-    interrupted (KeyboardInterrupt), workers that have not answered are restarted, so no stale
-    reply is left in a pipe.
-    """
-    frames = {index: protocol.encode(request.to_wire()) for index, request in requests.items()}
-    selector = selectors.DefaultSelector()
-    readers: dict[int, protocol.FrameReader] = {}
-    progress: dict[int, tuple[int, float]] = {}
-    replies: dict[int, messages.Reply | str] = {}
+  def _probe(self) -> dict[str, str]:
+    """Starts one node process with an empty namespace and returns the layers it reports."""
+    [process] = self._spawn(1)
     try:
-      for index, frame in frames.items():
-        worker = self._workers[index]
-        try:
-          protocol.write_bytes(worker.to_child, frame)
-        except OSError as error:
-          replies[index] = f"the interpreter worker crashed ({error})"
-          continue
-        selector.register(worker.from_child, selectors.EVENT_READ, index)
-        readers[index] = protocol.FrameReader()
-        progress[index] = (worker.completed(), time.monotonic())
-      while readers:
-        for key, _ in selector.select(timeout=0.05):
-          index = key.data
-          reply = self._read_reply(index, readers[index], requests[index])
-          if reply is not None:
-            selector.unregister(key.fd)
-            del readers[index]
-            replies[index] = reply
-        now = time.monotonic()
-        for index in list(readers):
-          completed = self._workers[index].completed()
-          last_completed, since = progress[index]
-          if completed != last_completed:
-            progress[index] = (completed, now)
-          elif now - since > item_timeout_s:
-            selector.unregister(self._workers[index].from_child)
-            del readers[index]
-            replies[index] = (f"the interpreter worker was killed after {item_timeout_s:g} s "
-                              "without progress (a cell or environment call hung)")
-    except BaseException:
-      for index in readers:
-        self._restart(index)
-      raise
-    finally:
-      selector.close()
-    for index, reply in replies.items():
-      if isinstance(reply, str):
-        self._restart(index)
-    return replies
-
-  def _read_reply(self, index: int, reader: protocol.FrameReader,
-                  request: messages.Request) -> messages.Reply | str | None:
-    """Reads what worker `index` has sent: its reply, why it failed, or None (incomplete)."""
-    worker = self._workers[index]
-    try:
-      data = os.read(worker.from_child, 1 << 20)
-      if not data:
-        return f"the interpreter worker crashed (exit code {worker.process.poll()})"
-      message = reader.feed(data)
-      if message is protocol.FrameReader.INCOMPLETE:
-        return None
-      return messages.Reply.from_wire(message, request)
+      start = messages.NodeStart(0, TreeLimits(0, False), self.config.cell_time_limit_s,
+                                 self.config.max_output_chars, {}, ())
+      process.connection.setblocking(True)
+      process.connection.settimeout(self.config.spawn_timeout_s)
+      process.connection.sendall(protocol.encode(start.to_wire()))
+      reader, replies = protocol.FrameReader(self.config.max_message_bytes), []
+      while not replies:
+        data = process.connection.recv(1 << 16)
+        if not data:
+          raise OSError("it exited at once")
+        replies = reader.feed(data)
+      ready = messages.node_message_from_wire(replies[0])
+      if not isinstance(ready, messages.NodeReady):
+        raise messages.WireError(f"expected a ready message, got {type(ready).__name__}")
+      return dict(ready.sandbox)
     except (OSError, protocol.ProtocolError, messages.WireError) as error:
-      return f"the interpreter worker sent a malformed reply ({error})"
+      raise RuntimeError(f"an interpreter node process failed to start: {error}") from None
+    finally:
+      process.kill()
 
-  def _activate(self, request_type: type[messages.RunRequest] | type[messages.ResumeRequest],
-                item_type: type[messages.RunItem] | type[messages.ResumeItem],
-                items: list[tuple[int, Any]],
-                deliveries: dict[int, Mapping[int, JSONLike]] | None = None) -> list[CellResult]:
-    """Sends `item_type(node key, payload)` for each `(node_id, payload)` that can still run."""
+  def _activate(self, items: list[tuple[int, messages.RunCell | messages.ResumeCell, frozenset[int]]]
+                ) -> list[CellResult]:
+    """Runs one activation per `(node_id, request, delivered child ids)`, all nodes at once."""
     results: list[CellResult | None] = [None] * len(items)
-    batches: dict[int, list[tuple[int, int, Any]]] = {}
-    for position, (node_id, payload) in enumerate(items):
-      node = self._nodes[node_id]
-      if node.state is _NodeState.CRASHED or not self._alive(node):
-        node.state = _NodeState.CRASHED
+    # Encoded before anything is sent: a value that is not JSON raises here, with no node touched.
+    frames = {}
+    for position, (node_id, request, _) in enumerate(items):
+      state = self._nodes[node_id].state
+      if state is _NodeState.CRASHED:
         results[position] = CellResult(node_id, CellStatus.CRASHED, "Error: this node's interpreter "
                                        "crashed earlier; its state is lost")
-      elif node.state is _NodeState.FINISHED:
+      elif state is _NodeState.FINISHED:
         results[position] = CellResult(node_id, CellStatus.ERROR,
                                        "Error: this node has already finished")
       else:
-        batches.setdefault(node.worker, []).append((position, node_id, item_type(node.key, payload)))
-    replies = self._exchange({w: request_type(tuple(item for _, _, item in batch))
-                              for w, batch in batches.items()},
-                             self.config.cell_time_limit_s + self.config.watchdog_grace_s)
-    for worker, batch in batches.items():
-      reply = replies[worker]
-      for index, (position, node_id, _) in enumerate(batch):
-        cell_reply = (CellReply(CellStatus.CRASHED, f"Error: {reply}; this node's state is lost")
-                      if isinstance(reply, str) else reply.items[index])
-        results[position] = self._record(node_id, cell_reply, (deliveries or {}).get(node_id, {}))
+        frames[position] = protocol.encode(request.to_wire())
+    activations = [_Activation(position, items[position][0], frames[position], items[position][2])
+                   for position in frames]
+    self._start_processes(activations, results)
+    self._drive([a for a in activations if results[a.position] is None], results)
+    for activation in activations:  # in input order, so child ids do not depend on timing
+      if activation.suspended_text is not None:
+        results[activation.position] = self._register_children(activation)
     return results  # type: ignore[return-value]
 
-  def _record(self, node_id: int, reply: CellReply, delivered: Mapping[int, JSONLike]) -> CellResult:
-    """Registers the children a worker spawned and updates the node's state from its reply."""
+  def _start_processes(self, activations: list[_Activation],
+                       results: list[CellResult | None]) -> None:
+    """Forks a process for every node that has none yet and queues its `NodeStart`."""
+    new = [a for a in activations if self._nodes[a.node_id].process is None]
+    if not new:
+      return
+    try:
+      processes = self._spawn(len(new))
+    except (OSError, RuntimeError) as error:
+      for activation in new:
+        results[activation.position] = self._crash(activation, f"its process could not start ({error})")
+      return
+    for activation, process in zip(new, processes):
+      node = self._nodes[activation.node_id]
+      node.process = process
+      activation.starting = True
+      try:
+        process.send(protocol.encode(self._start_message(node.host).to_wire()))
+      except (TypeError, ValueError, values.NotPlainData) as error:  # An environment bug.
+        results[activation.position] = self._crash(
+            activation, f"its environment's namespace variables are not plain data ({error})")
+
+  def _drive(self, queued: list[_Activation], results: list[CellResult | None]) -> None:
+    """Runs the activations, at most `max_running_cells` at a time, serving their calls.
+
+    The nodes of one tree run one at a time, in input order: they share the environment's state
+    (TextCraft's inventory), so the order of their tool calls must not depend on timing, or rollouts
+    would not replay. Different trees run in parallel. An activation's deadline starts when its
+    request is sent. Bounding how many node processes run at once keeps this process, which answers
+    every tool call, from competing for the CPU with dozens of runnable nodes.
+    """
+    selector = selectors.DefaultSelector()
+    waiting: dict[int, collections.deque] = {}  # tree -> its activations, in input order
+    for activation in queued:
+      waiting.setdefault(self._nodes[activation.node_id].tree, collections.deque()).append(activation)
+    busy_trees: set[int] = set()
+    running: dict[int, _Activation] = {}
+    limit_s = self.config.cell_time_limit_s + self.config.deadline_grace_s
+
+    def finish(activation: _Activation, outcome: messages.CellReply | str) -> None:
+      """Records the node's reply, or crashes it for the reason given."""
+      selector.unregister(self._nodes[activation.node_id].process.connection)
+      del running[id(activation)]
+      busy_trees.discard(self._nodes[activation.node_id].tree)
+      results[activation.position] = (self._crash(activation, outcome) if isinstance(outcome, str)
+                                      else self._record(activation, outcome))
+
+    try:
+      while waiting or running:
+        for tree in list(waiting):
+          if len(running) >= self._max_running:
+            break
+          if tree in busy_trees:
+            continue
+          activation = waiting[tree].popleft()
+          if not waiting[tree]:
+            del waiting[tree]
+          busy_trees.add(tree)
+          process = self._nodes[activation.node_id].process
+          activation.deadline = time.monotonic() + limit_s
+          process.send(activation.request)
+          running[id(activation)] = activation
+          selector.register(process.connection, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                            activation)
+        timeout = max(0.0, min(min(a.deadline for a in running.values()) - time.monotonic(), 0.5))
+        for key, events in selector.select(timeout):
+          activation = key.data
+          process = self._nodes[activation.node_id].process
+          try:
+            if events & selectors.EVENT_READ:
+              process.receive()
+            reply = self._serve_inbox(activation, process)
+            had_output = bool(key.events & selectors.EVENT_WRITE)
+            process.flush()
+          except _NodeFailure as failure:
+            finish(activation, str(failure))
+            continue
+          if reply is not None:
+            finish(activation, reply)
+          elif had_output != bool(process.outbox):
+            selector.modify(process.connection, selectors.EVENT_READ | (
+                selectors.EVENT_WRITE if process.outbox else 0), activation)
+        now = time.monotonic()
+        for activation in [a for a in running.values() if now > a.deadline]:
+          finish(activation, f"it did not answer within {self.config.cell_time_limit_s:g} s + "
+                 f"{self.config.deadline_grace_s:g} s and was killed (a cell stuck in C code, or a "
+                 "hung process)")
+    except BaseException:
+      # Interrupted (KeyboardInterrupt): nodes still running have unknown state; end them.
+      for activation in list(running.values()):
+        finish(activation, "the call was interrupted")
+      raise
+    finally:
+      selector.close()
+
+  def _serve_inbox(self, activation: _Activation,
+                   process: _NodeProcess) -> messages.CellReply | None:
+    """Answers the node's queued calls; its reply once it has sent one. _NodeFailure if it lies."""
+    node = self._nodes[activation.node_id]
+    while process.inbox:
+      try:
+        message = messages.node_message_from_wire(process.inbox.popleft())
+      except (messages.WireError, RecursionError) as error:
+        raise _NodeFailure(f"it sent a malformed message ({error})") from None
+      if isinstance(message, messages.NodeReady):
+        if not activation.starting:
+          raise _NodeFailure("it sent an unexpected ready message")
+        activation.starting = False
+        continue
+      if activation.starting:
+        raise _NodeFailure(f"it sent {type(message).__name__} before it was ready")
+      if isinstance(message, messages.CellReply):
+        return message
+      if isinstance(message, messages.ToolCall):
+        value_json = node.host.call_tool_json(message.name, list(message.args), dict(message.kwargs))
+        process.send(protocol.encode_text(messages.ToolResult.wire_from_json(value_json)))
+      elif isinstance(message, messages.LaunchCall):
+        process.send(protocol.encode(self._launch(activation, node, message).to_wire()))
+      else:
+        raise _NodeFailure(f"it sent an unexpected {type(message).__name__}")
+    return None
+
+  def _launch(self, activation: _Activation, node: _Node,
+              call: messages.LaunchCall) -> messages.LaunchResult:
+    """Forks the child's environment here; returns the child's key in the node, or the refusal."""
+    child = node.host.launch(list(call.args), dict(call.kwargs))
+    if isinstance(child, str):
+      return messages.LaunchResult(error=child)
+    key = node.launches
+    node.launches += 1
+    activation.children.append((key, child))
+    return messages.LaunchResult(child=key)
+
+  def _register_children(self, activation: _Activation) -> CellResult:
+    """Gives the children of a suspended activation their node ids; its result with their spawns."""
+    node_id = activation.node_id
     node = self._nodes[node_id]
     spawns = []
-    for spawned in reply.spawns:
+    for key, host in activation.children:
       child_id = self._next_id
       self._next_id += 1
-      self._nodes[child_id] = _Node(node.worker, node.generation, spawned.key, _NodeState.IDLE)
-      spawns.append(Spawn(child_id, node_id, spawned.depth, spawned.prompt))
-    node.awaiting -= set(delivered)
+      self._nodes[child_id] = _Node(host, tree=node.tree)
+      node.launch_keys[child_id] = key
+      node.awaiting.add(child_id)
+      spawns.append(Spawn(child_id, node_id, host.depth, host.prompt))
+    return CellResult(node_id, CellStatus.SUSPENDED, activation.suspended_text, spawns=tuple(spawns))
+
+  def _crash(self, activation: _Activation, reason: str) -> CellResult:
+    node = self._nodes[activation.node_id]
+    if node.process is not None:
+      node.process.kill()
+      node.process = None
+    node.state = _NodeState.CRASHED
+    node.awaiting.clear()
+    return CellResult(activation.node_id, CellStatus.CRASHED,
+                      f"Error: this node's interpreter crashed: {reason}; its state is lost")
+
+  def _record(self, activation: _Activation, reply: messages.CellReply) -> CellResult | None:
+    """Checks the node's reply against what the pool saw, and updates the node's state.
+
+    None for a suspended node: its children get ids after every node of the call has answered.
+    Children launched in an activation that did not end suspended never reach the engine.
+    """
+    node_id = activation.node_id
+    node = self._nodes[node_id]
+    node.awaiting -= activation.delivered
+    text = values.clean_text(reply.text[:4 * self.config.max_output_chars + 1000])
     if reply.status is CellStatus.SUSPENDED:
-      node.awaiting |= {s.child_id for s in spawns}
-    else:
-      node.awaiting.clear()
-    node.state = _STATE_AFTER.get(reply.status, _NodeState.IDLE)
-    return CellResult(node_id, reply.status, reply.text, reply.finish_value, reply.success,
-                      tuple(spawns))
+      if not node.awaiting and not activation.children:
+        return self._crash(activation, "it claimed to wait, with no child to wait for")
+      node.state = _NodeState.SUSPENDED
+      activation.suspended_text = text
+      return None
+    node.awaiting.clear()
+    if reply.status is CellStatus.FINISHED:
+      try:
+        value = values.json_like(reply.finish_value, self.config.max_output_chars)
+      except values.NotPlainData as error:
+        return self._crash(activation, f"it finished with a value that is not allowed ({error})")
+      node.state = _NodeState.FINISHED
+      return CellResult(node_id, reply.status, text, value, node.host.judge(value))
+    node.state = _NodeState.IDLE
+    return CellResult(node_id, reply.status, text)

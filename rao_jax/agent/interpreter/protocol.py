@@ -1,6 +1,6 @@
-"""Length-prefixed JSON frames over pipes between the pool and its workers.
+"""Length-prefixed JSON frames over the sockets between the pool and its node processes.
 
-JSON (not pickle) in both directions: a worker whose sandbox was breached can send malformed data
+JSON (not pickle) in both directions: a node whose sandbox was breached can send malformed data
 but cannot make the trainer run code by unpickling. Every frame is an 8-byte big-endian length and a
 UTF-8 JSON document.
 """
@@ -20,7 +20,12 @@ class ProtocolError(Exception):
 
 
 def encode(message: Any) -> bytes:
-  payload = json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")
+  return encode_text(json.dumps(message, separators=(",", ":"), allow_nan=False))
+
+
+def encode_text(text: str) -> bytes:
+  """The frame of a message already encoded as JSON text."""
+  payload = text.encode("utf-8")
   return _HEADER.pack(len(payload)) + payload
 
 
@@ -60,32 +65,38 @@ def read_frame(fd: int) -> Any:
   payload = _read_exactly(fd, size)
   if payload is None:
     raise ProtocolError("pipe closed in the middle of a frame")
-  return json.loads(payload)
+  try:
+    return json.loads(payload)
+  except (ValueError, RecursionError) as error:
+    raise ProtocolError(f"malformed frame: {error}") from None
 
 
 class FrameReader:
-  """Accumulates bytes read without blocking until one whole frame has arrived."""
+  """Splits bytes read without blocking into whole frames (a peer may send several at once)."""
 
-  def __init__(self):
+  def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES):
     self._buffer = bytearray()
+    self._max_frame_bytes = max_frame_bytes
 
-  def feed(self, data: bytes) -> Any:
-    """Adds `data`; returns the decoded message once complete, else `FrameReader.INCOMPLETE`."""
+  def feed(self, data: bytes) -> list[Any]:
+    """Adds `data`; returns the messages of every frame it completed (possibly none).
+
+    Raises ProtocolError for a frame above `max_frame_bytes` (checked from its header, before its
+    payload is buffered) or a payload that is not JSON.
+    """
     self._buffer += data
-    if len(self._buffer) < _HEADER.size:
-      return FrameReader.INCOMPLETE
-    (size,) = _HEADER.unpack_from(self._buffer)
-    if size > MAX_FRAME_BYTES:
-      raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-    if len(self._buffer) < _HEADER.size + size:
-      return FrameReader.INCOMPLETE
-    if len(self._buffer) > _HEADER.size + size:
-      raise ProtocolError("unexpected bytes after a frame")
-    try:
-      return json.loads(bytes(self._buffer[_HEADER.size:]))
-    except ValueError as error:
-      raise ProtocolError(f"malformed frame: {error}") from None
-    finally:
-      self._buffer.clear()
-
-  INCOMPLETE = object()
+    messages = []
+    while len(self._buffer) >= _HEADER.size:
+      (size,) = _HEADER.unpack_from(self._buffer)
+      if size > self._max_frame_bytes:
+        raise ProtocolError(f"frame of {size} bytes exceeds {self._max_frame_bytes}")
+      end = _HEADER.size + size
+      if len(self._buffer) < end:
+        break
+      payload = bytes(self._buffer[_HEADER.size:end])
+      del self._buffer[:end]
+      try:
+        messages.append(json.loads(payload))
+      except (ValueError, RecursionError) as error:
+        raise ProtocolError(f"malformed frame: {error}") from None
+    return messages

@@ -11,18 +11,27 @@ A cell is parsed, checked against the rules below and rewritten before it is com
 * imports only of allow-listed modules (`import m`, `import m as n`, `from m import name`);
 * classes without keywords (no `metaclass=`), defining only allow-listed dunder methods;
 * no `return`/`break`/`continue` inside `finally` (they would swallow the time-limit exception);
-* match-class keyword patterns follow the attribute rules.
+* no `except*` (it wraps whatever the body raises, the sandbox's own BaseExceptions included, in
+  exception groups that nothing outside the cell expects);
+* match-class keyword patterns follow the attribute rules, and may not name the guarded attributes
+  below (a pattern reads attributes with the real `getattr`).
 
 Rewrites: a bare `except:` becomes `except Exception:` (the time limit derives from BaseException);
-`x ** y` and `x << y` go through size-checked helpers; `.format`/`.format_map` reads go through a
-helper that checks format-string fields; a trailing bare expression is shown REPL-style. The helpers
-are named `__rao_*__`, which user code cannot name.
+`x ** y` and `x << y` go through size-checked helpers; reads of the guarded attributes
+(`.format`/`.format_map`, whose fields read attributes, and `.register`, which on an ABC would
+change `isinstance` for every node) go through the checked `getattr`; the class of a class pattern
+with positional sub-patterns (`case C(a, b)`) goes through a check of the attribute names it would
+read (`C.__match_args__`); a trailing bare expression is shown REPL-style. The helpers are named
+`__rao_*__`, which user code cannot name.
 """
 from __future__ import annotations
 
 import ast
 import copy
 import functools
+# The parser imports `unicodedata` the first time it meets a non-ASCII identifier or a `\N{...}`
+# escape; import it now, before a node process drops its privileges (after which an import may fail).
+import unicodedata  # noqa: F401
 
 CELL_FILENAME = "<cell>"
 MAX_CELL_CHARS = 100_000
@@ -55,6 +64,9 @@ INTROSPECTION_ATTRIBUTES = frozenset({
     "mro",
 })
 FORMAT_ATTRIBUTES = frozenset({"format", "format_map"})
+# Attributes whose reads need a look at the object (see `sandbox_builtins.checked_getattr`): the
+# rewriter routes `x.format` etc. through it, and match patterns may not read them.
+GUARDED_ATTRIBUTES = FORMAT_ATTRIBUTES | {"register"}
 
 
 class CellRejected(Exception):
@@ -72,6 +84,19 @@ def attribute_refusal(name: object) -> str | None:
   if name in INTROSPECTION_ATTRIBUTES:
     return f"access to attribute {name!r} is not allowed (interpreter introspection)"
   return None
+
+
+def match_attribute_refusal(name: object) -> str | None:
+  """Why a match class pattern may not read attribute `name` (None if it may).
+
+  Patterns read attributes with the real `getattr`, so the guarded attributes, which are only safe
+  through `sandbox_builtins.checked_getattr`, are refused as well.
+  """
+  refusal = attribute_refusal(name)
+  if refusal is None and name in GUARDED_ATTRIBUTES:
+    refusal = (f"a match pattern may not read attribute {name!r}; read it as `subject.{name}` in "
+               "the case body instead")
+  return refusal
 
 
 def _is_super_call(node: ast.expr) -> bool:
@@ -118,6 +143,15 @@ def _check_names(node: ast.AST, names) -> None:
       _reject(node, f"name {name!r} is not allowed (names starting with '__' are reserved)")
 
 
+def _check_pattern_name(node: ast.AST, dotted: ast.expr) -> None:
+  """Refuses guarded attributes in a pattern's dotted name (`case m.format():`): the rewriter can
+  only route attribute reads through `checked_getattr` where an arbitrary expression may stand."""
+  while type(dotted) is ast.Attribute:
+    if dotted.attr in GUARDED_ATTRIBUTES:
+      _reject(node, f"attribute {dotted.attr!r} may not be used in a match pattern")
+    dotted = dotted.value
+
+
 def _argument_names(arguments: ast.arguments) -> list[str]:
   every = arguments.posonlyargs + arguments.args + arguments.kwonlyargs
   return [a.arg for a in every] + [a.arg for a in (arguments.vararg, arguments.kwarg) if a]
@@ -153,7 +187,7 @@ def _check(tree: ast.Module) -> bool:
           _reject(node, "assign or delete attributes one at a time (`obj.attr = value`, "
                   "`del obj.attr`)")
         needs_rewrite = True
-      elif node.attr in FORMAT_ATTRIBUTES:
+      elif node.attr in GUARDED_ATTRIBUTES:
         needs_rewrite = True
     elif kind is ast.BinOp:
       needs_rewrite = needs_rewrite or isinstance(node.op, _REWRITTEN_BINOPS)
@@ -200,7 +234,10 @@ def _check(tree: ast.Module) -> bool:
         _reject(node, "class keywords (such as metaclass=) are not allowed")
       method_defs.update(id(s) for s in node.body
                          if type(s) in (ast.FunctionDef, ast.AsyncFunctionDef))
-    elif kind is ast.Try or kind is ast.TryStar:
+    elif kind is ast.TryStar:
+      _reject(node, "'except*' is not supported in the sandbox; catch groups with `except "
+              "ExceptionGroup as group:` and look at `group.exceptions`")
+    elif kind is ast.Try:
       jump = _jump_in_finally(node.finalbody)
       if jump is not None:
         _reject(jump, f"'{type(jump).__name__.lower()}' inside 'finally' is not allowed")
@@ -211,10 +248,14 @@ def _check(tree: ast.Module) -> bool:
     elif kind is ast.Global or kind is ast.Nonlocal:
       _check_names(node, node.names)
     elif kind is ast.MatchClass:
+      _check_pattern_name(node, node.cls)
       for name in node.kwd_attrs:
-        refusal = attribute_refusal(name)
+        refusal = match_attribute_refusal(name)
         if refusal is not None:
           _reject(node, refusal)
+      needs_rewrite = needs_rewrite or bool(node.patterns)
+    elif kind is ast.MatchValue:
+      _check_pattern_name(node, node.value)
     elif kind is ast.MatchAs or kind is ast.MatchStar:
       if node.name:
         _check_names(node, [node.name])
@@ -238,6 +279,10 @@ class _Rewriter(ast.NodeTransformer):
   """Routes risky operations through the runtime helpers (see `sandbox_builtins`)."""
 
   _BINOP_HELPERS = {ast.Pow: "__rao_pow__", ast.LShift: "__rao_lshift__"}
+
+  def __init__(self):
+    super().__init__()
+    self._match_classes = 0  # Classes of class patterns bound so far (`__rao_class_N__`).
 
   def visit_ExceptHandler(self, node: ast.ExceptHandler):
     self.generic_visit(node)
@@ -272,8 +317,46 @@ class _Rewriter(ast.NodeTransformer):
     if not isinstance(node.ctx, ast.Load):
       raise CellRejected("assign or delete attributes one at a time (`obj.attr = value`, "
                          f"`del obj.attr`) (line {node.lineno})")
-    if node.attr in FORMAT_ATTRIBUTES:
+    if node.attr in GUARDED_ATTRIBUTES:
       return _helper_call("__rao_getattr__", node.value, ast.Constant(node.attr))
+    return node
+
+  def visit_Match(self, node: ast.Match):
+    """Checks, at match time, the classes of class patterns with positional sub-patterns.
+
+    `case C(a, b):` reads the attributes named in `C.__match_args__` with the real `getattr`. A
+    pattern's class must be a dotted name, so each such case is preceded by a case that never
+    matches and whose guard binds the class through `__rao_match_class__` (which refuses names that
+    break the attribute rules); the pattern then names the bound class:
+
+        case _ if not ((__rao_class_0__ := __rao_match_class__(C, 2)),): pass
+        case __rao_class_0__(a, b): ...
+
+    Cases are tried in order, so each class is looked up and checked exactly when its case is
+    reached (the classes of one case are all looked up before its pattern is tried).
+    """
+    self.generic_visit(node)
+    cases = []
+    for case in node.cases:
+      checks = []
+      for pattern in ast.walk(case.pattern):
+        if type(pattern) is ast.MatchClass and pattern.patterns:
+          name = f"__rao_class_{self._match_classes}__"
+          self._match_classes += 1
+          check = _helper_call("__rao_match_class__", pattern.cls,
+                               ast.Constant(len(pattern.patterns)))
+          checks.append(ast.NamedExpr(target=ast.Name(id=name, ctx=ast.Store()), value=check))
+          for new_node in (check, checks[-1], checks[-1].target):
+            ast.copy_location(new_node, pattern)
+          pattern.cls = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), pattern.cls)
+      if checks:
+        guard = ast.copy_location(
+            ast.UnaryOp(op=ast.Not(), operand=ast.Tuple(elts=checks, ctx=ast.Load())), case.pattern)
+        never = ast.copy_location(ast.MatchAs(pattern=None, name=None), case.pattern)
+        cases.append(ast.match_case(pattern=never, guard=guard,
+                                    body=[ast.copy_location(ast.Pass(), case.pattern)]))
+      cases.append(case)
+    node.cases = cases
     return node
 
   def visit_Assign(self, node: ast.Assign):
@@ -328,6 +411,10 @@ def prepare_cell(code: str) -> ast.Module:
       tree = ast.fix_missing_locations(_Rewriter().visit(tree))
   except RecursionError:
     raise CellRejected("the cell is nested too deeply") from None
+  except (CellRejected, SyntaxError, ValueError, MemoryError):
+    raise
+  except Exception as error:  # The parser failing in an unexpected way (an import it needs, say).
+    raise CellRejected(f"the cell could not be parsed: {type(error).__name__}: {error}") from None
   _show_trailing_expression(tree)
   return tree
 

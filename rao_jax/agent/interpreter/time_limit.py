@@ -1,4 +1,4 @@
-"""Per-cell CPU-time limit inside a worker: a profiling timer that interrupts only cell code.
+"""Per-cell CPU-time limit inside a node process: a profiling timer that interrupts only cell code.
 
 `ITIMER_PROF` fires after the cell's CPU budget and then every `REPEAT_S` seconds until stopped. The
 handler raises `CellTimeout` only when the interrupted frame belongs to cell code (or to library
@@ -6,7 +6,7 @@ code a cell called directly); when the sandbox's own code or an environment tool
 sandbox) is running, it does nothing and the next tick tries again, so shared state such as an
 inventory is never left half-updated. The repetition defeats cells that swallow one exception
 (`finally` blocks, generator finalizers). Code that never returns to the bytecode loop (a huge
-C-level computation) is stopped by the pool's watchdog, which kills the worker.
+C-level computation) is stopped by the pool's wall-clock deadline, which kills the node's process.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ no environment object (with its internal state) reaches a cell.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rao_jax.envs.base import JSONLike
@@ -48,12 +49,15 @@ def plain_copy(value: Any) -> Any:
   return copy(value, 0)
 
 
-def json_like(value: Any, max_chars: int) -> JSONLike:
-  """`value` as JSON-like data (tuples become lists; str keys only), or NotPlainData.
+def json_data(value: Any, max_chars: int) -> JSONLike:
+  """`value` as JSON-like data (tuples become lists; str keys only; finite floats), or NotPlainData.
 
-  The JSON text of the result is at most `max_chars` long; NaN and infinities are refused.
+  The length of its JSON text is estimated from below while converting (strings count their
+  characters), so a value far above `max_chars` is refused before anything spends time encoding it
+  in code the CPU timer does not interrupt. The exact length is `json_like`'s to check.
   """
   budget = [MAX_ITEMS]
+  chars = [0]  # A lower bound on the JSON text's length so far.
 
   def convert(item: Any, depth: int) -> JSONLike:
     budget[0] -= 1
@@ -61,6 +65,11 @@ def json_like(value: Any, max_chars: int) -> JSONLike:
       raise NotPlainData("value is too large or too deeply nested")
     kind = type(item)
     if kind in _SCALARS:
+      chars[0] += len(item) + 2 if kind is str else 1
+      if chars[0] > max_chars:
+        raise NotPlainData(f"value is too large (more than {max_chars} characters as JSON)")
+      if kind is float and not math.isfinite(item):
+        raise NotPlainData(f"Out of range float values are not JSON compliant: {item!r}")
       return item
     if kind in (list, tuple):
       return [convert(x, depth + 1) for x in item]
@@ -71,7 +80,12 @@ def json_like(value: Any, max_chars: int) -> JSONLike:
     raise NotPlainData(f"expected JSON-like data (str, int, float, bool, None, list, dict), got "
                        f"{kind.__name__}")
 
-  result = convert(value, 0)
+  return convert(value, 0)
+
+
+def json_like(value: Any, max_chars: int) -> JSONLike:
+  """`json_data(value)`, whose JSON text is also checked to be at most `max_chars` long."""
+  result = json_data(value, max_chars)
   try:
     text = json.dumps(result, allow_nan=False)
   except ValueError as error:
