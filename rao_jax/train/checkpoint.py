@@ -1,7 +1,7 @@
 """Training checkpoints: Orbax `CheckpointManager` over the train state and the loop's position.
 
-A checkpoint at step N (N RAO updates done) holds two items:
-  state:    the `TrainState` pytree (params, optimiser state, update count), saved sharded and async;
+A checkpoint at step N (N RAO steps done: N training batches, skipped ones included) holds two items:
+  state:    the `TrainState` pytree (params, optimiser state, train-step count), saved sharded and async;
   progress: JSON with the step, the data position (root tasks consumed), the base PRNG key's data, the
             run's identity (the model config and the tokenizer fingerprint), and its integrity record:
             each array's name, shape, dtype and checksum, plus a sha256 of the record itself.
@@ -112,7 +112,7 @@ class RunIdentity:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-  """Where the loop stands after `step` updates."""
+  """Where the loop stands after `step` RAO steps (batches consumed, skipped ones included)."""
 
   step: int
   data_position: int        # root tasks consumed from the training stream

@@ -118,10 +118,15 @@ def main(argv: list[str]) -> int:
       request = control.recv(64)
     except InterruptedError:
       continue
+    except OSError:  # The pool went away with spawns still unanswered.
+      return 0
     if not request:  # The pool closed the control socket.
       return 0
     if request == SPAWN:
-      _spawn(control, hardening)
+      try:
+        _spawn(control, hardening)
+      except OSError:  # The pool went away while we answered (the child is killed by the pool
+        return 0       # or exits when its socket closes).
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import enum
 import json
 import math
 import os
+import select
 import selectors
 import signal
 import socket
@@ -60,6 +61,8 @@ class InterpreterConfig:
     spawn_timeout_s: wall-clock seconds the fork server may take to start a node.
     max_running_cells: node processes running a cell at once (0: one per CPU core this process may
       use). More only adds context switches: every tool call is answered by this one process.
+    spare_processes: node processes kept started ahead of need (about 4 MB each), forked in the
+      background so that a new node's start does not wait for a fork.
   """
 
   cell_time_limit_s: float = 3.0
@@ -70,6 +73,7 @@ class InterpreterConfig:
   max_message_bytes: int = 16 << 20
   spawn_timeout_s: float = 30.0
   max_running_cells: int = 0
+  spare_processes: int = 16
 
   def __post_init__(self):
     if not self.cell_time_limit_s > 0:
@@ -87,6 +91,8 @@ class InterpreterConfig:
       raise ValueError(f"max_message_bytes must be >= 65536, got {self.max_message_bytes}")
     if not self.spawn_timeout_s > 0:
       raise ValueError(f"spawn_timeout_s must be > 0, got {self.spawn_timeout_s}")
+    if type(self.spare_processes) is not int or self.spare_processes < 0:
+      raise ValueError(f"spare_processes must be an int >= 0, got {self.spare_processes!r}")
     if type(self.max_running_cells) is not int or self.max_running_cells < 0:
       raise ValueError(f"max_running_cells must be an int >= 0, got {self.max_running_cells!r}")
 
@@ -204,10 +210,12 @@ def _minimal_environment() -> dict[str, str]:
 
 
 class _ForkServer:
-  """The fork server process and its control socket (see `forkserver.py`)."""
+  """The fork server process, its control socket, and a reserve of started node processes."""
 
   def __init__(self, config: InterpreterConfig, scratch_dir: str, module: str):
     self._config = config
+    self._spares: collections.deque[_NodeProcess] = collections.deque()  # started, not yet used
+    self._outstanding = 0  # spawns asked for and not yet received
     self._control, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     settings = {"memory_limit_mb": config.memory_limit_mb, "cpu_limit_s": config.node_cpu_limit_s,
                 "scratch_dir": scratch_dir}
@@ -227,27 +235,45 @@ class _ForkServer:
       raise RuntimeError(f"the interpreter's fork server failed to start (exit code "
                          f"{self.process.poll()}; see its traceback above)")
 
+  def _request(self, count: int) -> None:
+    for _ in range(count):
+      self._control.send(_SPAWN)
+    self._outstanding += count
+
+  def _collect(self, block: bool) -> None:
+    """Moves started processes into the reserve: those already announced, or (`block`) at least one."""
+    while self._outstanding:
+      if not block and not select.select([self._control], [], [], 0)[0]:
+        return
+      message, fds, _, _ = socket.recv_fds(self._control, 256, 2)
+      if not message or not fds:
+        raise OSError("the fork server closed its control socket")
+      self._outstanding -= 1
+      self._spares.append(_NodeProcess(socket.socket(fileno=fds[0]), json.loads(message)["pid"],
+                                       fds[1] if len(fds) > 1 else None,
+                                       self._config.max_message_bytes))
+      block = False
+
   def spawn(self, count: int) -> list[_NodeProcess]:
-    """Starts `count` node processes; OSError (a dead or silent server) loses none of them."""
-    processes: list[_NodeProcess] = []
+    """`count` started node processes, then asks for the reserve to be refilled in the background.
+
+    The reserve (`spare_processes`) is forked while the trainer does other work (decoding), so a
+    node's start costs the rollout nothing but taking a process. OSError: a dead or silent server.
+    """
     try:
-      for _ in range(count):
-        self._control.send(_SPAWN)
-      for _ in range(count):
-        message, fds, _, _ = socket.recv_fds(self._control, 256, 2)
-        if not message or not fds:
-          raise OSError("the fork server closed its control socket")
-        pid = json.loads(message)["pid"]
-        processes.append(_NodeProcess(socket.socket(fileno=fds[0]), pid,
-                                      fds[1] if len(fds) > 1 else None,
-                                      self._config.max_message_bytes))
+      self._collect(block=False)
+      self._request(max(0, count - len(self._spares) - self._outstanding))
+      while len(self._spares) < count:
+        self._collect(block=True)
+      processes = [self._spares.popleft() for _ in range(count)]
+      self._request(max(0, self._config.spare_processes - len(self._spares) - self._outstanding))
     except (OSError, ValueError, KeyError):
-      for process in processes:
-        process.kill()
       raise OSError("the interpreter's fork server failed") from None
     return processes
 
   def stop(self) -> None:
+    while self._spares:
+      self._spares.popleft().kill()
     self._control.close()
     try:
       self.process.wait(timeout=2.0)
