@@ -98,7 +98,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
   cfg.checkpoint = ml_collections.ConfigDict()
   cfg.checkpoint.every_steps = 8
-  cfg.checkpoint.max_to_keep = 1
+  cfg.checkpoint.max_to_keep = 2  # the latest and one to fall back to if the latest is damaged
 
   cfg.log = ml_collections.ConfigDict()
   cfg.log.tensorboard = False

@@ -55,9 +55,9 @@ def _check_node(node: Any, where: str) -> None:
   for field in _STR_FIELDS:
     if field in node and not isinstance(node[field], str):
       raise TreesFileError(f"{where}: field {field!r} must be a string, got {node[field]!r}")
-  success = node.get("success", 0.0)
-  if not isinstance(success, (int, float)) or isinstance(success, bool):
-    raise TreesFileError(f"{where}: field 'success' must be a number, got {success!r}")
+  success = node.get("success", 0.0)  # null: a non-finite success (`Trees.to_jsonl` writes NaN so)
+  if success is not None and (not isinstance(success, (int, float)) or isinstance(success, bool)):
+    raise TreesFileError(f"{where}: field 'success' must be a number or null, got {success!r}")
   turns = node.get("turns", [])
   if not isinstance(turns, list):
     raise TreesFileError(f"{where}: field 'turns' must be a list")
@@ -167,8 +167,17 @@ def _ran_together(siblings: Sequence[dict[str, Any]]) -> bool:
   return len(spans) >= 2 and max(s[0] for s in spans) <= min(s[1] for s in spans)
 
 
+def _success(node: dict[str, Any]) -> float | None:
+  """A node's success (0 if absent), None if the file has null there (a NaN or infinite success)."""
+  success = node.get("success", 0.0)
+  return None if success is None else float(success)
+
+
 def tree_summary(tree: dict[str, Any]) -> dict[str, Any]:
-  """Counts for a tree's summary line: nodes, max depth, root outcome, successes, model tokens."""
+  """Counts for a tree's summary line: nodes, max depth, root outcome, successes, model tokens.
+
+  A null (non-finite) success stays None as the root's and does not count as a success.
+  """
   nodes = tree["nodes"]
   root = next(n for n in nodes if n["parent"] == -1)
   children = _children_by_parent(nodes)
@@ -178,8 +187,8 @@ def tree_summary(tree: dict[str, Any]) -> dict[str, Any]:
     frontier = [c for p in frontier for c in children.get(p, [])]
   return {
       "nodes": len(nodes), "depth": depth, "root": root["id"],
-      "root_success": float(root.get("success", 0.0)), "root_end_reason": root.get("end_reason", "?"),
-      "succeeded": sum(1 for n in nodes if n.get("success", 0.0) > 0),
+      "root_success": _success(root), "root_end_reason": root.get("end_reason", "?"),
+      "succeeded": sum(1 for n in nodes if (_success(n) or 0.0) > 0),
       "tokens": sum(n.get("tokens_generated", 0) for n in nodes),
   }
 
@@ -296,13 +305,14 @@ function el(tag, cls, text) {
   return e;
 }
 function num(x, digits) { return typeof x === "number" ? x.toFixed(digits) : "?"; }
+function successText(x, digits) { return x === null ? "n/a" : num(x, digits); }  // null: non-finite
 function outcomeClass(node) {
   if (node.end_reason !== "FINISHED") return REASON_CLASS[node.end_reason] || "unfinished";
   return node.success >= 1 ? "ok" : node.success > 0 ? "partial" : "fail";
 }
 function summaryText(t) {
   const s = t.summary;
-  return `tree ${t.tree} · group ${t.group} · root ${s.root_end_reason} s=${num(s.root_success, 2)} · ` +
+  return `tree ${t.tree} · group ${t.group} · root ${s.root_end_reason} s=${successText(s.root_success, 2)} · ` +
          `${s.nodes} nodes · depth ${s.depth} · ${s.succeeded}/${s.nodes} succeeded · ${s.tokens} tokens`;
 }
 
@@ -310,7 +320,7 @@ function nodeBox(node) {
   const box = el("button", "node " + outcomeClass(node));
   box.append(el("span", "head", `#${node.id} · ${node.end_reason ?? "?"}`));
   box.append(el("span", "goal", node.goal ?? ""));
-  box.append(el("span", "stats", `s=${num(node.success, 2)} · ${node.steps ?? "?"} steps · ` +
+  box.append(el("span", "stats", `s=${successText(node.success, 2)} · ${node.steps ?? "?"} steps · ` +
                                  `${node.tokens_generated ?? "?"} tok · ` +
                                  `rounds ${node.first_round ?? "?"}–${node.last_round ?? "?"}`));
   box.title = node.goal ?? "";
@@ -376,7 +386,7 @@ function selectNode(id) {
   panel.replaceChildren(el("h2", null, `Node #${id} · ${node.end_reason ?? "?"}`));
   const rows = [
       ["tree / depth", `${current.tree.tree} / ${node.depth ?? "?"}`],
-      ["success", num(node.success, 3)],
+      ["success", successText(node.success, 3)],
       ["steps (cells)", node.steps], ["tokens generated", node.tokens_generated],
       ["decode rounds", `${node.first_round ?? "?"} – ${node.last_round ?? "?"}`],
       ["decode steps", `${node.first_step ?? "?"} – ${node.last_step ?? "?"}`],

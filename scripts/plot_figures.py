@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
 import os
 import sys
 
@@ -26,8 +25,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file backend)
 
+from rao_jax.rollout.trees import read_jsonl  # noqa: E402
 from rao_jax.train.metrics_log import read_records  # noqa: E402
 from rao_jax.train.report import eval_records, tiers_of  # noqa: E402
+
+
+def _number(value: float | None) -> float:
+  """A logged scalar as a float: metrics.jsonl writes NaN as null, which matplotlib draws as a gap."""
+  return float("nan") if value is None else float(value)
 
 
 def _solved_tree_depths(path: str, difficulty: str | None = None) -> list[int]:
@@ -35,12 +40,10 @@ def _solved_tree_depths(path: str, difficulty: str | None = None) -> list[int]:
   difficulty if given. Failed trees are left out: a policy that delegates a wrong item can recurse to the
   depth cap, and such a chain says nothing about how deep solutions go."""
   depths = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      tree = json.loads(line)
-      root = next(node for node in tree["nodes"] if node["parent"] < 0)
-      if root["success"] > 0 and (difficulty is None or tree.get("difficulty") == difficulty):
-        depths.append(max(node["depth"] for node in tree["nodes"]))
+  for tree in read_jsonl(path):  # a NaN success (a misbehaving judge's, written as null) is no solve
+    root = next(node for node in tree["nodes"] if node["parent"] < 0)
+    if root["success"] > 0 and (difficulty is None or tree.get("difficulty") == difficulty):
+      depths.append(max(node["depth"] for node in tree["nodes"]))
   return depths
 
 
@@ -62,7 +65,8 @@ def plot_success(runs: dict[str, str], out: str) -> str:
   figure, axes = plt.subplots(1, len(tiers), figsize=(3.2 * len(tiers), 3.0), sharey=True, squeeze=False)
   for axis, tier in zip(axes[0], tiers):
     for (name, records), style in zip(evals.items(), ("-o", "--s")):
-      points = [(r["step"], r[f"success/{tier}"]) for r in records if f"success/{tier}" in r]
+      # A success logged as null (NaN) is drawn as a gap in the line, not dropped or joined across.
+      points = [(r["step"], _number(r[f"success/{tier}"])) for r in records if f"success/{tier}" in r]
       if points:
         axis.plot(*zip(*points), style, label=name)
     axis.set_title(tier)
@@ -103,9 +107,10 @@ def plot_delegation(runs: dict[str, str], out: str) -> str:
   figure, axis = plt.subplots(figsize=(5.0, 3.2))
   for (name, workdir), color in zip(runs.items(), ("tab:blue", "tab:orange")):
     records = read_records(os.path.join(workdir, "metrics.jsonl"))
-    train = [(r["step"], r["rollout/delegation_rate"]) for r in records
+    train = [(r["step"], _number(r["rollout/delegation_rate"])) for r in records
              if r.get("kind") == "train" and "rollout/delegation_rate" in r]
-    evals = [(r["step"], r["delegation_rate"]) for r in records if r.get("kind") == "eval" and "delegation_rate" in r]
+    evals = [(r["step"], _number(r["delegation_rate"])) for r in records
+             if r.get("kind") == "eval" and "delegation_rate" in r]
     if train:
       axis.plot(*zip(*train), "-", color=color, alpha=0.6, label=f"{name}: training (T = 1)")
     if evals:

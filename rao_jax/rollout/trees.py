@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,11 +73,13 @@ class Trees:
   def to_jsonl(self, path: str, group_tags: Sequence[dict[str, Any]] | None = None) -> None:
     """Writes one JSON object per tree: its nodes (records plus their scalar fields), nested by id.
 
-    `group_tags[g]` (JSON-like, e.g. {"difficulty": "hard"}) is copied into every tree of group g.
+    `group_tags[g]` (JSON-like, e.g. {"difficulty": "hard"}) is copied into every tree of group g. A
+    non-finite float (a judge's NaN success, say) is written as null, which JSON has, not as `NaN`, which
+    strict readers (the viewer's `JSON.parse`) reject; `read_jsonl` turns a null success back into NaN.
     """
     with open(path, "w", encoding="utf-8") as f:
       for line in self.tree_dicts(group_tags):
-        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        f.write(json.dumps(_finite_or_null(line), ensure_ascii=False, allow_nan=False) + "\n")
 
   def tree_dicts(self, group_tags: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     trees: dict[int, dict[str, Any]] = {}
@@ -98,6 +101,31 @@ class Trees:
         node.update(self.records[i])
       tree["nodes"].append(node)
     return [trees[t] for t in sorted(trees)]
+
+
+def _finite_or_null(value: Any) -> Any:
+  """`value` (JSON-like) with every non-finite float, at any depth, replaced by None (JSON null)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: _finite_or_null(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite_or_null(v) for v in value]
+  return value
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """The trees of a `Trees.to_jsonl` file, one dict per tree, each node's null success back as NaN."""
+  trees = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        tree = json.loads(line)
+        for node in tree["nodes"]:
+          if "success" in node and node["success"] is None:
+            node["success"] = float("nan")
+        trees.append(tree)
+  return trees
 
 
 def concatenate_sequences(sequences: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -123,7 +123,8 @@ class PolicyUpdater:
     Nodes of groups without reward variance, and nodes without a generated token, carry no loss; a
     batch with no other node leaves the parameters and optimiser state unchanged (`train/updated` = 0).
     So does a batch whose successes are not all finite numbers in [0, 1] (`train/skipped_bad_reward`
-    = 1, logged, no step run); a malformed forest raises ValueError.
+    = 1, logged): no train step runs on it, so `TrainState.step` does not advance either (the trainer's
+    step does: it counts RL batches, skipped ones included). A malformed forest raises ValueError.
     """
     config = self.config
     try:

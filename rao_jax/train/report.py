@@ -9,6 +9,7 @@ wrote it.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -29,20 +30,43 @@ def tiers_of(record: dict) -> list[str]:
   return sorted(tiers, key=lambda t: (_TIER_ORDER.index(t) if t in _TIER_ORDER else len(_TIER_ORDER), t))
 
 
+def _logged(record: dict, key: str) -> float | None:
+  """A logged number, or None where the record lacks it or logged it as null (a NaN: e.g. an evaluation
+  whose judge returned a non-finite success)."""
+  value = record.get(key)
+  return None if value is None or not math.isfinite(value) else float(value)
+
+
 def _cell(record: dict, tier: str) -> str:
-  solved, tasks = int(record[f"solved/{tier}"]), int(record[f"tasks/{tier}"])
-  return f"{solved:>3} / {tasks:<3} {record[f'success/{tier}']:>4.0%}"
+  solved, tasks, success = (_logged(record, f"{name}/{tier}") for name in ("solved", "tasks", "success"))
+  if solved is None or tasks is None or success is None:
+    return f"{'n/a':>3} / {'?' if tasks is None else int(tasks):<3} {'n/a':>4}"
+  return f"{int(solved):>3} / {int(tasks):<3} {success:>4.0%}"
+
+
+def _change(first: dict, last: dict, tier: str) -> float | None:
+  """The change in points of `tier`'s success between two evaluations (None if either is unknown)."""
+  before, after = _logged(first, f"success/{tier}"), _logged(last, f"success/{tier}")
+  return None if before is None or after is None else 100 * (after - before)
+
+
+def _points(change: float | None) -> str:
+  return "n/a" if change is None else f"{change:+.0f} pts"
 
 
 def success_table(first: dict, last: dict) -> str:
-  """Greedy held-out success per tier at two evaluations (counts and shares), and the change in points."""
+  """Greedy held-out success per tier at two evaluations (counts and shares), and the change in points.
+
+  A cell whose success was logged as null (NaN) reads "n/a", and so do its change and the mean change.
+  """
   before, after = f"warm start (step {first['step']})", f"after RL (step {last['step']})"
   rows = [f"{'tier':<9} {before:<22} {after:<22} change"]
+  changes = []
   for tier in tiers_of(last):
-    change = 100 * (last[f"success/{tier}"] - first[f"success/{tier}"])
-    rows.append(f"{tier:<9} {_cell(first, tier):<22} {_cell(last, tier):<22} {change:+.0f} pts")
-  mean_change = 100 * sum(last[f"success/{t}"] - first[f"success/{t}"] for t in tiers_of(last)) / len(tiers_of(last))
-  rows.append(f"{'mean':<9} {'':<22} {'':<22} {mean_change:+.0f} pts")
+    changes.append(_change(first, last, tier))
+    rows.append(f"{tier:<9} {_cell(first, tier):<22} {_cell(last, tier):<22} {_points(changes[-1])}")
+  mean_change = (None if not changes or any(c is None for c in changes) else sum(changes) / len(changes))
+  rows.append(f"{'mean':<9} {'':<22} {'':<22} {_points(mean_change)}")
   return "\n".join(rows)
 
 
@@ -62,9 +86,9 @@ def report(workdir: str, trees_split: str) -> str:
 def depth_summary(records: Sequence[dict], tier: str = "hard") -> str | None:
   """How deep the solved held-out `tier` trees of the final evaluation are against every solved training
   tree ("held-out hard trees solved at depth up to 8; solved training trees at most depth 5")."""
-  evals = [r for r in records if r.get("kind") == "eval" and f"max_depth_solved/{tier}" in r]
-  train = [r["rollout/max_depth_solved"] for r in records
-           if r.get("kind") == "train" and "rollout/max_depth_solved" in r]
+  evals = [r for r in records if r.get("kind") == "eval" and _logged(r, f"max_depth_solved/{tier}") is not None]
+  train = [_logged(r, "rollout/max_depth_solved") for r in records if r.get("kind") == "train"]
+  train = [depth for depth in train if depth is not None]
   if not evals or not train:
     return None
   return (f"solved held-out {tier} trees reach depth {int(evals[-1][f'max_depth_solved/{tier}'])} (final "

@@ -15,7 +15,11 @@ neither.
 A step whose loss or gradient norm is not finite is skipped: params and optimiser state come back
 unchanged (and the schedule's count does not advance), `metrics["skipped"]` is 1. A batch without a
 loss token leaves them unchanged too. `metrics["updated"]` is 1 exactly when the update was applied.
-`TrainState.step` counts batches consumed, skipped and empty ones included.
+`TrainState.step` counts the batches this step ran on, skipped and empty ones included; nothing reads it
+back (the learning-rate schedule has its own count, in the optimiser state). A batch the caller drops
+before the step is not counted: `PolicyUpdater.update` runs no step on a batch with bad rewards
+(`train/skipped_bad_reward`), while the trainer's step, which a checkpoint records and from which the
+data position and PRNG keys follow, counts every RL batch, that one included.
 """
 from __future__ import annotations
 
@@ -101,7 +105,7 @@ class TrainState:
 
   params: nnx.State           # the model's parameters (`nnx.split(model)[1]`)
   opt_state: optax.OptState
-  step: jax.Array             # [] int32 batches consumed, skipped ones included
+  step: jax.Array             # [] int32 batches run through the step, skipped and empty ones included
 
 
 def token_log_probs(model: nnx.Module, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rao_jax import viz
-from rao_jax.rollout.trees import EndReason, Trees, concatenate_sequences
+from rao_jax.rollout.trees import EndReason, Trees, concatenate_sequences, read_jsonl
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOSTILE = "</script><img src=x onerror=alert(1)> &amp; <!-- \u2028"
@@ -256,3 +256,50 @@ def test_page_script_renders_text_only(trees_path, tmp_path):
   root_panel = first["nodes"]["#0 · FINISHED"]["panel"]
   assert "Turns (5)" in root_panel and "cell 2 · output · launched #1#2" in root_panel
   assert "cell 4 · output · launched #3" in root_panel and "[Cell 5 Output]" in root_panel
+
+
+def _strict_json(line: str):
+  """json.loads as JavaScript's JSON.parse reads: NaN, Infinity and -Infinity are errors."""
+  def reject(name):
+    raise ValueError(f"{name} is not JSON")
+  return json.loads(line, parse_constant=reject)
+
+
+@pytest.fixture
+def nan_trees_path(tmp_path):
+  """The test trees with a judge's NaN success at the second tree's root and an infinite one at node 2."""
+  trees = _trees()
+  success = trees.success.copy()
+  success[[2, 4]] = np.inf, np.nan
+  records = list(trees.records)
+  records[2] = {**records[2], "finish_value": {"score": float("nan"), "n": [1.5, float("-inf")]}}
+  path = str(tmp_path / "nan_trees.jsonl")
+  Trees(**{**{f: getattr(trees, f) for f in trees.__dataclass_fields__}, "success": success,
+           "records": tuple(records)}).to_jsonl(path)
+  return path
+
+
+def test_non_finite_successes_are_written_as_null_and_read_back_as_nan(nan_trees_path):
+  with open(nan_trees_path, encoding="utf-8") as f:
+    first, second = (_strict_json(line) for line in f)  # valid JSON: the viewer's JSON.parse takes it
+  assert [n["success"] for n in first["nodes"]] == [1.0, 1.0, None, 0.0]
+  assert second["nodes"][0]["success"] is None
+  assert first["nodes"][2]["finish_value"] == {"score": None, "n": [1.5, None]}  # at any depth
+  read = read_jsonl(nan_trees_path)
+  assert np.isnan(read[1]["nodes"][0]["success"]) and np.isnan(read[0]["nodes"][2]["success"])
+  assert read[0]["nodes"][0]["success"] == 1.0
+  trees = viz.load_trees(nan_trees_path)
+  assert viz.tree_summary(trees[0])["succeeded"] == 2  # a non-finite success is no success
+  assert viz.tree_summary(trees[1])["root_success"] is None
+  assert [t["tree"] for t in _embedded(viz.render_html(trees))["trees"]] == [0, 1]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node.js not installed")
+def test_page_shows_a_non_finite_success_as_not_available(nan_trees_path):
+  out = viz.write_html(nan_trees_path)
+  proc = subprocess.run(["node", "-e", _DOM_SHIM, out], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  first, second = json.loads(proc.stdout)["trees"]
+  assert second["summary"].startswith("tree 1 · group 0 · root CRASHED s=n/a · 1 nodes")
+  node = first["nodes"]["#2 · FINISHED"]
+  assert node["cls"].startswith("node fail ") and "successn/a" in node["panel"], node

@@ -202,6 +202,8 @@ def test_bad_rewards_skip_the_update_and_malformed_forests_raise(make_model, mak
     assert "bad rewards, the update was skipped" in caplog.text and "nodes [4]" in caplog.text
   for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(updater.state)):
     np.testing.assert_array_equal(a, np.asarray(b))
+  # No train step ran, so TrainState.step did not count these batches (the trainer's step counts them).
+  assert int(updater.state.step) == 0
   # Ids at or above the padded node count P would be dropped by the segment ops: an error.
   size = _padded_node_count(trees.num_nodes)
   for field, value in (("group", size), ("tree", size), ("group", -1), ("tree", -3)):
@@ -210,3 +212,4 @@ def test_bad_rewards_skip_the_update_and_malformed_forests_raise(make_model, mak
     with pytest.raises(ValueError, match=f"{field} ids must lie in"):
       updater.update(dataclasses.replace(trees, **{field: ids}))
   assert updater.update(trees)["train/skipped_bad_reward"] == 0.0
+  assert int(updater.state.step) == 1

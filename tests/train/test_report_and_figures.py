@@ -87,3 +87,43 @@ def test_figures_need_evaluations(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="no evaluations"):
     _plot_main()(["--workdir", str(tmp_path / "empty")])
+
+
+def _nan_workdir(path):
+  """A run whose final evaluation had a NaN success on the hard tier (a misbehaving judge), logged the
+  way the trainer logs it (as null), and whose trees file holds a root with a NaN success."""
+  from rao_jax.train.metrics_log import MetricsLog
+  workdir = _workdir(path, (25, 3, 0, 0), (29, 27, 21, 12))
+  records = report.read_records(os.path.join(workdir, "metrics.jsonl"))
+  os.remove(os.path.join(workdir, "metrics.jsonl"))
+  last = dict(records[-1])
+  last.update({"success": float("nan"), "success/hard": float("nan"), "solved/hard": float("nan")})
+  with MetricsLog(workdir, tensorboard=False) as log:
+    for record in records[:-1] + [last]:
+      log.write(record["step"], record["kind"], {k: v for k, v in record.items() if k not in ("step", "kind")})
+  assert report.eval_records(workdir)[-1]["solved/hard"] is None  # what the table has to read
+  nan_tree = _tree(9, "hard", None)  # Trees.to_jsonl writes a NaN success as null
+  with open(os.path.join(workdir, "trees", "eval_val_step000004.jsonl"), "a", encoding="utf-8") as f:
+    f.write(json.dumps(nan_tree) + "\n")
+  return workdir
+
+
+def test_report_prints_a_nan_evaluation_as_not_available(tmp_path):
+  workdir = _nan_workdir(tmp_path / "run")
+  text = report.report(workdir, "val")
+  assert re.search(r"^hard +0 / 30 +0% +n/a / 30 +n/a +n/a$", text, re.MULTILINE), text
+  assert re.search(r"^easy +25 / 30 +83% +29 / 30 +97% +\+13 pts$", text, re.MULTILINE), text
+  assert re.search(r"^mean +n/a$", text, re.MULTILINE), text  # a mean over some tiers would mislead
+  assert report.depth_summary(report.read_records(os.path.join(workdir, "metrics.jsonl"))) == (
+      "solved held-out hard trees reach depth 6 (final evaluation); solved training trees reached at most depth 3")
+
+
+def test_figures_regenerate_from_a_run_with_a_nan_evaluation(tmp_path, capsys):
+  workdir = _nan_workdir(tmp_path / "rao")
+  assert _plot_main()(["--workdir", workdir, "--out", str(tmp_path / "figures")]) == 0
+  assert len(capsys.readouterr().out.split()) == 3
+  spec = importlib.util.spec_from_file_location("plot_figures", _SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  path = os.path.join(workdir, "trees", "eval_val_step000004.jsonl")
+  assert module._solved_tree_depths(path, "hard") == [7, 8]  # the NaN root (depth 9) is no solve

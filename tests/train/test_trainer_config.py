@@ -101,6 +101,15 @@ def test_qwen3_4b_needs_a_checkpoint():
     settings_from_config(_get_config("qwen3_4b"))
 
 
+@pytest.mark.parametrize("file, preset", [("textcraft.py", "tiny"), ("textcraft.py", "tiny_linear"),
+                                          ("textcraft.py", "qwen3_4b"), ("diagnostic.py", "choice"),
+                                          ("diagnostic.py", "relay")])
+def test_every_preset_keeps_a_checkpoint_to_fall_back_to(file, preset):
+  """A damaged latest checkpoint falls back to the previous kept one (`train.checkpoint`): a preset that
+  keeps only one would have none left to fall back to."""
+  assert _get_config(preset, file).checkpoint.max_to_keep >= 2
+
+
 def test_unknown_preset():
   with pytest.raises(ValueError, match="unknown preset 'huge'"):
     _get_config("huge")
