@@ -110,8 +110,11 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rollout.sampling.top_p = 1.0
 
   cfg.interpreter = ml_collections.ConfigDict()  # agent.interpreter.pool.InterpreterConfig
-  cfg.interpreter.cell_time_limit_s = 3.0
-  cfg.interpreter.memory_limit_mb = 1024
+  cfg.interpreter.cell_time_limit_s = 3.0       # CPU seconds per cell; then a TimeoutError observation
+  cfg.interpreter.deadline_grace_s = 5.0        # wall seconds more before a silent node is killed
+  cfg.interpreter.memory_limit_mb = 1024        # address space of each node's process
+  cfg.interpreter.max_running_cells = 0         # node processes running at once (0: eight per core)
+  cfg.interpreter.spare_processes = 16          # node processes started ahead of need
 
   cfg.rl = ml_collections.ConfigDict()   # settings.LoopConfig
   cfg.rl.num_steps = 30

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from checkpoint_faults import flip_a_bit_in_the_array_data
 
 from rao_jax.train import checkpoint
 from rao_jax.train.checkpoint import (CheckpointDamagedError, CheckpointError, CheckpointIncompatibleError,
@@ -43,18 +44,6 @@ def _assert_state_is(state: dict, step: int) -> None:
     np.testing.assert_array_equal(np.asarray(leaf), np.asarray(expected))
 
 
-def _flip_a_bit_in_the_array_data(step_directory: str) -> None:
-  """Flips one bit in the middle of the largest file of the state item (its array chunks)."""
-  files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(step_directory, "state"))
-           for name in names]
-  largest = max(files, key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.seek(os.path.getsize(largest) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0x08]))
-
-
 def _orbax_restore(directory: str, step: int) -> dict:
   """What Orbax alone restores, without our verification."""
   manager = ocp.CheckpointManager(directory, item_names=("state", "progress"))
@@ -79,7 +68,7 @@ def _rewrite_record(step_directory: str, edit) -> None:
 def test_a_flipped_bit_in_the_array_data_falls_back_to_the_previous_step(tmp_path, caplog):
   directory = str(tmp_path)
   _save(directory, 1, 2)
-  _flip_a_bit_in_the_array_data(os.path.join(directory, "2"))
+  flip_a_bit_in_the_array_data(os.path.join(directory, "2"))
   # The damage Orbax misses: the flipped step restores without error, with wrong values.
   silently_wrong = _orbax_restore(directory, 2)
   assert not np.array_equal(np.asarray(silently_wrong["params"]["w"]), np.asarray(_state(2)["params"]["w"]))
@@ -109,7 +98,7 @@ def test_a_flipped_bit_in_the_array_data_falls_back_to_the_previous_step(tmp_pat
 
 def test_a_damaged_step_is_not_restored_when_asked_for_by_number(tmp_path):
   _save(tmp_path, 1, 2)
-  _flip_a_bit_in_the_array_data(os.path.join(str(tmp_path), "2"))
+  flip_a_bit_in_the_array_data(os.path.join(str(tmp_path), "2"))
   with pytest.raises(CheckpointDamagedError, match=r"/2 is corrupt: arrays params/w do not match"):
     Checkpoints(str(tmp_path), IDENTITY).restore(_abstract(), step=2)
   assert os.path.isdir(tmp_path / "2")  # nothing moved: the caller chose that step
@@ -118,7 +107,7 @@ def test_a_damaged_step_is_not_restored_when_asked_for_by_number(tmp_path):
 def test_with_no_checkpoint_that_verifies_restore_fails_and_moves_nothing(tmp_path, caplog):
   _save(tmp_path, 1, 2)
   for step in ("1", "2"):
-    _flip_a_bit_in_the_array_data(str(tmp_path / step))
+    flip_a_bit_in_the_array_data(str(tmp_path / step))
   with caplog.at_level(logging.WARNING), pytest.raises(
       CheckpointError, match=r"no usable checkpoint(.|\n)*/2 is corrupt(.|\n)*/1 is corrupt"):
     Checkpoints(str(tmp_path), IDENTITY).restore(_abstract())
@@ -214,7 +203,7 @@ def test_a_declined_save_is_an_error_not_silent(tmp_path):
 
 def test_read_latest_params_verifies_and_falls_back(tmp_path, caplog):
   _save(tmp_path, 1, 2)
-  _flip_a_bit_in_the_array_data(str(tmp_path / "2"))
+  flip_a_bit_in_the_array_data(str(tmp_path / "2"))
   abstract = lambda model_config: {"w": jax.ShapeDtypeStruct((16384,), jnp.float32)}  # noqa: E731
   with caplog.at_level(logging.WARNING):
     step, identity, params = checkpoint.read_latest_params(str(tmp_path), abstract)

@@ -18,6 +18,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from checkpoint_faults import flip_a_bit_in_the_array_data
+
 pytestmark = pytest.mark.e2e
 
 _REPO = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -171,23 +173,11 @@ def test_killed_mid_save_resumes_from_the_previous_checkpoint(uninterrupted, tmp
   _assert_reproduces(tmp_path, full)
 
 
-def _flip_a_bit_in_the_array_data(step_directory) -> None:
-  """Flips one bit in the middle of the largest file of the state item (its array chunks)."""
-  files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(step_directory, "state"))
-           for name in names]
-  largest = max(files, key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.seek(os.path.getsize(largest) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_a_damaged_latest_checkpoint_falls_back_visibly(uninterrupted, tmp_path):
   full, cache = uninterrupted
   workdir = tmp_path / "run"
   shutil.copytree(full, workdir)  # the finished run, checkpoints 2 and 4 included
-  _flip_a_bit_in_the_array_data(workdir / "checkpoints" / str(_STEPS))
+  flip_a_bit_in_the_array_data(workdir / "checkpoints" / str(_STEPS), mask=0x01)
   rerun = _run(workdir, cache)
   assert rerun.returncode == 0, _output(rerun)
   assert f"checkpoints/{_STEPS} is corrupt: arrays " in rerun.stderr

@@ -59,8 +59,9 @@ class InterpreterConfig:
       kernel kills it past that).
     max_message_bytes: largest message a node may send (a tool call's arguments, a reply).
     spawn_timeout_s: wall-clock seconds the fork server may take to start a node.
-    max_running_cells: node processes running a cell at once (0: one per CPU core this process may
-      use). More only adds context switches: every tool call is answered by this one process.
+    max_running_cells: node processes running a cell at once (0: eight per CPU core this process
+      may use, the best setting measured on a 2-core VM: while some nodes wait for their tool calls'
+      answers, others compute; docs/sandbox.md has the table).
     spare_processes: node processes kept started ahead of need (about 4 MB each), forked in the
       background so that a new node's start does not wait for a fork.
   """
@@ -329,7 +330,7 @@ class InterpreterPool:
   def __init__(self, config: InterpreterConfig, *, forkserver_module: str = FORKSERVER_MODULE):
     self.config = config
     self._forkserver_module = forkserver_module
-    self._max_running = config.max_running_cells or len(os.sched_getaffinity(0))
+    self._max_running = config.max_running_cells or 8 * len(os.sched_getaffinity(0))
     self._scratch = tempfile.TemporaryDirectory(prefix="rao-interpreter-")
     os.chmod(self._scratch.name, 0o755)
     self._nodes: dict[int, _Node] = {}
@@ -541,8 +542,9 @@ class InterpreterPool:
     The nodes of one tree run one at a time, in input order: they share the environment's state
     (TextCraft's inventory), so the order of their tool calls must not depend on timing, or rollouts
     would not replay. Different trees run in parallel. An activation's deadline starts when its
-    request is sent. Bounding how many node processes run at once keeps this process, which answers
-    every tool call, from competing for the CPU with dozens of runnable nodes.
+    request is sent, so a node queued behind others is never charged for their time; the bound also
+    keeps this process, which answers every tool call, from competing for the CPU with every node of
+    a large batch at once.
     """
     selector = selectors.DefaultSelector()
     waiting: dict[int, collections.deque] = {}  # tree -> its activations, in input order
