@@ -129,7 +129,8 @@ class NodeHost(Protocol):
     ...
 
   def launch(self, args: list, kwargs: dict) -> int | str:
-    """The new child's id, or the error string the launch resolves to at once."""
+    """The new child's key (what `resume` deliveries name it by), or the error string the launch
+    resolves to at once."""
     ...
 
 
