@@ -104,6 +104,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--nodes", default="1,64,512")
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--max-running", type=int, default=0,
+                      help="InterpreterConfig.max_running_cells (0: the default, eight per core)")
   args = parser.parse_args()
 
   world = world_lib.get_world(ENV_CONFIG["world"])
@@ -113,7 +115,7 @@ def main() -> None:
   workloads = {"trivial": TRIVIAL_CELL, "textcraft tools": tool_heavy_cell(world, task_objects[0])}
 
   start = time.perf_counter()
-  pool = InterpreterPool(InterpreterConfig())
+  pool = InterpreterPool(InterpreterConfig(max_running_cells=args.max_running))
   startup = time.perf_counter() - start
   print(f"pool start-up (fork server and one probe node): {startup:.2f} s; "
         f"sandbox: {pool.sandbox_report}\n")

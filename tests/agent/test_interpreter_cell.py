@@ -1,6 +1,7 @@
 """Semantics of one node's cells (in-process, without worker isolation): namespaces, REPL output,
 errors, finish, and the scheduler behind `await launch_subagent(...)` and `asyncio.gather`."""
 import collections
+import json
 
 import pytest
 
@@ -46,7 +47,7 @@ class _LocalHost:
     self._tree, self._host = tree, host
 
   def call_tool(self, name, args, kwargs):
-    return self._host.call_tool(name, args, kwargs)
+    return json.loads(self._host.call_tool_json(name, args, kwargs))  # as the node receives it
 
   def launch(self, args, kwargs):
     child = self._host.launch(args, kwargs)

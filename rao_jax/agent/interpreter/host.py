@@ -67,8 +67,7 @@ class EnvironmentHost:
 
   def variables(self) -> dict[str, JSONLike]:
     """The environment's namespace variables as JSON-like data (raises if they are not)."""
-    variables = values.json_like(dict(self.env.namespace_variables()), MAX_VALUE_CHARS)
-    return variables
+    return values.json_like(dict(self.env.namespace_variables()), MAX_VALUE_CHARS)
 
   def call_tool_json(self, name: str, args: list, kwargs: dict) -> str:
     """Runs tool `name`; the JSON text of its result, or of an error string. Never raises.
@@ -91,13 +90,9 @@ class EnvironmentHost:
       return json.dumps(values.clean_text(str(result))[:MAX_VALUE_CHARS])
     return text
 
-  def call_tool(self, name: str, args: list, kwargs: dict) -> JSONLike:
-    """`call_tool_json`'s result as data (what the node receives)."""
-    return json.loads(self.call_tool_json(name, args, kwargs))
-
   def launch(self, args: list, kwargs: dict) -> "EnvironmentHost | str":
     """The child of `launch_subagent(*args, **kwargs)`, or the error string the launch resolves to."""
-    if not delegation_rule.may_delegate(self.limits.delegation, self.limits.max_depth, self.depth):
+    if not self.limits.may_delegate(self.depth):
       return delegation_rule.refusal(self.depth)
     try:
       child_env = self.env.fork(*args, **kwargs)

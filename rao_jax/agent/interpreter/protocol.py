@@ -16,7 +16,7 @@ MAX_FRAME_BYTES = 256 << 20
 
 
 class ProtocolError(Exception):
-  """A frame was malformed, too large, or the pipe closed mid-frame."""
+  """A frame was malformed or too large."""
 
 
 def encode(message: Any) -> bytes:
@@ -35,40 +35,6 @@ def write_bytes(fd: int, data: bytes) -> None:
   while view:
     written = os.write(fd, view)
     view = view[written:]
-
-
-def write_frame(fd: int, message: Any) -> None:
-  write_bytes(fd, encode(message))
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-  chunks, remaining = [], size
-  while remaining:
-    chunk = os.read(fd, min(remaining, 1 << 20))
-    if not chunk:
-      if remaining == size:
-        return None
-      raise ProtocolError("pipe closed in the middle of a frame")
-    chunks.append(chunk)
-    remaining -= len(chunk)
-  return b"".join(chunks)
-
-
-def read_frame(fd: int) -> Any:
-  """The next message on `fd` (blocking), or None at end of file."""
-  header = _read_exactly(fd, _HEADER.size)
-  if header is None:
-    return None
-  (size,) = _HEADER.unpack(header)
-  if size > MAX_FRAME_BYTES:
-    raise ProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME_BYTES}")
-  payload = _read_exactly(fd, size)
-  if payload is None:
-    raise ProtocolError("pipe closed in the middle of a frame")
-  try:
-    return json.loads(payload)
-  except (ValueError, RecursionError) as error:
-    raise ProtocolError(f"malformed frame: {error}") from None
 
 
 class FrameReader:
