@@ -103,6 +103,25 @@ def test_delegation_round_trip(pool):
     pool.run_cells([(root, "1")])
 
 
+def test_messages_larger_than_a_socket_buffer_go_through_in_both_directions(pool):
+  """Frames of megabytes (a long `context` for a child, a large tool argument, a long cell) are
+  written in pieces as the peer reads; several nodes do so at once."""
+  roots = new_roots(pool, 1, 1, 1)
+  mib = 1 << 20
+  cell = (f"h = launch_subagent(1, context='c' * {3 * mib})\n"  # LaunchCall of 3 MiB, node -> pool
+          f"print(add('a' * {2 * mib})[:6])\n"  # ToolCall of 2 MiB, node -> pool
+          "r = await h\nprint(r)\n" + "# padding\n" * 9_000)  # a cell of ~90 kB, pool -> node
+  results = pool.run_cells([(root, cell) for root in roots])
+  assert [r.status for r in results] == [CellStatus.SUSPENDED] * 3, results[0].text
+  children = [r.spawns[0].child_id for r in results]
+  # Each child's NodeStart carries its 3 MiB context, pool -> node.
+  done = pool.run_cells([(c, "add(1)\nfinish(len(context))") for c in children])
+  assert [(r.status, r.finish_value) for r in done] == [(CellStatus.FINISHED, 3 * mib)] * 3
+  resumed = pool.resume([(root, {c: d.finish_value}) for root, c, d in zip(roots, children, done)])
+  assert [(r.status, r.text) for r in resumed] == [(CellStatus.OUTPUT, f"Error:\n{3 * mib}\n")] * 3
+  pool.release(roots + children)
+
+
 def test_bad_calls_raise(pool):
   [node] = new_roots(pool, 1)
   with pytest.raises(ValueError, match="at most once"):

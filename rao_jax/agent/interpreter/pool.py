@@ -22,7 +22,6 @@ import json
 import math
 import os
 import select
-import selectors
 import signal
 import socket
 import subprocess
@@ -173,18 +172,22 @@ class _NodeProcess:
     except OSError as error:
       raise _NodeFailure(f"its process is gone ({error})") from None
 
-  def receive(self) -> None:
-    """Reads what has arrived into `inbox` (decoded, unvalidated messages)."""
+  def receive(self, buffer: memoryview) -> None:
+    """Reads what has arrived into `inbox` (decoded, unvalidated messages).
+
+    `buffer` is the pool's scratch space, reused for every read (a fresh large buffer per read
+    would cost an mmap, an mremap and an munmap each time).
+    """
     try:
-      data = self.connection.recv(1 << 20)
+      size = self.connection.recv_into(buffer)
     except BlockingIOError:
       return
     except OSError as error:
       raise _NodeFailure(f"its process is gone ({error})") from None
-    if not data:
+    if not size:
       raise _NodeFailure("its process died")
     try:
-      self.inbox.extend(self._reader.feed(data))
+      self.inbox.extend(self._reader.feed(buffer[:size]))
     except protocol.ProtocolError as error:
       raise _NodeFailure(f"it sent a malformed message ({error})") from None
 
@@ -334,6 +337,7 @@ class InterpreterPool:
     self._scratch = tempfile.TemporaryDirectory(prefix="rao-interpreter-")
     os.chmod(self._scratch.name, 0o755)
     self._nodes: dict[int, _Node] = {}
+    self._read_buffer = memoryview(bytearray(1 << 16))
     self._next_id = 0
     self._closed = False
     self._servers = [_ForkServer(config, self._scratch.name, forkserver_module)]
@@ -545,70 +549,83 @@ class InterpreterPool:
     request is sent, so a node queued behind others is never charged for their time; the bound also
     keeps this process, which answers every tool call, from competing for the CPU with every node of
     a large batch at once.
+
+    Requests and answers are written at once (a node's socket takes them whole unless it is very
+    large); a connection is watched for writability only while a write is pending.
     """
-    selector = selectors.DefaultSelector()
-    waiting: dict[int, collections.deque] = {}  # tree -> its activations, in input order
+    waiting: dict[int, collections.deque] = {}  # tree -> its queued activations, in input order
     for activation in queued:
       waiting.setdefault(self._nodes[activation.node_id].tree, collections.deque()).append(activation)
-    busy_trees: set[int] = set()
-    running: dict[int, _Activation] = {}
+    startable = collections.deque(waiting)  # trees with no running activation, in input order
+    running: dict[int, tuple[_Activation, _NodeProcess]] = {}  # by file descriptor
     limit_s = self.config.cell_time_limit_s + self.config.deadline_grace_s
+    poller = select.epoll()
 
-    def finish(activation: _Activation, outcome: messages.CellReply | str) -> None:
-      """Records the node's reply, or crashes it for the reason given."""
-      selector.unregister(self._nodes[activation.node_id].process.connection)
-      del running[id(activation)]
-      busy_trees.discard(self._nodes[activation.node_id].tree)
+    def send_pending(fd: int, process: _NodeProcess, watched_output: bool) -> None:
+      process.flush()
+      if watched_output != bool(process.outbox):
+        poller.modify(fd, select.EPOLLIN | (select.EPOLLOUT if process.outbox else 0))
+
+    def start(activation: _Activation) -> None:
+      process = self._nodes[activation.node_id].process
+      fd = process.connection.fileno()
+      activation.deadline = time.monotonic() + limit_s
+      running[fd] = (activation, process)
+      poller.register(fd, select.EPOLLIN)
+      process.send(activation.request)
+      try:
+        send_pending(fd, process, False)
+      except _NodeFailure as failure:
+        finish(fd, str(failure))
+
+    def finish(fd: int, outcome: messages.CellReply | str) -> None:
+      """Records the node's reply, or crashes it for the reason given; starts its tree's next."""
+      activation, _ = running.pop(fd)
+      poller.unregister(fd)
+      tree = self._nodes[activation.node_id].tree
+      if tree in waiting:
+        startable.append(tree)
       results[activation.position] = (self._crash(activation, outcome) if isinstance(outcome, str)
                                       else self._record(activation, outcome))
 
     try:
       while waiting or running:
-        for tree in list(waiting):
-          if len(running) >= self._max_running:
-            break
-          if tree in busy_trees:
-            continue
+        while startable and len(running) < self._max_running:
+          tree = startable.popleft()
           activation = waiting[tree].popleft()
           if not waiting[tree]:
             del waiting[tree]
-          busy_trees.add(tree)
-          process = self._nodes[activation.node_id].process
-          activation.deadline = time.monotonic() + limit_s
-          process.send(activation.request)
-          running[id(activation)] = activation
-          selector.register(process.connection, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                            activation)
-        timeout = max(0.0, min(min(a.deadline for a in running.values()) - time.monotonic(), 0.5))
-        for key, events in selector.select(timeout):
-          activation = key.data
-          process = self._nodes[activation.node_id].process
+          start(activation)
+        if not running:
+          continue
+        timeout = max(0.0, min(min(a.deadline for a, _ in running.values()) - time.monotonic(), 0.5))
+        for fd, events in poller.poll(timeout):
+          if fd not in running:
+            continue  # Ended earlier in this round.
+          activation, process = running[fd]
           try:
-            if events & selectors.EVENT_READ:
-              process.receive()
+            watched_output = bool(process.outbox)
+            if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+              process.receive(self._read_buffer)
             reply = self._serve_inbox(activation, process)
-            had_output = bool(key.events & selectors.EVENT_WRITE)
-            process.flush()
+            send_pending(fd, process, watched_output)
           except _NodeFailure as failure:
-            finish(activation, str(failure))
+            finish(fd, str(failure))
             continue
           if reply is not None:
-            finish(activation, reply)
-          elif had_output != bool(process.outbox):
-            selector.modify(process.connection, selectors.EVENT_READ | (
-                selectors.EVENT_WRITE if process.outbox else 0), activation)
+            finish(fd, reply)
         now = time.monotonic()
-        for activation in [a for a in running.values() if now > a.deadline]:
-          finish(activation, f"it did not answer within {self.config.cell_time_limit_s:g} s + "
+        for fd in [fd for fd, (a, _) in running.items() if now > a.deadline]:
+          finish(fd, f"it did not answer within {self.config.cell_time_limit_s:g} s + "
                  f"{self.config.deadline_grace_s:g} s and was killed (a cell stuck in C code, or a "
                  "hung process)")
     except BaseException:
       # Interrupted (KeyboardInterrupt): nodes still running have unknown state; end them.
-      for activation in list(running.values()):
-        finish(activation, "the call was interrupted")
+      for fd in list(running):
+        finish(fd, "the call was interrupted")
       raise
     finally:
-      selector.close()
+      poller.close()
 
   def _serve_inbox(self, activation: _Activation,
                    process: _NodeProcess) -> messages.CellReply | None:
