@@ -72,6 +72,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   cfg.rollout.decode_steps_per_round = 24
   cfg.rollout.prefill_chunk_buckets = (32, 96)
   cfg.rollout.prefill_row_buckets = (32,)
+  cfg.rollout.host_shards = 0  # trees and slots split into this many host shards (0: one per process)
 
   cfg.interpreter = ml_collections.ConfigDict()
   cfg.interpreter.cell_time_limit_s = 3.0

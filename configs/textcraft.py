@@ -105,6 +105,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.rollout.prefill_chunk_buckets = (64, 320)
   cfg.rollout.prefill_row_buckets = (4, 16, 64)
   cfg.rollout.prefill_attention_chunk_size = 0    # queries per attention block in a prefill (0: all)
+  cfg.rollout.host_shards = 0  # trees and slots split into this many host shards (0: one per process)
   cfg.rollout.sampling = ml_collections.ConfigDict()  # rollout.sampling.SamplingConfig
   cfg.rollout.sampling.temperature = 1.0  # training samples; evaluation is greedy
   cfg.rollout.sampling.top_p = 1.0

@@ -9,13 +9,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lower layers never import higher ones; modules of one layer may import each other.
 LAYERS = (
-    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding"),
+    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding", "rao_jax.distributed"),
     ("rao_jax.model",),
     ("rao_jax.config_utils", "rao_jax.envs"),
     ("rao_jax.agent",),
     ("rao_jax.rollout", "rao_jax.viz"),
     ("rao_jax.rl",),
-    ("rao_jax.train",),
+    ("rao_jax.train", "rao_jax.aot"),
 )
 # Benchmark-specific packages: only the registry (lazily, by name) and their own package may reach them.
 SPECIFIC = ("rao_jax.envs.textcraft_synth", "rao_jax.envs.diagnostics")

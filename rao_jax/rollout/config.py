@@ -36,6 +36,10 @@ class RolloutConfig:
     share_prompt_prefix: compute the KV cache of the prompt text all nodes share (system prompt, tool
       docs: everything before the goal) once per run and copy it into new slots instead of
       prefilling it for every node.
+    host_shards: H, the host shards the trees and slots are split into (0: one per process). Each
+      shard schedules its own trees on its own contiguous block of slots, and a process runs H /
+      processes of them, so a run gives the same trees in one process with H shards as in H
+      processes. H = 1 is the single-host engine.
   """
 
   num_slots: int = 32
@@ -53,6 +57,7 @@ class RolloutConfig:
   prefill_row_buckets: tuple[int, ...] = (1, 4, 16, 64)
   prefill_attention_chunk_size: int = 0
   share_prompt_prefix: bool = True
+  host_shards: int = 0
   sampling: SamplingConfig = SamplingConfig()
 
   @property
@@ -70,6 +75,8 @@ class RolloutConfig:
         raise FieldError(name, value, "must be a positive integer")
     if self.prompt_style not in prompts.PROMPT_STYLES:
       raise FieldError("prompt_style", self.prompt_style, f"is not one of {prompts.PROMPT_STYLES}")
+    if isinstance(self.host_shards, bool) or not isinstance(self.host_shards, int) or self.host_shards < 0:
+      raise FieldError("host_shards", self.host_shards, "must be an integer >= 0 (0 = one per process)")
     if self.max_depth < 0:
       raise FieldError("max_depth", self.max_depth, "must be >= 0")
     for name in ("tree_step_budget", "tree_timeout_s"):

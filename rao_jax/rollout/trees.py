@@ -70,6 +70,32 @@ class Trees:
   def roots(self) -> np.ndarray:
     return np.flatnonzero(self.parent < 0)
 
+  @classmethod
+  def concatenate(cls, parts: Sequence["Trees"]) -> "Trees":
+    """One record of `parts` in order (e.g. the host shards of a rollout, each holding whole trees).
+
+    Node rows are renumbered: part k's rows follow those of parts 0..k-1, so its parent indices and
+    its records' child rows shift by the nodes before it; tree and group ids are kept as they are.
+    """
+    if len(parts) == 1:
+      return parts[0]
+    shifts = np.cumsum([0] + [p.num_nodes for p in parts])[:-1]
+    token_shifts = np.cumsum([0] + [len(p.tokens) for p in parts])[:-1]
+
+    def joined(name: str) -> np.ndarray:
+      return np.concatenate([getattr(p, name) for p in parts])
+
+    parent = np.concatenate([np.where(p.parent >= 0, p.parent + shift, -1).astype(np.int32)
+                             for p, shift in zip(parts, shifts)])
+    offsets = np.concatenate([[0]] + [p.token_offsets[1:] + shift
+                                      for p, shift in zip(parts, token_shifts)]).astype(np.int64)
+    records = tuple({**record, "children": [c + int(shift) for c in record["children"]]}
+                    if "children" in record else record
+                    for p, shift in zip(parts, shifts) for record in p.records)
+    plain = {f.name: joined(f.name) for f in dataclasses.fields(cls)
+             if f.name not in ("parent", "token_offsets", "records")}
+    return cls(**plain, parent=parent, token_offsets=offsets, records=records)
+
   def to_jsonl(self, path: str, group_tags: Sequence[dict[str, Any]] | None = None) -> None:
     """Writes one JSON object per tree: its nodes (records plus their scalar fields), nested by id.
 

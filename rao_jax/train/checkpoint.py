@@ -47,6 +47,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from rao_jax import distributed
 from rao_jax import tokenizer as tokenizer_lib
 from rao_jax.train.train_step import TrainState
 
@@ -179,7 +180,7 @@ def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
 def array_checksums(tree: Any) -> dict[str, str]:
   """Leaf name -> 16 hex digits of its checksum, for every array of `tree` (one jitted pass)."""
   named = _named_leaves(tree)
-  sums = jax.device_get(_checksums([jnp.asarray(x) for _, x in named]))
+  sums = distributed.fetch(_checksums([jnp.asarray(x) for _, x in named]))
   return {name: f"{int(s[0]):08x}{int(s[1]):08x}" for (name, _), s in zip(named, sums)}
 
 

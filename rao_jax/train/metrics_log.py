@@ -51,9 +51,15 @@ class MetricsLog:
     workdir: the run's directory.
     start_step: records with step ≥ this are removed first (the step the run resumes from; 0 = fresh).
     tensorboard: also write TensorBoard event files.
+    files: False builds the records without writing anything (every process but the first of a
+      multi-host run, which all compute the same records).
   """
 
-  def __init__(self, workdir: str, *, start_step: int = 0, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, start_step: int = 0, tensorboard: bool = True, files: bool = True):
+    self._file = self._writer = self._setup_writer = None
+    self._tensorboard_dir = None
+    if not files:
+      return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     kept = [r for r in read_records(self.path)
@@ -71,8 +77,11 @@ class MetricsLog:
   def write(self, step: int, kind: str, scalars: Mapping[str, float]) -> dict:
     """Logs `scalars` (numbers or 0-d arrays) as one record; returns the record."""
     record = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in scalars.items()}}
+    if self._file is None:
+      return record
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
+    os.fsync(self._file.fileno())  # on a mounted bucket (gcsfuse) a file is uploaded on fsync or close
     writer = self._writer_for(kind)
     if writer is not None:
       for name, value in scalars.items():
@@ -88,7 +97,8 @@ class MetricsLog:
     return self._setup_writer
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     for writer in (self._writer, self._setup_writer):
       if writer is not None:
         writer.close()

@@ -13,11 +13,11 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 
-import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from rao_jax import distributed
 from rao_jax import sharding as sharding_lib
 from rao_jax.agent import episode
 from rao_jax.agent.chat import ChatLayout, Conversation, Provenance
@@ -219,4 +219,4 @@ def train_sft(model: nnx.Module, conversations: Sequence[Conversation], config: 
       on_step(index, metrics)
   if probe is not None:
     probe(config.num_steps, nnx.merge(graphdef, state.params))
-  return nnx.merge(graphdef, state.params), np.asarray(jax.device_get(losses), np.float32)
+  return nnx.merge(graphdef, state.params), np.asarray(distributed.fetch(losses), np.float32)

@@ -34,6 +34,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rao_jax import distributed
 from rao_jax import sharding as sharding_lib
 from rao_jax.errors import FieldError
 from rao_jax.rl import losses
@@ -258,6 +259,13 @@ def _check_params_only(state: nnx.State) -> None:
     raise ValueError(f"the train step updates every model variable, but the model also holds {others}")
 
 
+def initial_train_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainState:
+  """Step 0 with a fresh optimiser state, on a copy of `params` (traceable: `create_train_state` jits it,
+  `rao_jax.aot` takes its abstract shape with `jax.eval_shape`)."""
+  params = jax.tree.map(jnp.copy, params)  # new buffers: the step donates them, the model keeps its own
+  return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
+
+
 def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, mesh: Mesh
                        ) -> tuple[nnx.GraphDef, TrainState]:
   """Splits `model` and builds its sharded `TrainState` (step 0, fresh optimiser state) on `mesh`.
@@ -267,13 +275,9 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation, mesh
   """
   graphdef, params = nnx.split(model)
   _check_params_only(params)
-
-  def init(params: nnx.State) -> TrainState:
-    params = jax.tree.map(jnp.copy, params)  # new buffers: the step donates them, `model` keeps its own
-    return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32))
-
+  init = functools.partial(initial_train_state, tx=tx)
   shardings = sharding_lib.tree_shardings(jax.eval_shape(init, params), mesh)
-  params = jax.device_put(params, shardings.params)
+  params = distributed.put(params, shardings.params)
   return graphdef, jax.jit(init, in_shardings=(shardings.params,), out_shardings=shardings)(params)
 
 
@@ -302,8 +306,8 @@ def make_train_step(graphdef: nnx.GraphDef, state: TrainState, tx: optax.Gradien
   [P] bool (host or device arrays, e.g. straight from `advantages_from_trees`, never fetched; P > every
   `node_index` of the batch); cross-entropy takes neither. `state` (concrete or abstract) fixes the
   state's structure and shardings. The batch's R rows are split into `config.num_micro_batches` blocks
-  whose row count must divide evenly over the data-parallel mesh axes; each process passes the rows it
-  holds (all of them on one host). `state` is donated. One program is compiled per node count P.
+  whose row count must divide evenly over the data-parallel mesh axes; every process passes the whole
+  batch (the same on every host) and places the rows its devices hold. `state` is donated. One program is compiled per node count P.
   """
   state_shardings = sharding_lib.tree_shardings(state, mesh)
   in_batch = batch_shardings(mesh)
@@ -320,16 +324,15 @@ def make_train_step(graphdef: nnx.GraphDef, state: TrainState, tx: optax.Gradien
           node_valid: jax.Array | None = None) -> tuple[TrainState, Metrics]:
     if uses_advantages:
       _check_node_arrays(batch, node_advantages, node_valid, config.loss)
-      node_advantages, node_valid = jax.device_put((node_advantages, node_valid), replicated)
+      node_advantages, node_valid = distributed.put((node_advantages, node_valid), (replicated, replicated))
     elif node_advantages is not None or node_valid is not None:
       raise ValueError(f"loss {config.loss!r} takes no node advantages")
     micro = batch.micro_batches(config.num_micro_batches)
-    rows_per_micro = micro.tokens.shape[1] * jax.process_count()
+    rows_per_micro = micro.tokens.shape[1]
     if rows_per_micro % parallel:
       raise ValueError(f"{rows_per_micro} rows per micro-batch do not split over {parallel} data-parallel "
                        "devices; use a row count that is a multiple of num_micro_batches × that")
-    device_batch = jax.tree.map(
-        lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), micro, in_batch)
+    device_batch = jax.tree.map(distributed.global_array, micro, in_batch)
     return step_fn(state, device_batch, node_advantages, node_valid)
 
   run.jitted = step_fn  # for ahead-of-time lowering (benchmarks, cost analysis)

@@ -30,6 +30,7 @@ import numpy as np
 import tqdm
 from flax import nnx
 
+from rao_jax import distributed
 from rao_jax import sharding as sharding_lib
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterPool
@@ -133,6 +134,10 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   fmt = settings.rollout.episode
   times = {}
   started = time.perf_counter()
+  # Files of the work directory (shared by every host) are built by the first process; the others
+  # wait for it and then read them.
+  if not distributed.is_primary():
+    distributed.barrier("rao_jax data and tokenizer")
   split = suite.load_tasks("train", os.path.join(workdir, "data"))  # the warm start picks its own tiers
   tasks = [t for t in split if t.difficulty in settings.data.train_difficulties]
   if settings.data.max_train_tasks:
@@ -146,6 +151,8 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
     tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.warm_start.checkpoint)
   tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, suite, tasks,
                                          fmt)
+  if distributed.is_primary():
+    distributed.barrier("rao_jax data and tokenizer")
   if tokenizer.vocab_size > settings.model.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but config.model.vocab_size is "
                      f"{settings.model.vocab_size}")
@@ -162,7 +169,8 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
     sft_config = dataclasses.replace(settings.warm_start.sft, vocab_limit=tokenizer.vocab_size)
     model, losses = warm_start.sft_warm_start(
         os.path.join(workdir, "warm_start"), settings.model, layout, suite, split, settings.warm_start.data,
-        fmt, sft_config, seed=settings.seed, mesh=mesh, progress_bar=settings.log.progress_bar)
+        fmt, sft_config, seed=settings.seed, mesh=mesh,
+        progress_bar=settings.log.progress_bar and distributed.is_primary())
   times["time/warm_start_s"] = time.perf_counter() - started
   identity = RunIdentity(model_config=settings.model.to_dict(),
                          tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
@@ -269,7 +277,7 @@ class Trainer:
     metrics["time/train_s"] = time.perf_counter() - train_started
     metrics["time/step_s"] = time.perf_counter() - started
     if s.log.train_trees_every and self.step % s.log.train_trees_every == 0:
-      result.trees.to_jsonl(self.trees_path(f"train_step{self.step:06d}"), difficulty_tags(tasks))
+      self._write_trees(result.trees, f"train_step{self.step:06d}", tasks)
     self.step += 1
     return metrics
 
@@ -279,6 +287,11 @@ class Trainer:
     directory = os.path.join(self.settings.workdir, "trees")
     os.makedirs(directory, exist_ok=True)
     return os.path.join(directory, f"{name}.jsonl")
+
+  def _write_trees(self, trees: Trees, name: str, tasks: Sequence[Task]) -> None:
+    """Writes a trees file for the viewer (the first process only: every process has the trees)."""
+    if distributed.is_primary():
+      trees.to_jsonl(self.trees_path(name), difficulty_tags(tasks))
 
   def evaluate(self, split: str | None = None, difficulties: Sequence[str] | None = None,
                tasks_per_difficulty: int | None = None) -> Evaluation:
@@ -305,7 +318,8 @@ class Trainer:
 
   def _evaluate_and_log(self) -> dict:
     evaluation = self.evaluate()
-    evaluation.write_trees(self.trees_path(f"eval_{self.settings.eval.split}_step{self.step:06d}"))
+    self._write_trees(evaluation.trees, f"eval_{self.settings.eval.split}_step{self.step:06d}",
+                      evaluation.tasks)
     return self.log.write(self.step, "eval", evaluation.metrics)
 
   # ------------------------------------------------------------------ the loop
@@ -316,14 +330,17 @@ class Trainer:
     num_steps = s.rl.num_steps
     resumed = self.restore()
     previous = read_records(os.path.join(s.workdir, "metrics.jsonl"))
+    distributed.barrier("rao_jax metrics read")  # before the first process rewrites the file
     if self.step >= num_steps and any(r["kind"] == "eval" and r["step"] == self.step for r in previous):
       logging.info("the run in %s is complete (step %d)", s.workdir, self.step)
       return []
     if resumed:
       logging.info("resuming from the checkpoint at step %d", self.step)
-    self.log = MetricsLog(s.workdir, start_step=self.step, tensorboard=s.log.tensorboard)
+    self.log = MetricsLog(s.workdir, start_step=self.step, tensorboard=s.log.tensorboard,
+                          files=distributed.is_primary())
     records = [] if resumed else self._log_setup()
-    bar = tqdm.tqdm(total=num_steps, initial=self.step, desc="RAO", disable=not s.log.progress_bar,
+    bar = tqdm.tqdm(total=num_steps, initial=self.step, desc="RAO",
+                    disable=not (s.log.progress_bar and distributed.is_primary()),
                     dynamic_ncols=True)
     eval_success = last_eval_success(previous, self.step)  # shown by the progress bar until the next one
     while self.step < num_steps:

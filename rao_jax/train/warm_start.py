@@ -20,11 +20,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 from flax import nnx
 
+from rao_jax import distributed
+from rao_jax import sharding as sharding_lib
 from rao_jax import tokenizer as tokenizer_lib
 from rao_jax.agent import corpus, episode, prompts
 from rao_jax.agent.chat import ChatLayout
@@ -145,6 +148,9 @@ def sft_warm_start(directory: str, model_config: ModelConfig, layout: ChatLayout
   graphdef, abstract = _abstract_model(model_config)
   losses_file = os.path.join(path, "sft_losses.json")
   if os.path.isdir(os.path.join(path, "params")):
+    if mesh is not None:  # each host reads the pieces its devices hold (required with several hosts)
+      abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                              sharding_lib.tree_shardings(abstract, mesh))
     params = checkpointer.restore(os.path.join(path, "params"), abstract)
     losses = []
     if os.path.isfile(losses_file):  # written after the parameters: absent if a run died in between
@@ -160,14 +166,17 @@ def sft_warm_start(directory: str, model_config: ModelConfig, layout: ChatLayout
       bar.update(1)
       bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     model, losses = sft.train_sft(model, conversations, sft_config, mesh=mesh, on_step=on_step)
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, IDENTITY_FILE), "w", encoding="utf-8") as f:  # before the params: never absent
-    json.dump({"model_config": model_config.to_dict(),
-               "tokenizer_fingerprint": tokenizer_fingerprint(layout.tokenizer)}, f)
-  checkpointer.save(os.path.join(path, "params"), nnx.state(model))
+  if distributed.is_primary():  # the work directory is shared; its small files are written once
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, IDENTITY_FILE), "w", encoding="utf-8") as f:  # before the params
+      json.dump({"model_config": model_config.to_dict(),
+                 "tokenizer_fingerprint": tokenizer_fingerprint(layout.tokenizer)}, f)
+  distributed.barrier("rao_jax warm start directory")
+  checkpointer.save(os.path.join(path, "params"), nnx.state(model))  # every host saves its pieces
   checkpointer.wait_until_finished()
-  with open(losses_file, "w", encoding="utf-8") as f:
-    json.dump({"num_sequences": len(conversations), "loss": np.asarray(losses).round(4).tolist()}, f)
+  if distributed.is_primary():
+    with open(losses_file, "w", encoding="utf-8") as f:
+      json.dump({"num_sequences": len(conversations), "loss": np.asarray(losses).round(4).tolist()}, f)
   return model, np.asarray(losses, np.float32)
 
 
