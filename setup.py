@@ -34,5 +34,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["rao_jax", "rao_jax.*"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={
+        "test": TEST_REQUIRES,
+        # scripts/compile_tpu.py: compile for a TPU topology on any host (no TPU needed). jax's own "tpu"
+        # extra brings the libtpu built for the installed jaxlib (libtpu 0.0.42.* for jax 0.10.2).
+        "tpu-aot": ["jax[tpu]>=0.10"],
+    },
 )
