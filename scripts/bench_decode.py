@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rao_jax import roofline
 from rao_jax.model.config import get_preset
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.generate import bucket_length, generate
@@ -94,7 +95,8 @@ def bench_preset(name: str, batch_sizes: list[int], uncached_batch_sizes: list[i
     generate(model, prompts, max_new_tokens=1, max_len=max_len)  # compiles the same program
     cached_s, cached = _timed(lambda: generate(model, prompts, max_new_tokens=new_tokens, max_len=max_len))
     assert all(len(row) == new_tokens for row in cached)
-    row = dict(preset=name, params=config.num_params, batch=batch, cached=batch * new_tokens / cached_s)
+    row = dict(preset=name, params=config.num_params, batch=batch, cached=batch * new_tokens / cached_s,
+               step_cost=roofline.decode_step_cost(config, [max_len] * batch))
     if batch in uncached_batch_sizes:
       _warm_up_uncached(model, batch, prompt_len, max_len)
       uncached_s, uncached = _timed(lambda: generate_uncached(model, prompts, max_new_tokens=new_tokens,
@@ -105,10 +107,14 @@ def bench_preset(name: str, batch_sizes: list[int], uncached_batch_sizes: list[i
   return rows
 
 
-def markdown_table(rows: list[dict], prompt_len: dict[str, int], new_tokens: dict[str, int]) -> str:
+def markdown_table(rows: list[dict], prompt_len: dict[str, int], new_tokens: dict[str, int],
+                   machine: roofline.Machine) -> str:
+  """One row per (preset, batch). "floor tok/s": batch / the decode step's roofline floor (every weight
+  and the whole max_len window of keys and values read per step, `rao_jax.roofline`); the fraction is
+  the cached rate over it (prefill included in the cached time)."""
   lines = ["| preset | params | prompt + new | batch | cached tok/s | uncached tok/s | cached / uncached "
-           "| cached / cached at batch 1 | same tokens |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| cached / cached at batch 1 | same tokens | floor tok/s | fraction of floor |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   batch1 = {r["preset"]: r["cached"] for r in rows if r["batch"] == 1}
   for r in rows:
     if "uncached" in r:
@@ -117,9 +123,10 @@ def markdown_table(rows: list[dict], prompt_len: dict[str, int], new_tokens: dic
     else:
       uncached, speedup, same = "not run", "-", "-"
     vs_batch1 = f"{r['cached'] / batch1[r['preset']]:.1f}x" if r["preset"] in batch1 else "-"
+    floor_rate = r["batch"] / r["step_cost"].floor_s(machine)
     lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {prompt_len[r['preset']]} + "
                  f"{new_tokens[r['preset']]} | {r['batch']} | {r['cached']:,.0f} | {uncached} | {speedup} "
-                 f"| {vs_batch1} | {same} |")
+                 f"| {vs_batch1} | {same} | {floor_rate:,.0f} | {r['cached'] / floor_rate:.2f} |")
   return "\n".join(lines)
 
 
@@ -146,12 +153,14 @@ def main() -> None:
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}, load average at start "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+  machine = roofline.measure_machine()
+  print(machine.describe(), flush=True)
   rows = []
   for preset in presets:
     rows += bench_preset(preset, _parse_ints(args.batch_sizes), uncached_batch_sizes.get(preset, []),
                          args.prompt_len, new_tokens[preset], args.seed)
   print()
-  print(markdown_table(rows, {p: args.prompt_len for p in presets}, new_tokens))
+  print(markdown_table(rows, {p: args.prompt_len for p in presets}, new_tokens, machine))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rao_jax import tokenizer as tokenizer_lib
+from rao_jax import roofline, tokenizer as tokenizer_lib
 from rao_jax.agent import corpus, episode, prompts, turn_format
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
@@ -217,23 +217,51 @@ def check_trees(setting: str, trees: Trees, workload: Workload) -> None:
                        f"{trees.num_nodes} with end reasons {dict(reasons)}")
 
 
+def _probe_state(model: Transformer, num_slots: int, config: RolloutConfig, live: int) -> DecodeState:
+  """A decode state with every slot generating at `live` cached positions."""
+  state = DecodeState.init(model.config, num_slots, config.context_window, config.completion_limit,
+                           jax.random.key(0))
+  return state.replace(generating=np.ones((num_slots,), bool), lengths=np.full((num_slots,), live, np.int32),
+                       completion_limit=np.full((num_slots,), config.context_window, np.int32))
+
+
 def decode_step_ms(model: Transformer, num_slots: int, args: argparse.Namespace, steps: int) -> float:
-  """Milliseconds per decode step of the engine's program with every slot generating (no host work)."""
+  """Milliseconds per decode step of the engine's program with every slot generating at half the
+  window (no host work): the median of 3 calls of `steps` steps after a compiling call."""
   config = engine_config(num_slots, args)
   graphdef, params = nnx.split(model)
   program = DeviceProgram.cached(graphdef, config.sampling, model.config.vocab_size)
-  state = DecodeState.init(model.config, num_slots, config.context_window, config.completion_limit,
-                           jax.random.key(0))
-  state = state.replace(generating=np.ones((num_slots,), bool),
-                        lengths=np.full((num_slots,), config.context_window // 2, np.int32),
-                        completion_limit=np.full((num_slots,), config.context_window, np.int32))
+  live = config.context_window // 2
+  state = _probe_state(model, num_slots, config, live)
   no_stop = np.full((1, 1), -1, np.int32)
   state, _ = program.decode(params, state, no_stop, np.int32(1), np.int32(num_slots + 1))  # compile
-  jax.block_until_ready(state.lengths)
-  started = time.perf_counter()
-  state, stats = program.decode(params, state, no_stop, np.int32(steps), np.int32(num_slots + 1))
-  jax.block_until_ready(state.lengths)
-  return 1e3 * (time.perf_counter() - started) / int(stats.steps)
+  times = []
+  for _ in range(3):
+    state = state.replace(lengths=np.full((num_slots,), live, np.int32))
+    started = time.perf_counter()
+    state, stats = program.decode(params, state, no_stop, np.int32(steps), np.int32(num_slots + 1))
+    jax.block_until_ready(state.lengths)
+    times.append((time.perf_counter() - started) / int(stats.steps))
+  return 1e3 * float(np.median(times))
+
+
+def prefill_ms(model: Transformer, num_slots: int, rows: int, chunk: int, args: argparse.Namespace) -> float:
+  """Milliseconds of one prefill of `rows` full rows of `chunk` tokens into empty slots (median of 3)."""
+  config = engine_config(num_slots, args)
+  graphdef, params = nnx.split(model)
+  program = DeviceProgram.cached(graphdef, config.sampling, model.config.vocab_size)
+  state = _probe_state(model, num_slots, config, 0)
+  inputs = (np.arange(rows, dtype=np.int32), np.ones((rows, chunk), np.int32), np.full((rows,), chunk, np.int32),
+            np.ones((rows,), bool), np.full((rows,), config.completion_limit, np.int32),
+            np.zeros((rows, config.completion_limit), np.int32), np.zeros((rows,), np.int32))
+  state = program.prefill(params, state, *inputs)  # compile
+  times = []
+  for _ in range(3):
+    started = time.perf_counter()
+    state = program.prefill(params, state, *inputs)
+    jax.block_until_ready(state.lengths)
+    times.append(time.perf_counter() - started)
+  return 1e3 * float(np.median(times))
 
 
 # --------------------------------------------------------------------------------------- tunix
@@ -367,11 +395,29 @@ def format_splits(results: dict[str, RolloutResult]) -> str:
   return "\n".join(lines)
 
 
-def format_probe(probe: dict[int, float]) -> str:
-  lines = ["| decode probe: S | ms / step | ms / slot-step | tokens/s at full occupancy |",
-           "|---:|---:|---:|---:|"]
+def format_probe(probe: dict[int, float], prefills: dict[tuple[int, int], float], machine: roofline.Machine,
+                 model_config, window: int) -> str:
+  """The probes against their roofline floors (`rao_jax.roofline`): a decode step reads every weight and
+  every slot's whole window of keys and values (as the program is written; "live" = only the half that
+  is filled); a prefill reads the weights and its rows' windows and writes the chunks."""
+  lines = [f"machine: {machine.describe()}", "",
+           "| decode probe: S | ms / step | ms / slot-step | tokens/s at full occupancy | MB / step "
+           "| MFLOP / step | floor ms | fraction of floor | floor ms, live positions only |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for num_slots, ms in probe.items():
-    lines.append(f"| {num_slots} | {ms:.1f} | {ms / num_slots:.2f} | {1e3 * num_slots / ms:.0f} |")
+    cost = roofline.decode_step_cost(model_config, [window] * num_slots)
+    live = roofline.decode_step_cost(model_config, [window // 2] * num_slots)
+    floor = 1e3 * cost.floor_s(machine)
+    lines.append(f"| {num_slots} | {ms:.1f} | {ms / num_slots:.2f} | {1e3 * num_slots / ms:.0f} | "
+                 f"{cost.bytes / 1e6:.0f} | {cost.flops / 1e6:.0f} | {floor:.1f} ({cost.bound(machine)}) | "
+                 f"{floor / ms:.2f} | {1e3 * live.floor_s(machine):.1f} |")
+  lines += ["", "| prefill probe: rows × chunk | ms | tokens/s | MB | GFLOP | floor ms | fraction of floor |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+  for (rows, chunk), ms in prefills.items():
+    cost = roofline.prefill_cost(model_config, rows, chunk, window)
+    floor = 1e3 * cost.floor_s(machine)
+    lines.append(f"| {rows} × {chunk} | {ms:.1f} | {1e3 * rows * chunk / ms:,.0f} | {cost.bytes / 1e6:.0f} | "
+                 f"{cost.flops / 1e9:.1f} | {floor:.1f} ({cost.bound(machine)}) | {floor / ms:.2f} |")
   return "\n".join(lines)
 
 
@@ -438,15 +484,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as error:  # report why tunix could not run, keep the engine numbers
       print(f"tunix sampler failed: {type(error).__name__}: {error}", file=sys.stderr)
 
+  machine = roofline.measure_machine()
   probe = {num_slots: decode_step_ms(model, num_slots, args, steps=20 if num_slots == 1 else 3)
            for num_slots in sorted({1, *args.slots})}
+  largest = max(args.slots)
+  prefills = {(rows, chunk): prefill_ms(model, largest, rows, chunk, args)
+              for rows in sorted({1, min(32, largest)}) for chunk in args.prefill_chunks}
 
   print()
   print(format_table(rows, naive, tunix))
   print()
   print(format_splits(results))
   print()
-  print(format_probe(probe))
+  print(format_probe(probe, prefills, machine, model_config, args.context_window))
   print(f"\ntotal {time.perf_counter() - started:.0f}s")
 
 

@@ -4,11 +4,14 @@ memory and time of query-chunked attention and layer remat against the plain ste
     python scripts/bench_train.py            # tiny and small presets
     python scripts/bench_train.py --quick    # smaller batches, fewer steps
 
-FLOPs per step (the dense work the step performs, padding positions included, stated per token):
+FLOPs per step (`rao_jax.roofline.train_step_cost`: the dense work the step performs, padding positions
+included, stated per token):
     6 · P_matmul                        forward + backward of every weight matrix (P_matmul = parameters
                                         used in matmuls: all but the input embedding when untied)
   + 12 · layers · heads · head_dim · T  attention scores and values over the full T × T (masked) square
 achieved FLOP/s = FLOPs per step / step time; peak = a large float32 `jnp.dot` timed in the same run.
+The step is compute-bound, so its floor is FLOPs / peak and the fraction of the floor is the ratio of
+achieved FLOP/s to the peak.
 
 The second table compiles the same step with `attention_chunk_size` and `remat` on and off and reports
 XLA's temporary buffer size for the compiled step (`memory_analysis().temp_size_in_bytes`: activations,
@@ -22,10 +25,9 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rao_jax import sharding
+from rao_jax import roofline, sharding
 from rao_jax.model.random_init import random_normal_model
 from rao_jax.model.config import ModelConfig, get_preset
 from rao_jax.train import packing, train_step as ts
@@ -41,12 +43,6 @@ class Case:
   logits_chunk_size: int = 0
   attention_chunk_size: int = 0
   remat: bool = False
-
-
-def flops_per_step(config: ModelConfig, rows: int, row_length: int) -> float:
-  matmul_params = config.num_params - (0 if config.tie_embeddings else config.vocab_size * config.hidden_size)
-  per_token = 6 * matmul_params + 12 * config.num_layers * config.num_heads * config.head_dim * row_length
-  return float(per_token) * rows * row_length
 
 
 def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0
@@ -68,20 +64,6 @@ def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0
     except ValueError:
       sequences.pop()
   return batch, (rng.standard_normal(len(sequences)).astype(np.float32), np.ones(len(sequences), bool))
-
-
-def matmul_peak(size: int, repeats: int) -> float:
-  """FLOP/s of the best of `repeats` float32 [size, size] @ [size, size] products."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2.0 * size ** 3 / best
 
 
 def time_case(case: Case, steps: int) -> dict:
@@ -110,7 +92,7 @@ def time_case(case: Case, steps: int) -> dict:
   tokens = case.rows * case.row_length
   return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s, temp_bytes=temp_bytes,
               tokens_per_s=tokens / step_s, loss_tokens_per_s=float(batch.loss_mask.sum()) / step_s,
-              flops_per_s=flops_per_step(config, case.rows, case.row_length) / step_s)
+              flops_per_s=roofline.train_step_cost(config, case.rows, case.row_length).flops / step_s)
 
 
 def main() -> None:
@@ -127,19 +109,21 @@ def main() -> None:
              Case("small", 4, 512), Case("small", 4, 512, num_micro_batches=2, logits_chunk_size=128)]
     memory_rows = ("small", 2, 2048)
     steps, matmul_size = 5, 2048
-  peak = matmul_peak(matmul_size, repeats=5)
+  machine = roofline.measure_machine(matmul_size=matmul_size)
+  peak = machine.matmul_peak
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, host cores: {os.cpu_count()}, "
         f"load average: {os.getloadavg()[0]:.1f}")
-  print(f"baseline: float32 [{matmul_size}]^2 matmul peak = {peak / 1e9:.1f} GFLOP/s\n")
+  print(f"baseline: float32 [{matmul_size}]^2 matmul peak = {peak / 1e9:.1f} GFLOP/s; {machine.describe()}\n")
   print("| preset | params | rows × T | micro-batches | logits chunk | compile s | step ms | tokens/s "
-        "| loss tokens/s | GFLOP/s | ratio to matmul peak |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+        "| loss tokens/s | GFLOP/s | floor ms | fraction of floor (ratio to matmul peak) |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for case in cases:
     r = time_case(case, steps)
+    r["floor_s"] = roofline.train_step_cost(get_preset(case.preset), case.rows, case.row_length).floor_s(machine)
     print(f"| {case.preset} | {r['params'] / 1e6:.1f}M | {case.rows} × {case.row_length} | "
           f"{case.num_micro_batches} | {case.logits_chunk_size or 'off'} | {r['compile_s']:.1f} | "
           f"{r['step_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | {r['loss_tokens_per_s']:,.0f} | "
-          f"{r['flops_per_s'] / 1e9:.1f} | {r['flops_per_s'] / peak:.2f} |")
+          f"{r['flops_per_s'] / 1e9:.1f} | {r['floor_s'] * 1e3:.0f} | {r['floor_s'] / r['step_s']:.2f} |")
 
   preset, rows, row_length = memory_rows
   print(f"\nmemory knobs: {preset}, {rows} × {row_length} rows; baseline = the plain step (first row)\n")

@@ -9,9 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lower layers never import higher ones; modules of one layer may import each other.
 LAYERS = (
-    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding", "rao_jax.distributed"),
+    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding", "rao_jax.distributed", "rao_jax.hlo_inspect"),
     ("rao_jax.model",),
-    ("rao_jax.config_utils", "rao_jax.envs"),
+    ("rao_jax.config_utils", "rao_jax.envs", "rao_jax.roofline"),
     ("rao_jax.agent",),
     ("rao_jax.rollout", "rao_jax.viz"),
     ("rao_jax.rl",),

@@ -111,7 +111,7 @@ class Attention(nnx.Module):
     k = apply_rope(k, positions, self.rope_theta)
     if cache is not None:
       cache = cache.write(layer, cache_slots, k, v)
-      k, v = cache.k[layer], cache.v[layer]  # [B, max_len, K, D]
+      k, v = cache.k[layer], cache.v[layer]  # [B, max_len, K, D], the buffers just written
     out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask,
                             query_chunk_size=query_chunk_size)  # [B, T, N, D]
     return jnp.einsum("btnd,ndh->bth", out, proj(self.o_proj)), cache

@@ -1,4 +1,9 @@
-"""The key/value cache: fixed-shape per-layer buffers written in place during prefill and decode."""
+"""The key/value cache: fixed-shape per-layer buffers written in place during prefill and decode.
+
+Each layer has its own pair of buffers rather than one [layers, ...] array: a layer's attention then reads
+the buffer its write just updated in place, where a slice of a stacked array written in the same step
+is materialised first (on CPU XLA copied every layer's slice every decode step, `docs/performance.md`).
+"""
 from __future__ import annotations
 
 import jax
@@ -7,8 +12,8 @@ from flax import struct
 
 from rao_jax.model.config import ModelConfig
 
-# Logical axis names of `KVCache.k` and `KVCache.v`, for the sharding module.
-CACHE_LOGICAL_AXES = ("layers", "cache_batch", "cache_sequence", "kv_heads", "head_dim")
+# Logical axis names of each layer's buffer in `KVCache.k` and `KVCache.v`, for the sharding module.
+CACHE_LOGICAL_AXES = ("cache_batch", "cache_sequence", "kv_heads", "head_dim")
 
 
 @struct.dataclass
@@ -16,34 +21,49 @@ class KVCache:
   """Keys and values of every layer for `batch` rows of at most `max_len` tokens.
 
   Slot s of row b holds the token at sequence index s of that row. How many slots of each row are filled
-  (`cache_lengths`) is tracked by the caller, not here, so the cache stays a pair of donatable arrays.
+  (`cache_lengths`) is tracked by the caller, not here, so the cache stays a pytree of donatable arrays.
   """
-  k: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
-  v: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
+  k: tuple[jax.Array, ...]  # one [batch, max_len, kv_heads, head_dim] buffer per layer
+  v: tuple[jax.Array, ...]  # the same
 
   @classmethod
   def init(cls, config: ModelConfig, batch: int, max_len: int, dtype: jnp.dtype | str | None = None) -> KVCache:
     """An all-zero cache; `dtype` defaults to the model's compute dtype."""
     if batch <= 0 or max_len <= 0:
       raise ValueError(f"KVCache needs positive batch and max_len, got batch={batch}, max_len={max_len}")
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (batch, max_len, config.num_kv_heads, config.head_dim)
     dtype = jnp.dtype(dtype or config.dtype)
-    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype))
+    zeros = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+    return cls(k=zeros(), v=zeros())
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.k)
 
   @property
   def batch(self) -> int:
-    return self.k.shape[1]
+    return self.k[0].shape[0]
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k[0].shape[1]
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return self.k[0].dtype
+
+  @property
+  def nbytes(self) -> int:
+    return sum(x.nbytes for x in (*self.k, *self.v))
 
   def write(self, layer: int, slots: jax.Array, k: jax.Array, v: jax.Array) -> KVCache:
     """Writes a chunk's keys/values ([B, T, K, D]) of `layer` at cache slots `slots` ([B, T] int32).
 
     Slots outside [0, max_len) are dropped, which is how padded tokens and overflow are skipped; the update
-    is a scatter into the (donatable) full buffer, so it happens in place under jit.
+    is a scatter into the layer's (donatable) buffer, so it happens in place under jit.
     """
     rows = jnp.arange(k.shape[0])[:, None]  # [B, 1]
-    return KVCache(k=self.k.at[layer, rows, slots].set(k.astype(self.k.dtype), mode="drop"),
-                   v=self.v.at[layer, rows, slots].set(v.astype(self.v.dtype), mode="drop"))
+    write = lambda buffers, new: (*buffers[:layer],
+                                  buffers[layer].at[rows, slots].set(new.astype(buffers[layer].dtype), mode="drop"),
+                                  *buffers[layer + 1:])
+    return KVCache(k=write(self.k, k), v=write(self.v, v))

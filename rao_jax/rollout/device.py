@@ -73,11 +73,11 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   read_index = jnp.minimum(cache_start[:, None] + offsets, window - 1)           # [R, C]
   inputs = jnp.take_along_axis(tokens[safe_slots], read_index, axis=1)
   input_mask = (offsets < num_inputs[:, None]) & valid_row[:, None]
-  row_cache = jax.tree.map(lambda x: x[:, safe_slots], state.cache)
+  row_cache = jax.tree.map(lambda x: x[safe_slots], state.cache)
   _, row_cache = _apply_model(graphdef, params, inputs, cache_start[:, None] + offsets, row_cache,
                               cache_start, input_mask, query_chunk_size)
   cache_rows = jnp.where(valid_row, slots, num_slots)
-  cache = jax.tree.map(lambda full, part: full.at[:, cache_rows].set(part, mode="drop"),
+  cache = jax.tree.map(lambda full, part: full.at[cache_rows].set(part, mode="drop"),
                        state.cache, row_cache)
 
   def scatter(field, values):
@@ -123,8 +123,8 @@ def install_prefix(state: DecodeState, slots: jax.Array, prefix: jax.Array, cach
   length = prefix.shape[0]
   rows = jnp.where(slots < num_slots, slots, num_slots)
   cache_rows = jax.tree.map(
-      lambda full, part: full.at[:, rows, :length].set(
-          jnp.broadcast_to(part[:, :1], (part.shape[0], rows.shape[0]) + part.shape[2:]), mode="drop"),
+      lambda full, part: full.at[rows, :length].set(
+          jnp.broadcast_to(part[:1], (rows.shape[0],) + part.shape[1:]), mode="drop"),
       state.cache, cache)
   return state.replace(
       tokens=state.tokens.at[rows, :length].set(jnp.broadcast_to(prefix, (rows.shape[0], length)),

@@ -59,11 +59,12 @@ def test_chunked_prefill_masked_rows_and_cache_overflow(model, toy_config, rng):
   first, cache = _cached_forward(model, tokens[:, :8], cache, jnp.zeros(3, jnp.int32), jnp.ones((3, 8), bool))
   # Row 1 has no real token in the second chunk: its cache must not change. Row 2 starts its second
   # chunk at 12 so 4 of its 8 tokens fall past the cache end: they are dropped, the rest are exact.
-  row1_before = np.asarray(cache.k[:, 1])
+  row1_before = [np.asarray(layer[1]) for layer in cache.k]
   mask = jnp.array([[True] * 8, [False] * 8, [True] * 8])
   second_tokens = jnp.stack([tokens[0, 8:], tokens[1, 8:], tokens[2, 4:12]])
   second, cache = _cached_forward(model, second_tokens, cache, jnp.array([8, 8, 4], jnp.int32), mask)
-  np.testing.assert_array_equal(np.asarray(cache.k[:, 1]), row1_before)
+  for layer, before in zip(cache.k, row1_before):
+    np.testing.assert_array_equal(np.asarray(layer[1]), before)
   np.testing.assert_allclose(np.concatenate([first[0], second[0]]), whole[0], atol=2e-5, rtol=0)
   np.testing.assert_allclose(first[1], whole[1, :8], atol=2e-5, rtol=0)
   np.testing.assert_allclose(second[2], whole[2, 4:12], atol=2e-5, rtol=0)
