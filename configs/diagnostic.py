@@ -105,4 +105,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   cfg.log.tensorboard = False
   cfg.log.train_trees_every = 0
   cfg.log.progress_bar = False
+
+  cfg.mesh = ml_collections.ConfigDict()  # sharding.MeshConfig
+  cfg.mesh.data = -1
+  cfg.mesh.fsdp = 1
+  cfg.mesh.tensor = 1
   return cfg

@@ -14,7 +14,10 @@ Presets:
                β = (0.9, 0.95), wd 0.017, clip 1.0, 8K context, 25 steps per node, depth 6, λ = 0,
                inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
                float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy),
-               query-chunked attention (train step and prefills) and layer remat (docs/performance.md).
+               query-chunked attention (train step and prefills) and layer remat (docs/performance.md),
+               sized for v5p (95 GiB a chip): mesh (data -1, fsdp 1, tensor 4), prefills of <= 32 rows.
+  qwen3_4b_v6e: the same sized for v6e (32 GB a chip): tensor 8, 64 slots, 4 rows per micro-batch,
+               prefills of <= 16 rows. Memory per chip of both: docs/tpu_memory.md.
 Each section mirrors one frozen dataclass field for field (named next to it below); every field is
 validated by `rao_jax.train.settings.settings_from_config` before anything compiles.
 """
@@ -25,7 +28,7 @@ import ml_collections
 from rao_jax import config_utils
 from rao_jax.model import config as model_config
 
-PRESETS = ("tiny", "tiny_linear", "qwen3_4b")
+PRESETS = ("tiny", "tiny_linear", "qwen3_4b", "qwen3_4b_v6e")
 
 # A 0.6M-parameter decoder for CPU runs: the Qwen3 block (QK-norm, GQA, SwiGLU, tied embeddings) at
 # 2 layers × 128 wide. The vocabulary holds the in-repo tokenizer: the toy world's 830 item names as
@@ -162,6 +165,11 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.log.tensorboard = True
   cfg.log.train_trees_every = 5          # write the training trees of every k-th step (0: never)
   cfg.log.progress_bar = True
+
+  cfg.mesh = ml_collections.ConfigDict()  # sharding.MeshConfig: (data, fsdp, tensor) sizes, one may be -1
+  cfg.mesh.data = -1                     # every device on "data" (each holds the whole train state)
+  cfg.mesh.fsdp = 1
+  cfg.mesh.tensor = 1
   return cfg
 
 
@@ -192,7 +200,9 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.rollout.max_depth = 6
   cfg.rollout.decode_steps_per_round = 256
   cfg.rollout.prefill_chunk_buckets = (256, 1024, 4096)
-  cfg.rollout.prefill_row_buckets = (1, 8, 32, 128)
+  # At most 32 rows a prefill: each row copies its slot's whole KV cache (1.1 GiB at 8K tokens), and a
+  # 128-row prefill needs over 100 GiB of temporaries on any v5p-8 mesh (docs/tpu_memory.md).
+  cfg.rollout.prefill_row_buckets = (1, 8, 32)
   cfg.rollout.prefill_attention_chunk_size = 512  # [rows, 32, 512, 8192] float32 scores per block
   cfg.rl.num_steps = 540                 # ~10 epochs over the paper's 852 medium tasks
   cfg.rl.tasks_per_step = 16
@@ -209,13 +219,30 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.checkpoint.every_steps = 10
   cfg.checkpoint.max_to_keep = 3
   cfg.log.train_trees_every = 20
+  # Tensor parallelism over the 4 chips of a v5p host (8 KV heads: 2 a chip), hosts on "data". The
+  # all-"data" mesh keeps the 45 GiB float32 train state whole on every chip and does not fit
+  # (docs/tpu_memory.md: 71.4 GiB peak train step and 87.4 GiB peak 32-row prefill of 95.7 on v5p-8).
+  cfg.mesh.data = -1
+  cfg.mesh.tensor = 4
+  return cfg
+
+
+def _qwen3_4b_v6e() -> ml_collections.ConfigDict:
+  """qwen3_4b sized for v6e (31.25 GiB of HBM a chip): tensor parallelism over a host's 8 chips, half
+  the slots, 4 rows a micro-batch, prefills of at most 16 rows (docs/tpu_memory.md)."""
+  cfg = _qwen3_4b()
+  cfg.workdir = "workdir/textcraft_qwen3_4b_v6e"
+  cfg.mesh.tensor = 8
+  cfg.rollout.num_slots = 64             # 128 slots' KV cache alone is 18.9 GiB a chip
+  cfg.rollout.prefill_row_buckets = (1, 8, 16)
+  cfg.policy_update.rows_per_micro_batch = 4  # 8 rows: 31.9 GiB peak, over the 31.25
   return cfg
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """The training config of `preset` (default "tiny")."""
   name = config_utils.parse_preset(preset, PRESETS, default="tiny")
-  cfg = _qwen3_4b() if name == "qwen3_4b" else _tiny()
+  cfg = {"qwen3_4b": _qwen3_4b, "qwen3_4b_v6e": _qwen3_4b_v6e}.get(name, _tiny)()
   if name == "tiny_linear":
     cfg.workdir = "workdir/textcraft_tiny_linear"
     cfg.rollout.delegation = False

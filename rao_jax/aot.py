@@ -6,7 +6,8 @@ weight is ever allocated, so a Qwen3-4B program compiles on a laptop):
 
     train_step  `train_step.make_train_step` as `PolicyUpdater` builds it: the preset's
                 `policy_update` (loss, remat, logits / attention chunks, optimiser) on
-                [M, rows_per_micro_batch, row_length] packed rows and P = 1024 node advantages
+                [M, rows_per_micro_batch, row_length] packed rows (M = 2 by default: see
+                `compile_each`) and P = 1024 node advantages
     prefill     `DeviceProgram.prefill` of the rollout engine into the `DecodeState` of `num_slots` ×
                 `context_window`, by default at its largest call (prefill_row_buckets[-1] rows ×
                 prefill_chunk_buckets[-1] tokens), or at any (rows, chunk) asked for
@@ -110,12 +111,10 @@ def topology_devices(name: str) -> list[jax.Device]:
   return list(devices)
 
 
-def build_mesh(devices: Sequence[jax.Device], shape: Sequence[int] | None = None) -> Mesh:
-  """The ("data", "fsdp", "tensor") mesh over `devices`: `shape` = (data, fsdp, tensor) sizes (one may be
-  -1), or None for the trainer's own mesh (`trainer.build_run`: `sharding.make_mesh()`, all devices on
-  "data"). ValueError if the sizes do not multiply to the number of devices."""
-  if shape is None:
-    return sharding_lib.make_mesh(devices=devices)
+def build_mesh(devices: Sequence[jax.Device], shape: Sequence[int]) -> Mesh:
+  """The ("data", "fsdp", "tensor") mesh over `devices` of `shape` = (data, fsdp, tensor) sizes (one may
+  be -1; a run's own is `settings.mesh.sizes`). ValueError if the sizes do not multiply to the number of
+  devices."""
   if len(shape) != 3:
     raise ValueError(f"a mesh shape is (data, fsdp, tensor), got {tuple(shape)}")
   data, fsdp, tensor = shape
@@ -254,7 +253,7 @@ def compile_programs(settings: Settings, mesh: Mesh, **options: Any) -> list[Pro
   return list(compile_each(settings, mesh, **options))
 
 
-def compile_each(settings: Settings, mesh: Mesh, *, num_micro_batches: int = 1,
+def compile_each(settings: Settings, mesh: Mesh, *, num_micro_batches: int = 2,
                  prefill_shapes: Sequence[tuple[int, int]] | None = None, prefill_rows_split: bool = False,
                  vocab_limit: int | None = None,
                  programs: Sequence[str] = ("train_step", "prefill", "decode"),
@@ -264,8 +263,11 @@ def compile_each(settings: Settings, mesh: Mesh, *, num_micro_batches: int = 1,
 
   Args:
     num_micro_batches: M, the train step's gradient-accumulation steps (a batch's row count is
-      M × rows_per_micro_batch; the trees decide M at run time). The scan runs one micro-batch at a time,
-      so M only scales the batch arguments.
+      M × rows_per_micro_batch; the trees decide M at run time). Every M >= 2 needs the same
+      temporaries (the scan runs one micro-batch at a time; more of them only add their rows, 21 bytes a
+      token, to the arguments), but M = 1 needs less: XLA drops the one-iteration loop and with it the
+      float32 gradient accumulator and the loop's copies (14 GiB less per chip for qwen3_4b on v5p-8 at
+      (1, 1, 4), docs/tpu_memory.md). The default 2 bounds every batch.
     prefill_shapes: (rows, chunk) of each prefill to compile; default the largest row bucket × the
       largest chunk bucket, the engine's largest call.
     prefill_rows_split: False (the engine today): the prefill's host inputs are replicated, so every

@@ -12,6 +12,7 @@ axes would make sharding part of every array's type and require annotating each 
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,8 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from rao_jax.errors import FieldError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -35,13 +38,46 @@ LOGICAL_AXIS_RULES: Mapping[str, str | tuple[str, ...] | None] = {
     "mlp": "tensor",
     "norm": None,
     # KV cache (rao_jax/model/kv_cache.py: CACHE_LOGICAL_AXES).
-    "layers": None,
     "cache_batch": BATCH_AXES,
     "cache_sequence": None,
     # Batches: packed training rows and decode slots.
     "batch": BATCH_AXES,
     "length": None,
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Sizes of the ("data", "fsdp", "tensor") mesh a run trains and samples on; one may be -1 (the rest).
+
+  The default puts every device on "data": each chip holds the whole train state, which suits models
+  that fit one chip. Larger ones split it: "tensor" over the chips of one host (heads, MLP and
+  vocabulary, and the KV cache by KV head), "data" across hosts. `docs/tpu_memory.md` has the
+  compiled memory of each choice for the qwen3_4b presets.
+  """
+
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def __post_init__(self):
+    sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+    for name, size in sizes.items():
+      if size == 0 or size < -1:
+        raise FieldError(name, size, "must be a positive mesh size or -1 (the devices left over)")
+    free = [name for name, size in sizes.items() if size == -1]
+    if len(free) > 1:
+      raise FieldError(free[1], -1, f"must be a size: only one of data, fsdp, tensor may be -1, "
+                                     f"and {free[0]} already is")
+
+  @property
+  def sizes(self) -> tuple[int, int, int]:
+    return self.data, self.fsdp, self.tensor
+
+  def build(self, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The mesh over `devices` (default: every device of every process); ValueError if they do not
+    split into these sizes."""
+    return make_mesh(*self.sizes, devices=devices)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,

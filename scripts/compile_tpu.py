@@ -1,21 +1,26 @@
 """Compiles a preset's train step, prefill and decode ahead of time and prints their memory per device.
 
     python scripts/compile_tpu.py --config configs/textcraft.py:qwen3_4b --topology v5p-8 --topology v6e-8
-    python scripts/compile_tpu.py --config configs/textcraft.py:qwen3_4b --topology v6e-8 \
-        --mesh 1,8,1 --mesh 1,4,2 --config.policy_update.rows_per_micro_batch=8
+    python scripts/compile_tpu.py --config configs/textcraft.py:qwen3_4b --topology v5p-8 --mesh 1,1,4 \
+        --prefill 32,4096 --prefill 16,4096
+    python scripts/compile_tpu.py --config configs/textcraft.py:qwen3_4b --topology v6e-8 --mesh 1,1,8 \
+        --config.rollout.num_slots=64 --config.policy_update.rows_per_micro_batch=4 --prefill 16,4096
     python scripts/compile_tpu.py --config configs/textcraft.py:tiny --cpu_devices 8   # no libtpu needed
+
+docs/tpu_memory.md has the results of these and what they mean.
 
 `--topology` compiles for the compile-only devices of a TPU slice (`rao_jax.aot.TOPOLOGIES`; needs
 `pip install -e '.[tpu-aot]'`, no TPU); `--cpu_devices N` for N simulated CPU devices (the fallback:
 same programs and layouts, but CPU XLA's buffer assignment and no HBM to compare with). Each `--mesh
-data,fsdp,tensor` is compiled in turn (default: the trainer's mesh, every device on "data"); any
+data,fsdp,tensor` is compiled in turn (default: the config's `mesh` section, the trainer's mesh); any
 `--config.a.b=` override of the training config applies, e.g. remat or chunk sizes. Nothing is
 allocated and no checkpoint is read (the qwen3_4b preset's required checkpoint path gets a placeholder).
 
 Columns (GiB per device, `rao_jax.aot.ProgramMemory`): arguments, temporaries, outputs (less those
 aliased to donated arguments) and the program's total (with generated code); "resident": buffers that
 stay allocated beside the program (the train state during rollouts, the engine's parameter copy during
-the train step); "peak" = total + resident, compared with the chip's HBM.
+the train step); "peak" = total + resident, compared with the HBM libtpu lets a program use. A program
+the TPU compiler refuses (its temporaries alone exceed HBM) is a row with the compiler's message.
 """
 from __future__ import annotations
 
@@ -36,13 +41,15 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from rao_jax import aot  # noqa: E402
-from rao_jax.train.settings import settings_from_config  # noqa: E402
+from rao_jax.train.settings import CHECKPOINT_PRESETS, settings_from_config  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/<suite>.py:preset)")
 _TOPOLOGY = flags.DEFINE_multi_string("topology", [], f"TPU slice to compile for: {sorted(aot.TOPOLOGIES)}")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "also compile for this many simulated CPU devices")
-_MESH = flags.DEFINE_multi_string("mesh", [], "data,fsdp,tensor sizes (one may be -1); default: the trainer's")
-_MICRO_BATCHES = flags.DEFINE_integer("micro_batches", 1, "train-step micro-batches M (rows = M x rows_per_micro_batch)")
+_MESH = flags.DEFINE_multi_string("mesh", [], "data,fsdp,tensor sizes (one may be -1); default: the config's mesh section")
+_MICRO_BATCHES = flags.DEFINE_integer(
+    "micro_batches", 2, "train-step micro-batches M (rows = M x rows_per_micro_batch); every M >= 2 needs the "
+    "same temporaries, M = 1 less (no accumulation loop)")
 _PREFILL = flags.DEFINE_multi_string("prefill", [], "rows,chunk of a prefill to compile (default: the largest "
                                      "row bucket x the largest chunk bucket)")
 _PREFILL_ROWS_SPLIT = flags.DEFINE_bool(
@@ -92,9 +99,9 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("give at least one --topology or --cpu_devices")
   cfg = _CONFIG.value
   if not cfg.warm_start.checkpoint:
-    cfg.warm_start.checkpoint = NO_CHECKPOINT if cfg.preset == "qwen3_4b" else ""
+    cfg.warm_start.checkpoint = NO_CHECKPOINT if cfg.preset in CHECKPOINT_PRESETS else ""
   settings = settings_from_config(cfg)
-  meshes = [_ints(m, 3, "mesh") for m in _MESH.value] or [None]
+  meshes = [_ints(m, 3, "mesh") for m in _MESH.value] or [settings.mesh.sizes]
   prefills = [_ints(p, 2, "prefill") for p in _PREFILL.value] or None
 
   if _CPU_DEVICES.value:
@@ -103,6 +110,9 @@ def main(argv: Sequence[str]) -> None:
   for name in _TOPOLOGY.value:
     if name not in aot.TOPOLOGIES:
       raise app.UsageError(f"--topology={name!r} is not one of {sorted(aot.TOPOLOGIES)}")
+    if not aot.libtpu_available():
+      raise app.UsageError(f"--topology={name} needs libtpu (pip install -e '.[tpu-aot]'); without it, "
+                           "--cpu_devices N compiles the same programs on simulated CPU devices")
     targets.append((name, aot.topology_devices(name), aot.TOPOLOGIES[name].hbm_gib))
   if _CPU_DEVICES.value:
     cpus = jax.devices("cpu")

@@ -49,7 +49,7 @@ def test_tiny_programs_compile_on_simulated_cpu_meshes(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   done = subprocess.run(
       [sys.executable, str(REPO / "scripts" / "compile_tpu.py"), "--config", TINY, "--cpu_devices", "8",
-       "--mesh", "8,1,1", "--mesh", "2,2,2", "--mesh", "3,1,1", "--json", str(out)],
+       "--mesh", "8,1,1", "--mesh", "2,2,2", "--mesh", "3,1,1", "--micro_batches", "2", "--json", str(out)],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-4000:]
   assert "no mesh: mesh sizes (data, fsdp, tensor)=(3, 1, 1) need 3 devices, have 8" in done.stdout
@@ -67,7 +67,7 @@ def test_tiny_programs_compile_on_simulated_cpu_meshes(tmp_path):
     train_state = prefill["resident_bytes"]  # the train state's shards, counted by `aot.per_device_bytes`
     assert decode["resident_bytes"] == train_state
     # XLA's count of the step's arguments: exactly the train state + this device's rows + the node arrays.
-    batch = update.rows_per_micro_batch // data_parallel * update.row_length * ROW_BYTES_PER_TOKEN
+    batch = 2 * update.rows_per_micro_batch // data_parallel * update.row_length * ROW_BYTES_PER_TOKEN
     assert step["argument_bytes"] == train_state + batch + aot.NUM_NODES * (4 + 1)
     assert step["alias_bytes"] == train_state  # the donated state is updated in place
     # The decode's arguments hold this device's slots (and KV heads, over "tensor") of the KV cache.
@@ -86,7 +86,7 @@ def test_tiny_programs_compile_on_simulated_cpu_meshes(tmp_path):
 
 def test_a_mesh_that_does_not_divide_the_devices_is_a_clear_error():
   devices = jax.devices()[:1]
-  assert dict(aot.build_mesh(devices).shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+  assert dict(aot.build_mesh(devices, (-1, 1, 1)).shape) == {"data": 1, "fsdp": 1, "tensor": 1}
   with pytest.raises(ValueError, match=r"need 2 devices, have 1"):
     aot.build_mesh(devices, (2, 1, 1))
   with pytest.raises(ValueError, match=r"1 devices cannot be split into mesh sizes \(-1, 3, 1\)"):
@@ -102,8 +102,8 @@ def test_tiny_programs_compile_for_a_tpu_topology(monkeypatch):
   monkeypatch.setenv("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile only: no chip is opened (see the script)
   devices = aot.topology_devices("v5p-8")
   assert len(devices) == 4 and devices[0].platform == "tpu"
-  mesh = aot.build_mesh(devices)
-  assert dict(mesh.shape) == {"data": 4, "fsdp": 1, "tensor": 1}
+  mesh = aot.build_mesh(devices, (-1, 1, 2))
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 1, "tensor": 2}
   results = aot.compile_programs(_tiny_settings(), mesh)
   assert [r.program for r in results] == ["train_step", "prefill", "decode"]
   for result in results:

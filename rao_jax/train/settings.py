@@ -9,6 +9,7 @@ field for field, and one generic builder (`config_utils.build`) makes them:
     rollout     RolloutConfig            interpreter  InterpreterConfig
     rl          LoopConfig               policy_update  UpdateConfig (advantage, train_step, optimizer)
     eval        EvalConfig               checkpoint   CheckpointConfig      log   LogConfig
+    mesh        sharding.MeshConfig (the device mesh of the train step and the rollout programs)
 
 Every limit is set once: the episode format (delegation, depth, cells, window, prompt style) lives in
 `rollout` and reaches the warm start and the interpreter from there; the run's `seed` seeds everything;
@@ -30,6 +31,7 @@ from rao_jax.errors import FieldError
 from rao_jax.model.config import ModelConfig
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.sampling import SamplingConfig
+from rao_jax.sharding import MeshConfig
 from rao_jax.train.policy_update import UpdateConfig
 from rao_jax.train.sft import SFTConfig, SFTDataConfig
 from rao_jax.train.warm_start import TokenizerConfig
@@ -135,6 +137,7 @@ class Settings:
   eval: EvalConfig
   checkpoint: CheckpointConfig
   log: LogConfig
+  mesh: MeshConfig
 
   def suite(self) -> Suite:
     return registry.get_suite_class(self.env_name)(self.env)
@@ -144,10 +147,13 @@ class Settings:
     return dataclasses.replace(self.rollout, sampling=SamplingConfig(temperature=0.0))
 
 
+# Presets whose starting policy is an imported checkpoint (configs/textcraft.py).
+CHECKPOINT_PRESETS = ("qwen3_4b", "qwen3_4b_v6e")
+
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "tokenizer": TokenizerConfig,
              "warm_start": WarmStartConfig, "rollout": RolloutConfig, "interpreter": InterpreterConfig,
              "rl": LoopConfig, "policy_update": UpdateConfig, "eval": EvalConfig, "checkpoint": CheckpointConfig,
-             "log": LogConfig}
+             "log": LogConfig, "mesh": MeshConfig}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -203,8 +209,8 @@ def _check_consistent(s: Settings, suite_class: type[Suite]) -> None:
            "~learning_rate (3e-6 in the paper) are lost; use param_dtype='float32' master weights "
            "(config.model.dtype stays the compute dtype, and the rollout engine samples from a copy cast to it)")
   imported = bool(s.warm_start.checkpoint)
-  if s.preset == "qwen3_4b":
-    _require(imported, "--config.warm_start.checkpoint is required by the qwen3_4b preset "
+  if s.preset in CHECKPOINT_PRESETS:
+    _require(imported, f"--config.warm_start.checkpoint is required by the {s.preset} preset "
                        "(a Hugging Face Qwen3-4B directory)")
   if not imported and not s.tokenizer.path:
     _require(s.tokenizer.vocab_size <= s.model.vocab_size,

@@ -31,7 +31,6 @@ import tqdm
 from flax import nnx
 
 from rao_jax import distributed
-from rao_jax import sharding as sharding_lib
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterPool
 from rao_jax.envs.suite import Suite, Task
@@ -133,6 +132,10 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   suite = settings.suite()
   fmt = settings.rollout.episode
   times = {}
+  try:
+    mesh = settings.mesh.build()
+  except ValueError as error:
+    raise ValueError(f"--config.mesh: {error}") from None
   started = time.perf_counter()
   # Files of the work directory (shared by every host) are built by the first process; the others
   # wait for it and then read them.
@@ -158,7 +161,6 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
                      f"{settings.model.vocab_size}")
   times["time/tokenizer_s"] = time.perf_counter() - started
   layout = layout_for(tokenizer)
-  mesh = sharding_lib.make_mesh()
   started = time.perf_counter()
   losses = np.zeros([0], np.float32)
   if not warm_start_policy:

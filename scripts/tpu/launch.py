@@ -64,7 +64,9 @@ RUNTIME_VERSIONS = {
     "v6e": "v2-alpha-tpuv6e",
 }
 # The checkpoint a preset starts from when neither --hf-model nor --checkpoint is given.
-HF_MODELS = {"qwen3_4b": "Qwen/Qwen3-4B-Instruct-2507"}
+HF_MODELS = {"qwen3_4b": "Qwen/Qwen3-4B-Instruct-2507", "qwen3_4b_v6e": "Qwen/Qwen3-4B-Instruct-2507"}
+# The TPU generation a preset's mesh and sizes were checked for (docs/tpu_memory.md).
+PRESET_GENERATIONS = {"qwen3_4b": "v5p", "qwen3_4b_v6e": "v6e"}
 
 VM_READY, VM_LOST = "READY", ("PREEMPTED", "TERMINATED")
 QR_READY, QR_LOST = "ACTIVE", ("SUSPENDED", "SUSPENDING", "FAILED")
@@ -702,6 +704,13 @@ def _resolve_run(parser: argparse.ArgumentParser, args: argparse.Namespace, grou
     checked = tuple(training_override(o) for o in overrides)
   except ValueError as e:
     parser.error(str(e))
+  sized_for = PRESET_GENERATIONS.get(args.preset)
+  accelerator = getattr(args, "accelerator", None)
+  if sized_for and accelerator and not accelerator.startswith(sized_for + "-"):
+    others = [p for p, g in PRESET_GENERATIONS.items() if accelerator.startswith(g + "-")]
+    print(f"warning: the {args.preset} preset's mesh and sizes fit {sized_for} chips (docs/tpu_memory.md), "
+          f"not {accelerator}" + (f"; use --preset {others[0]}" if others else
+                                  "; check them with scripts/compile_tpu.py first"), file=sys.stderr)
   return Run(run, args.preset, args.config_file, checkpoint, hf_model, checked)
 
 

@@ -1,6 +1,7 @@
 """Hostile cells: every escape or denial-of-service attempt ends as an observation for its own node,
 the host is unharmed, and the pool keeps working. Also the OS layer on its own, and the deadline."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -130,12 +131,14 @@ def test_escape_attempts_end_as_errors(pool, name):
     ("import math\nmath.factorial(10**9)", "not allowed"),
     ("print(10**5000)", "limit"),
     ("def bomb():\n  while True: launch_subagent(1)\nbomb()", "at most"),
-    ("x = list(range(5 * 10**6))\nprint(*x)", "TimeoutError"),  # work inside the sandbox's print
+    # Work inside the sandbox's print: the CPU limit or the memory limit stops it first, depending on
+    # the machine's speed (both seen on 2-core VMs).
+    ("x = list(range(5 * 10**6))\nprint(*x)", "TimeoutError|MemoryError"),
 ])
 def test_resource_attacks_are_stopped(pool, code, fragment):
   _, result = run_one(pool, code)
   assert result.status is CellStatus.ERROR, result
-  assert fragment in result.text, result.text
+  assert re.search(fragment, result.text), result.text
 
 
 def test_gigantic_and_hostile_output_is_cut_and_clean(pool):

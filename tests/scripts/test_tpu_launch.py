@@ -148,7 +148,7 @@ def test_up_v5p_runs_create_sync_setup_launch_in_order(dry, tmp_path):
 
 def test_up_v6e_queued_spot(dry):
   lines = _commands(dry("up", "--name", "rao-v6", "--zone", "us-east5-b", "--accelerator", "v6e-8", "--queued",
-                        "--spot", "--bucket", "my-rao-bucket", "--project", "my-proj"))
+                        "--spot", "--bucket", "my-rao-bucket", "--project", "my-proj", "--preset", "qwen3_4b_v6e"))
   assert lines[:2] == [
       "gcloud compute tpus queued-resources create rao-v6-qr --zone=us-east5-b --node-id=rao-v6 "
       "--accelerator-type=v6e-8 --runtime-version=v2-alpha-tpuv6e --spot --project=my-proj",
@@ -171,6 +171,20 @@ def test_preset_lands_in_the_train_command(dry, preset, checkpoint):
   assert _train_argv(scripts[2]) == expected
   download = f"/opt/rao/venv/bin/hf download Qwen/Qwen3-4B-Instruct-2507 --local-dir {QWEN_DIR}"
   assert (download in scripts[1]) == bool(checkpoint)  # setup fetches exactly what the run starts from
+
+
+@pytest.mark.parametrize("accelerator, preset, advice", [
+    ("v6e-8", "qwen3_4b", "use --preset qwen3_4b_v6e"), ("v5p-16", "qwen3_4b_v6e", "use --preset qwen3_4b"),
+    ("v4-8", "qwen3_4b", "check them with scripts/compile_tpu.py first")])
+def test_a_preset_sized_for_other_chips_is_warned_about(tmp_path, empty_path, accelerator, preset, advice):
+  """The qwen3_4b presets' meshes and sizes were compiled for one generation each; on another the run
+  would likely not fit, which the user hears before anything is created."""
+  result = _launch(["up", *TARGET, "--accelerator", accelerator, "--bucket", "b-1", "--preset", preset,
+                    "--dry-run"], tmp_path, empty_path)
+  assert result.returncode == 0, result.stderr
+  assert result.stderr.startswith(f"warning: the {preset} preset's mesh and sizes fit ")
+  assert f"not {accelerator}; {advice}" in result.stderr
+  assert f"configs/textcraft.py:{preset}" in result.stdout
 
 
 def test_overrides_reach_the_train_command(dry):

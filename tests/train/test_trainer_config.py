@@ -44,12 +44,12 @@ def test_diagnostic_presets_validate(preset, suite):
 
 
 @pytest.mark.parametrize("file, preset", [("textcraft.py", "tiny"), ("textcraft.py", "qwen3_4b"),
-                                          ("diagnostic.py", "relay")])
+                                          ("textcraft.py", "qwen3_4b_v6e"), ("diagnostic.py", "relay")])
 def test_config_sections_mirror_the_dataclasses_one_to_one(file, preset):
   """Every key of every section is a field of the section's dataclass (the builder rejects others),
   and building the settings back into a config gives the same settings."""
   cfg = _get_config(preset, file)
-  if preset == "qwen3_4b":
+  if preset in settings_lib.CHECKPOINT_PRESETS:
     cfg.warm_start.checkpoint = "/models/Qwen3-4B"
   settings = settings_from_config(cfg)
   rebuilt = ml_collections.ConfigDict({
@@ -96,14 +96,56 @@ def test_half_precision_master_weights_are_rejected(dtype):
     settings_from_config(cfg)
 
 
-def test_qwen3_4b_needs_a_checkpoint():
-  with pytest.raises(ValueError, match="--config.warm_start.checkpoint is required"):
-    settings_from_config(_get_config("qwen3_4b"))
+@pytest.mark.parametrize("preset", ["qwen3_4b", "qwen3_4b_v6e"])
+def test_qwen3_4b_needs_a_checkpoint(preset):
+  with pytest.raises(ValueError, match=f"--config.warm_start.checkpoint is required by the {preset} preset"):
+    settings_from_config(_get_config(preset))
+
+
+def test_qwen3_4b_presets_have_the_layouts_that_fit_their_chips():
+  """The sizes the ahead-of-time compiles found to fit (docs/tpu_memory.md): v5p-8 with tensor 4 and
+  prefills of <= 32 rows; v6e-8 with tensor 8, 64 slots, 4 rows a micro-batch, prefills of <= 16 rows.
+  Everything else is the paper's, the same in both."""
+  def settings(preset):
+    cfg = _get_config(preset)
+    cfg.warm_start.checkpoint = "/models/Qwen3-4B"
+    return settings_from_config(cfg)
+  v5p, v6e = settings("qwen3_4b"), settings("qwen3_4b_v6e")
+  assert v5p.mesh.sizes == (-1, 1, 4) and v6e.mesh.sizes == (-1, 1, 8)
+  assert max(v5p.rollout.prefill_row_buckets) == 32 and max(v6e.rollout.prefill_row_buckets) == 16
+  assert (v5p.rollout.num_slots, v6e.rollout.num_slots) == (128, 64)
+  assert (v5p.policy_update.rows_per_micro_batch, v6e.policy_update.rows_per_micro_batch) == (16, 4)
+  # Tensor parallelism splits the KV cache by KV head: 8 heads divide over 4 and 8 chips.
+  assert v5p.model.num_kv_heads % 4 == 0 and v6e.model.num_kv_heads % 8 == 0
+  same = dataclasses.replace(v6e, preset="qwen3_4b", workdir=v5p.workdir, mesh=v5p.mesh,
+                             rollout=v5p.rollout, policy_update=v5p.policy_update)
+  assert same == v5p
+
+
+def test_cpu_presets_put_every_device_on_data():
+  for file, preset in (("textcraft.py", "tiny"), ("diagnostic.py", "choice")):
+    assert settings_from_config(_get_config(preset, file)).mesh.sizes == (-1, 1, 1)
+
+
+def test_a_mesh_the_devices_cannot_form_fails_before_anything_is_built(tmp_path):
+  """`config.mesh` is the trainer's mesh: sizes that do not match the devices stop `build_run` before it
+  writes data, a tokenizer or a warm start, naming the section."""
+  import jax
+
+  from rao_jax.train import trainer
+
+  cfg = _get_config("choice", "diagnostic.py")
+  cfg.workdir = str(tmp_path / "run")
+  cfg.mesh.data, cfg.mesh.tensor = 1, jax.device_count() + 1
+  with pytest.raises(ValueError, match=rf"--config\.mesh: .*need {jax.device_count() + 1} devices, "
+                                       rf"have {jax.device_count()}"):
+    trainer.build_run(settings_from_config(cfg))
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("file, preset", [("textcraft.py", "tiny"), ("textcraft.py", "tiny_linear"),
-                                          ("textcraft.py", "qwen3_4b"), ("diagnostic.py", "choice"),
-                                          ("diagnostic.py", "relay")])
+                                          ("textcraft.py", "qwen3_4b"), ("textcraft.py", "qwen3_4b_v6e"),
+                                          ("diagnostic.py", "choice"), ("diagnostic.py", "relay")])
 def test_every_preset_keeps_a_checkpoint_to_fall_back_to(file, preset):
   """A damaged latest checkpoint falls back to the previous kept one (`train.checkpoint`): a preset that
   keeps only one would have none left to fall back to."""
@@ -148,6 +190,10 @@ def test_unknown_preset():
     ("log.train_trees_every", -1, r"--config\.log\.train_trees_every=-1"),
     ("checkpoint.every_steps", 0, r"--config\.checkpoint\.every_steps=0"),
     ("tokenizer.vocab_size", 5000, r"--config\.tokenizer\.vocab_size=5000 exceeds --config\.model\.vocab_size"),
+    ("mesh.tensor", 0, r"--config\.mesh\.tensor=0 must be a positive mesh size or -1"),
+    ("mesh.fsdp", -3, r"--config\.mesh\.fsdp=-3 must be a positive mesh size or -1"),
+    ("mesh.fsdp", -1, r"--config\.mesh\.fsdp=-1 must be a size: only one of data, fsdp, tensor may be -1, "
+                      r"and data already is"),
 ])
 def test_bad_values_name_the_override(path, value, message):
   cfg = _get_config("tiny")
