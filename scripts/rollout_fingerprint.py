@@ -30,10 +30,13 @@ _TASKS = flags.DEFINE_integer("tasks", 8, "training tasks rolled out")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "times each rollout is repeated (same key)")
 
 
-def fingerprint(trees: Trees) -> str:
+def fingerprint(trees: Trees, with_log_probs: bool = True) -> str:
+  """sha256 (16 hex digits) of the trees' node arrays, tokens and loss masks, and with `with_log_probs`
+  the sampler's log-probs (which move with float rounding while the tokens stay the same)."""
   digest = hashlib.sha256()
   for array in (trees.tree, trees.group, trees.parent, trees.depth, trees.success, trees.end_reason,
-                trees.token_offsets, trees.tokens, trees.loss_mask, trees.sampler_log_probs):
+                trees.token_offsets, trees.tokens, trees.loss_mask,
+                *((trees.sampler_log_probs,) if with_log_probs else ())):
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()[:16]
 
@@ -48,15 +51,21 @@ def main(argv: Sequence[str]) -> None:
     suite = loop.run_parts.suite
     tasks = [t.to_dict() for t in trainer.stream_tasks(loop.run_parts.train_tasks, 0, _TASKS.value, settings.seed)]
     print(f"checkpoint step {loop.step}; {len(tasks)} tasks\n")
-    print("| rollout | nodes | tokens | root success | sha256 | decode s | total s |\n|---|---|---|---|---|---|---|")
+    print("| rollout | nodes | tokens | root success | sha256 | sha256 without log-probs | max |Δ log-prob| "
+          "vs first repeat | decode s | total s |\n|---|---|---|---|---|---|---|---|---|")
+    first = {}
     for _ in range(_REPEATS.value):
       for name, samples, sampling in (("sampled", settings.rl.samples_per_task, None),
                                       ("greedy", 1, settings.greedy_rollout.sampling)):
         result = loop.engine.run(suite.env_name, suite.env_config, tasks, samples, jax.random.key(123),
                                  sampling=sampling)
         trees = result.trees
+        reference = first.setdefault(name, trees.sampler_log_probs)
+        drift = (f"{np.abs(trees.sampler_log_probs - reference).max():.1e}"
+                 if reference.shape == trees.sampler_log_probs.shape else "n/a")
         print(f"| {name} | {trees.num_nodes} | {trees.tokens.shape[0]} | "
               f"{trees.success[trees.parent < 0].mean():.4f} | {fingerprint(trees)} | "
+              f"{fingerprint(trees, with_log_probs=False)} | {drift} | "
               f"{result.timings.decode_s:.2f} | {result.timings.total_s:.2f} |", flush=True)
 
 

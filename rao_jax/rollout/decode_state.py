@@ -46,7 +46,7 @@ class DecodeState:
   tokens: jax.Array            # [S, T] int32 token buffer
   log_probs: jax.Array         # [S, T] float32 sampler log-prob of generated tokens, 0 elsewhere
   lengths: jax.Array           # [S] int32 tokens in the buffer (the cache holds lengths - 1)
-  cache: KVCache               # k, v: per layer [S, T, kv_heads, head_dim]
+  cache: KVCache               # k, v: per layer [S, kv_heads, T, head_dim]
   rng: jax.Array               # PRNG key for sampling
   generating: jax.Array        # [S] bool
   turn_start: jax.Array        # [S] int32
@@ -95,9 +95,9 @@ def decode_state_shardings(state: DecodeState, mesh: Mesh) -> DecodeState:
     raise ValueError(f"rollout.num_slots={state.num_slots} must be divisible by the mesh's data x fsdp "
                      f"size {slot_ways}")
   cache_spec = list(sharding.logical_to_mesh_spec(CACHE_LOGICAL_AXES))
-  kv_heads = state.cache.k[0].shape[2]
+  kv_heads = state.cache.k[0].shape[1]
   if kv_heads % mesh.shape["tensor"]:
-    cache_spec[2] = None
+    cache_spec[1] = None
   cache = NamedSharding(mesh, PartitionSpec(*cache_spec))
   replicated = NamedSharding(mesh, PartitionSpec())
   per_slot = lambda x: sharding.batch_sharding(mesh, x.ndim) if x.ndim else replicated

@@ -123,7 +123,7 @@ def install_prefix(state: DecodeState, slots: jax.Array, prefix: jax.Array, cach
   length = prefix.shape[0]
   rows = jnp.where(slots < num_slots, slots, num_slots)
   cache_rows = jax.tree.map(
-      lambda full, part: full.at[rows, :length].set(
+      lambda full, part: full.at[rows, :, :length].set(
           jnp.broadcast_to(part[:1], (rows.shape[0],) + part.shape[1:]), mode="drop"),
       state.cache, cache)
   return state.replace(

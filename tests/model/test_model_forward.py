@@ -52,8 +52,8 @@ def test_query_chunked_attention_equals_dense(rng, length, chunk):
   """Blocks of queries (the last one padded when C does not divide T) give the dense result, including
   queries that may attend to nothing (padding) and keys longer than queries (a cache)."""
   q = jnp.asarray(rng.standard_normal((2, length, 4, 8)), jnp.float32)
-  k = jnp.asarray(rng.standard_normal((2, length + 3, 2, 8)), jnp.float32)
-  v = jnp.asarray(rng.standard_normal((2, length + 3, 2, 8)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((2, 2, length + 3, 8)), jnp.float32)  # [B, K, S, D]
+  v = jnp.asarray(rng.standard_normal((2, 2, length + 3, 8)), jnp.float32)
   mask = jnp.asarray(rng.random((2, length, length + 3)) < 0.6).at[1, -1].set(False)
   dense = grouped_attention(q, k, v, mask)
   chunked = grouped_attention(q, k, v, mask, query_chunk_size=chunk)

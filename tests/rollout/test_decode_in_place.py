@@ -1,7 +1,8 @@
 """The decode loop updates the KV cache in place: its compiled program makes no buffer as large as one
 layer of the cache (`rao_jax.hlo_inspect`), so a step reads each layer's keys and values once instead of
 copying them first. With the cache stacked as one [layers, ...] array, CPU XLA materialised every
-layer's slice every step (and copied the whole cache at S = 1)."""
+layer's slice every step (and copied the whole cache at S = 1); with per-layer [B, K, T, D] buffers
+written through `buffer.at[rows, :, slots]`, it copied every buffer every step at S = 1."""
 import jax
 import numpy as np
 import pytest
