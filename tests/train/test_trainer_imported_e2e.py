@@ -70,6 +70,7 @@ def _toy_settings(workdir, checkpoint):
   cfg.eval.update(every_steps=1, difficulties=("easy",), tasks_per_difficulty=1)
   cfg.checkpoint.every_steps = 1
   cfg.log.update(progress_bar=False, train_trees_every=1)
+  cfg.mesh.update(data=-1, fsdp=1, tensor=1)  # the preset's tensor-parallel mesh is a TPU slice's
   return settings_from_config(cfg)
 
 
