@@ -15,9 +15,9 @@ Presets:
                inverse-frequency depth weights, ~540 steps) on an imported Qwen3-4B checkpoint, with
                float32 master weights and bfloat16 compute (sampling uses a bfloat16 copy),
                query-chunked attention (train step and prefills) and layer remat (docs/performance.md),
-               sized for v5p (95 GiB a chip): mesh (data -1, fsdp 1, tensor 4), prefills of <= 32 rows.
+               sized for v5p (95 GiB a chip): mesh (data -1, fsdp 1, tensor 4), prefills of <= 64 rows.
   qwen3_4b_v6e: the same sized for v6e (32 GB a chip): tensor 8, 64 slots, 4 rows per micro-batch,
-               prefills of <= 16 rows. Memory per chip of both: docs/tpu_memory.md.
+               prefills of <= 32 rows. Memory per chip of both: docs/tpu_memory.md.
 Each section mirrors one frozen dataclass field for field (named next to it below); every field is
 validated by `rao_jax.train.settings.settings_from_config` before anything compiles.
 """
@@ -200,9 +200,9 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
   cfg.rollout.max_depth = 6
   cfg.rollout.decode_steps_per_round = 256
   cfg.rollout.prefill_chunk_buckets = (256, 1024, 4096)
-  # At most 32 rows a prefill: each row copies its slot's whole KV cache (1.1 GiB at 8K tokens), and a
-  # 128-row prefill needs over 100 GiB of temporaries on any v5p-8 mesh (docs/tpu_memory.md).
-  cfg.rollout.prefill_row_buckets = (1, 8, 32)
+  # At most 64 rows a prefill: each row reads its slot's whole KV window (1.1 GiB at 8K tokens); 64 rows
+  # of 4096 tokens peak at 77.4 GiB a v5p chip (docs/tpu_memory.md).
+  cfg.rollout.prefill_row_buckets = (1, 8, 32, 64)
   cfg.rollout.prefill_attention_chunk_size = 512  # [rows, 32, 512, 8192] float32 scores per block
   cfg.rl.num_steps = 540                 # ~10 epochs over the paper's 852 medium tasks
   cfg.rl.tasks_per_step = 16
@@ -229,12 +229,12 @@ def _qwen3_4b() -> ml_collections.ConfigDict:
 
 def _qwen3_4b_v6e() -> ml_collections.ConfigDict:
   """qwen3_4b sized for v6e (31.25 GiB of HBM a chip): tensor parallelism over a host's 8 chips, half
-  the slots, 4 rows a micro-batch, prefills of at most 16 rows (docs/tpu_memory.md)."""
+  the slots, 4 rows a micro-batch, prefills of at most 32 rows (docs/tpu_memory.md)."""
   cfg = _qwen3_4b()
   cfg.workdir = "workdir/textcraft_qwen3_4b_v6e"
   cfg.mesh.tensor = 8
   cfg.rollout.num_slots = 64             # 128 slots' KV cache alone is 18.9 GiB a chip
-  cfg.rollout.prefill_row_buckets = (1, 8, 16)
+  cfg.rollout.prefill_row_buckets = (1, 8, 16, 32)  # 32 rows of 4096 peak at 20.7 GiB a chip
   cfg.policy_update.rows_per_micro_batch = 4  # 8 rows: 31.9 GiB peak, over the 31.25
   return cfg
 

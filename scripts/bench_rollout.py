@@ -159,9 +159,8 @@ class Row:
 
 
 def engine_config(num_slots: int, args: argparse.Namespace) -> RolloutConfig:
-  # The engine reads finished turns in one call padded to a prefill row bucket, so the largest row
-  # bucket must be at least the most turns that can finish in one round: num_slots.
-  rows = tuple(sorted({min(4, num_slots), min(32, num_slots), num_slots}))
+  # Row buckets: --prefill_rows, capped at S, and S itself (the largest a round can fill).
+  rows = tuple(sorted({min(r, num_slots) for r in args.prefill_rows} | {num_slots}))
   return RolloutConfig(
       num_slots=num_slots, context_window=args.context_window, completion_limit=args.completion_limit,
       max_steps_per_node=4, max_depth=len(args.fanout) + 1,
@@ -438,6 +437,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--refill_fraction", type=float, default=0.25)
   parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[64, 256],
                       help="prefill chunk buckets (longer chunks are split into passes)")
+  parser.add_argument("--prefill_rows", type=int, nargs="+", default=[4, 32],
+                      help="prefill row buckets below S (S is always one)")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   args.slots = args.slots or ([64] if args.quick else [256, 64])

@@ -46,7 +46,8 @@ from rao_jax.train.settings import CHECKPOINT_PRESETS, settings_from_config  # n
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config (configs/<suite>.py:preset)")
 _TOPOLOGY = flags.DEFINE_multi_string("topology", [], f"TPU slice to compile for: {sorted(aot.TOPOLOGIES)}")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "also compile for this many simulated CPU devices")
-_MESH = flags.DEFINE_multi_string("mesh", [], "data,fsdp,tensor sizes (one may be -1); default: the config's mesh section")
+_MESH = flags.DEFINE_multi_string("mesh", [], "data,fsdp,tensor sizes (one may be -1); "
+                                  "default: the config's mesh section")
 _MICRO_BATCHES = flags.DEFINE_integer(
     "micro_batches", 2, "train-step micro-batches M (rows = M x rows_per_micro_batch); every M >= 2 needs the "
     "same temporaries, M = 1 less (no accumulation loop)")

@@ -19,8 +19,8 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
   """softmax(q k^T / sqrt(D) where mask) v, each group of num_heads / kv_heads query heads sharing a KV head.
 
   q: [B, T, N, D]; k, v: [B, K, S, D] (the KV cache's layout) with N % K == 0; mask: [B, T, S] bool
-  (True = may attend). Logits and softmax in float32. Returns [B, T, N, D] in q's dtype. Query head n uses KV head n // (N / K),
-  the same assignment as repeating each KV head N / K times.
+  (True = may attend). Logits and softmax in float32. Returns [B, T, N, D] in q's dtype. Query head n
+  uses KV head n // (N / K), the same assignment as repeating each KV head N / K times.
 
   `query_chunk_size` C > 0 with T > C: queries go C at a time (T padded up to a multiple of C), each block
   under `jax.checkpoint`, so the float32 [B, N, C, S] scores of one block are the largest temporary in the
@@ -99,6 +99,7 @@ class Attention(nnx.Module):
       layer: int = 0,  # this layer's index in `cache`
       cache_slots: jax.Array | None = None,  # [B, T] int32 cache slot of each token; >= max_len: not written
       query_chunk_size: int = 0,  # > 0: attention over blocks of this many queries (`grouped_attention`)
+      cache_rows: jax.Array | None = None,  # [B] int32 cache row of each row (default: row b); >= batch: padding
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns the attention output [B, T, H] and the cache with this chunk's keys/values written.
 
@@ -112,8 +113,8 @@ class Attention(nnx.Module):
     q = apply_rope(q, positions, self.rope_theta)
     k = apply_rope(k, positions, self.rope_theta)
     if cache is not None:
-      cache = cache.write(layer, cache_slots, k, v)
-      k, v = cache.k[layer], cache.v[layer]  # [B, K, max_len, D], the buffers just written
+      cache = cache.write(layer, cache_slots, k, v, cache_rows)
+      k, v = cache.read(layer, cache_rows)  # [B, K, max_len, D], the buffers just written
     else:
       k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, D]
     out = grouped_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask,

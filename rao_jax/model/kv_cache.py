@@ -61,13 +61,17 @@ class KVCache:
   def nbytes(self) -> int:
     return sum(x.nbytes for x in (*self.k, *self.v))
 
-  def write(self, layer: int, slots: jax.Array, k: jax.Array, v: jax.Array) -> KVCache:
-    """Writes a chunk's keys/values ([B, T, K, D]) of `layer` at cache slots `slots` ([B, T] int32).
+  def write(self, layer: int, slots: jax.Array, k: jax.Array, v: jax.Array,
+            rows: jax.Array | None = None) -> KVCache:
+    """Writes a chunk's keys/values ([B, T, K, D]) of `layer` at cache slots `slots` ([B, T] int32) of
+    cache rows `rows` ([B] int32; default row b for chunk row b).
 
-    Slots outside [0, max_len) are dropped, which is how padded tokens and overflow are skipped; the update
-    is a scatter into the layer's (donatable) buffer, so it happens in place under jit.
+    Slots outside [0, max_len) and rows outside [0, batch) are dropped, which is how padded tokens, padded
+    rows and overflow are skipped; the update is a scatter into the layer's (donatable) buffer, so it
+    happens in place under jit.
     """
-    rows = jnp.arange(k.shape[0])[:, None, None]  # [B, 1, 1]
+    rows = jnp.arange(k.shape[0]) if rows is None else rows
+    rows = rows[:, None, None]  # [B, 1, 1]
     heads = jnp.arange(k.shape[2])[None, None, :]  # [1, 1, K]
     # buffer[rows, heads, slots[..., None]] is [B, T, K, D], the layout of k and v.
     write = lambda buffers, new: (*buffers[:layer],
@@ -75,3 +79,11 @@ class KVCache:
                                       new.astype(buffers[layer].dtype), mode="drop"),
                                   *buffers[layer + 1:])
     return KVCache(k=write(self.k, k), v=write(self.v, v))
+
+  def read(self, layer: int, rows: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """`layer`'s keys and values [B, K, max_len, D]: every row, or cache rows `rows` ([B] int32; rows past
+    the end read the last row, for padding)."""
+    if rows is None:
+      return self.k[layer], self.v[layer]
+    rows = jnp.minimum(rows, self.batch - 1)
+    return self.k[layer][rows], self.v[layer][rows]

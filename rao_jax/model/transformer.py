@@ -24,10 +24,10 @@ class DecoderLayer(nnx.Module):
                       dtype=config.compute_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache | None,
-               layer: int, cache_slots: jax.Array | None, query_chunk_size: int = 0
-               ) -> tuple[jax.Array, KVCache | None]:
+               layer: int, cache_slots: jax.Array | None, query_chunk_size: int = 0,
+               cache_rows: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
     attended, cache = self.attention(self.input_norm(x), positions, mask, cache, layer, cache_slots,
-                                     query_chunk_size)
+                                     query_chunk_size, cache_rows)
     h = x + attended
     return h + self.mlp(self.post_attention_norm(h)), cache
 
@@ -57,6 +57,7 @@ class Transformer(nnx.Module):
       token_mask: jax.Array | None = None,  # [B, T] bool, real tokens first in each row
       query_chunk_size: int = 0,
       remat: bool = False,
+      cache_rows: jax.Array | None = None,  # [B] int32 cache row of each token row (default: row b)
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns logits [B, T, V] float32 and the cache with this chunk written (None without a cache).
 
@@ -66,14 +67,16 @@ class Transformer(nnx.Module):
     With a cache (prefill, decode): token t of row b is written at slot cache_lengths[b] + t if
     token_mask[b, t] (slots >= max_len are dropped) and attends to slots <= cache_lengths[b] + t; default
     positions are cache_lengths[b] + t. Real tokens must come first in each row of token_mask. The caller
-    advances its lengths: new_lengths = cache_lengths + token_mask.sum(-1).
+    advances its lengths: new_lengths = cache_lengths + token_mask.sum(-1). `cache_rows` lets B token rows
+    use chosen rows of a larger cache in place (a prefill of some decode slots): row b reads and writes
+    cache row cache_rows[b]; rows >= cache.batch are padding and write nothing.
     Memory knobs (same results up to float rounding): `query_chunk_size` > 0 computes attention over
     blocks of that many queries (`grouped_attention`); `remat` (training forwards, no cache) recomputes
     each layer in the backward pass, keeping only its input [B, T, H].
     """
     hidden, cache = self.hidden_states(tokens, positions, segment_ids=segment_ids, cache=cache,
                                        cache_lengths=cache_lengths, token_mask=token_mask,
-                                       query_chunk_size=query_chunk_size, remat=remat)
+                                       query_chunk_size=query_chunk_size, remat=remat, cache_rows=cache_rows)
     return self.logits(hidden), cache
 
   def logits(self, hidden: jax.Array) -> jax.Array:  # [..., H] final hidden states -> [..., V] float32
@@ -90,6 +93,7 @@ class Transformer(nnx.Module):
       token_mask: jax.Array | None = None,  # [B, T] bool
       query_chunk_size: int = 0,
       remat: bool = False,
+      cache_rows: jax.Array | None = None,  # [B] int32 cache row of each token row (default: row b)
   ) -> tuple[jax.Array, KVCache | None]:
     """`__call__` without the vocabulary projection: final-normed hidden states [B, T, H] and the cache.
 
@@ -119,14 +123,18 @@ class Transformer(nnx.Module):
       if cache_lengths is None:
         raise ValueError("a cache needs cache_lengths ([batch] int32 tokens already cached per row)")
       _check_shape("cache_lengths", cache_lengths, (batch,))
-      if cache.batch != batch:
-        raise ValueError(f"cache has {cache.batch} rows but tokens have {batch}")
+      _check_shape("cache_rows", cache_rows, (batch,))
+      if cache_rows is None and cache.batch != batch:
+        raise ValueError(f"cache has {cache.batch} rows but tokens have {batch} (give cache_rows to use "
+                         "some rows of a larger cache)")
       chunk_index = cache_lengths[:, None] + jnp.arange(length, dtype=jnp.int32)  # [B, T]
       if positions is None:
         positions = chunk_index
       cache_slots = chunk_index if token_mask is None else jnp.where(token_mask, chunk_index, cache.max_len)
       mask = jnp.arange(cache.max_len)[None, None, :] <= chunk_index[:, :, None]  # [B, T, max_len]
 
+    if cache_rows is not None and cache is None:
+      raise ValueError("cache_rows was given without a cache")
     if remat and cache is not None:
       raise ValueError("remat is for training forwards; a forward with a cache keeps no activations")
     x = self.embed(tokens)  # [B, T, H]
@@ -134,7 +142,7 @@ class Transformer(nnx.Module):
       if remat:
         x = nnx.remat(lambda block, h: block(h, positions, mask, None, 0, None, query_chunk_size)[0])(layer, x)
       else:
-        x, cache = layer(x, positions, mask, cache, i, cache_slots, query_chunk_size)
+        x, cache = layer(x, positions, mask, cache, i, cache_slots, query_chunk_size, cache_rows)
     return self.final_norm(x), cache
 
 

@@ -21,11 +21,11 @@ from rao_jax.rollout.sampling import SamplingConfig, sample_tokens, token_log_pr
 
 
 def _apply_model(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, positions: jax.Array,
-                 cache: KVCache, cache_lengths: jax.Array, token_mask: jax.Array, query_chunk_size: int = 0
-                 ) -> tuple[jax.Array, KVCache]:
+                 cache: KVCache, cache_lengths: jax.Array, token_mask: jax.Array, query_chunk_size: int = 0,
+                 cache_rows: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
   model = nnx.merge(graphdef, params)
   return model(tokens, positions, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask,
-               query_chunk_size=query_chunk_size)
+               query_chunk_size=query_chunk_size, cache_rows=cache_rows)
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots: jax.Array,
@@ -73,12 +73,10 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   read_index = jnp.minimum(cache_start[:, None] + offsets, window - 1)           # [R, C]
   inputs = jnp.take_along_axis(tokens[safe_slots], read_index, axis=1)
   input_mask = (offsets < num_inputs[:, None]) & valid_row[:, None]
-  row_cache = jax.tree.map(lambda x: x[safe_slots], state.cache)
-  _, row_cache = _apply_model(graphdef, params, inputs, cache_start[:, None] + offsets, row_cache,
-                              cache_start, input_mask, query_chunk_size)
+  # The rows' keys and values are written into their slots in place; each layer reads its rows' windows.
   cache_rows = jnp.where(valid_row, slots, num_slots)
-  cache = jax.tree.map(lambda full, part: full.at[cache_rows].set(part, mode="drop"),
-                       state.cache, row_cache)
+  _, cache = _apply_model(graphdef, params, inputs, cache_start[:, None] + offsets, state.cache,
+                          cache_start, input_mask, query_chunk_size, cache_rows)
 
   def scatter(field, values):
     return field.at[cache_rows].set(values, mode="drop")

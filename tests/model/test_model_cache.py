@@ -92,3 +92,42 @@ def test_forward_rejects_inconsistent_arguments(model, toy_config):
     model(jnp.zeros(3, jnp.int32))
   with pytest.raises(ValueError, match="positive batch and max_len"):
     KVCache.init(toy_config, 0, 8)
+
+
+@nnx.jit
+def _rows_forward(model, tokens, cache, cache_lengths, token_mask, cache_rows):
+  return model(tokens, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask, cache_rows=cache_rows)
+
+
+def test_cache_rows_use_chosen_rows_of_a_larger_cache_in_place(model, toy_config, rng):
+  """Token rows aimed at rows 3 and 1 of a 5-row cache (and one padding row, 5) give the logits of the
+  same rows in a cache of their own, write exactly those rows, and leave the others as they were."""
+  big = KVCache.init(toy_config, 5, 16)
+  filled = rng.standard_normal(big.k[0].shape).astype(np.float32)
+  big = KVCache(k=tuple(jnp.asarray(filled) + i for i in range(len(big.k))),
+                v=tuple(jnp.asarray(filled) - i for i in range(len(big.v))))
+  tokens = jnp.asarray(rng.integers(0, toy_config.vocab_size, size=(3, 6)), jnp.int32)
+  lengths = jnp.asarray([4, 2, 0], jnp.int32)  # tokens already cached per row
+  mask = jnp.asarray([[True] * 6, [True] * 3 + [False] * 3, [False] * 6])
+  rows = jnp.asarray([3, 1, 5], jnp.int32)
+  logits, written = _rows_forward(model, tokens, big, lengths, mask, rows)
+
+  own = KVCache(k=tuple(layer[np.array([3, 1, 4])] for layer in big.k),
+                v=tuple(layer[np.array([3, 1, 4])] for layer in big.v))
+  expected, own_written = _cached_forward(model, tokens, own, lengths, mask)
+  np.testing.assert_array_equal(np.asarray(logits)[:2], np.asarray(expected)[:2])
+  for layer, (after, before, own_after) in enumerate(zip(written.k, big.k, own_written.k)):
+    np.testing.assert_array_equal(np.asarray(after)[[3, 1]], np.asarray(own_after)[:2])
+    np.testing.assert_array_equal(np.asarray(after)[[0, 2, 4]], np.asarray(before)[[0, 2, 4]])
+    assert not np.array_equal(np.asarray(after)[3], np.asarray(before)[3]), layer
+
+
+def test_cache_rows_are_checked(model, toy_config):
+  tokens = jnp.zeros((2, 3), jnp.int32)
+  with pytest.raises(ValueError, match=r"cache_rows must have shape \(2,\)"):
+    model(tokens, cache=KVCache.init(toy_config, 4, 8), cache_lengths=jnp.zeros(2, jnp.int32),
+          cache_rows=jnp.zeros(3, jnp.int32))
+  with pytest.raises(ValueError, match="cache_rows was given without a cache"):
+    model(tokens, cache_rows=jnp.zeros(2, jnp.int32))
+  with pytest.raises(ValueError, match=r"cache has 4 rows but tokens have 2 \(give cache_rows"):
+    model(tokens, cache=KVCache.init(toy_config, 4, 8), cache_lengths=jnp.zeros(2, jnp.int32))
