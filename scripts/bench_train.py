@@ -98,8 +98,20 @@ def time_case(case: Case, steps: int) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller batches and fewer timed steps")
+  parser.add_argument("--shapes", nargs="+", metavar="PRESET:ROWSxT",
+                      help="time only these steps (e.g. tiny:8x512 tiny:32x128: the same tokens at shorter "
+                           "rows show how much of the step is attention); no memory-knob table")
   args = parser.parse_args()
-  if args.quick:
+  if args.shapes:
+    cases = []
+    for shape in args.shapes:
+      preset, _, size = shape.partition(":")
+      rows, _, length = size.partition("x")
+      if not (rows.isdigit() and length.isdigit()):
+        parser.error(f"--shapes {shape!r}: expected PRESET:ROWSxT, e.g. tiny:8x512")
+      cases.append(Case(preset, int(rows), int(length)))
+    memory_rows, steps, matmul_size = None, 3, 2048
+  elif args.quick:
     cases = [Case("tiny", 4, 256), Case("tiny", 4, 256, num_micro_batches=2, logits_chunk_size=64),
              Case("small", 2, 256)]
     memory_rows = ("tiny", 2, 1024)
@@ -125,6 +137,8 @@ def main() -> None:
           f"{r['step_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | {r['loss_tokens_per_s']:,.0f} | "
           f"{r['flops_per_s'] / 1e9:.1f} | {r['floor_s'] * 1e3:.0f} | {r['floor_s'] / r['step_s']:.2f} |")
 
+  if memory_rows is None:
+    return
   preset, rows, row_length = memory_rows
   print(f"\nmemory knobs: {preset}, {rows} × {row_length} rows; baseline = the plain step (first row)\n")
   print("| attention chunk | remat | compile s | step ms | XLA temp MiB | temp vs plain | time vs plain |")
