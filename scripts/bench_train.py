@@ -92,7 +92,8 @@ def time_case(case: Case, steps: int) -> dict:
   tokens = case.rows * case.row_length
   return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s, temp_bytes=temp_bytes,
               tokens_per_s=tokens / step_s, loss_tokens_per_s=float(batch.loss_mask.sum()) / step_s,
-              flops_per_s=roofline.train_step_cost(config, case.rows, case.row_length).flops / step_s)
+              cost=(cost := roofline.train_step_cost(config, case.rows, case.row_length)),
+              flops_per_s=cost.flops / step_s)
 
 
 def main() -> None:
@@ -131,7 +132,7 @@ def main() -> None:
   print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for case in cases:
     r = time_case(case, steps)
-    r["floor_s"] = roofline.train_step_cost(get_preset(case.preset), case.rows, case.row_length).floor_s(machine)
+    r["floor_s"] = r["cost"].floor_s(machine)
     print(f"| {case.preset} | {r['params'] / 1e6:.1f}M | {case.rows} × {case.row_length} | "
           f"{case.num_micro_batches} | {case.logits_chunk_size or 'off'} | {r['compile_s']:.1f} | "
           f"{r['step_s'] * 1e3:.0f} | {r['tokens_per_s']:,.0f} | {r['loss_tokens_per_s']:,.0f} | "

@@ -52,8 +52,8 @@ def probe(model: Transformer, num_slots: int, args: argparse.Namespace, machine:
     if repeat:  # the first call also pays for the transfer of the fresh state
       times.append((time.perf_counter() - started) / int(stats.steps))
   step_s = float(np.median(times))
-  as_written = roofline.decode_step_cost(config, [args.window] * num_slots, state.cache.k[0].dtype)
-  live = roofline.decode_step_cost(config, [args.live] * num_slots, state.cache.k[0].dtype)
+  as_written = roofline.decode_step_cost(config, [args.window] * num_slots, state.cache.dtype)
+  live = roofline.decode_step_cost(config, [args.live] * num_slots, state.cache.dtype)
   return dict(slots=num_slots, step_ms=1e3 * step_s, floor_ms=1e3 * as_written.floor_s(machine),
               live_floor_ms=1e3 * live.floor_s(machine), bound=as_written.bound(machine),
               model_mb=as_written.bytes / 1e6, xla_mb=float(cost.get("bytes accessed", np.nan)) / 1e6,

@@ -57,10 +57,6 @@ class KVCache:
   def dtype(self) -> jnp.dtype:
     return self.k[0].dtype
 
-  @property
-  def nbytes(self) -> int:
-    return sum(x.nbytes for x in (*self.k, *self.v))
-
   def write(self, layer: int, slots: jax.Array, k: jax.Array, v: jax.Array,
             rows: jax.Array | None = None) -> KVCache:
     """Writes a chunk's keys/values ([B, T, K, D]) of `layer` at cache slots `slots` ([B, T] int32) of
