@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "tensorboardX>=2.6",
     "matplotlib>=3.8",      # scripts/plot_figures.py
+    "bm25s>=0.2.14",        # the chained-research suite's search_web
 ]
 
 TEST_REQUIRES = [

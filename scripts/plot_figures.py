@@ -2,14 +2,21 @@
 
   python scripts/plot_figures.py --workdir workdir/textcraft_tiny --baseline workdir/textcraft_tiny_linear
 
-Writes three PNGs into --out (default: {workdir}/figures):
+  python scripts/plot_figures.py --workdir workdir/long_context_tiny --baseline workdir/long_context_tiny_flat \
+      --parallel_runs workdir/long_context_tiny,workdir/chained_research_tiny
+
+Writes four PNGs into --out (default: {workdir}/figures):
   success_per_tier.png    greedy held-out success per tier against the RL step, RAO (solid) and the
                           single-agent baseline (dashed);
   depth_distribution.png  the depth of the solved held-out hard trees of the final evaluation against
                           the depth of the solved training trees (every logged training step,
                           `config.log.train_trees_every`);
   delegation_rate.png     the share of nodes that launch a child, against the RL step (training rollouts
-                          at temperature 1, and the greedy evaluations).
+                          at temperature 1, and the greedy evaluations);
+  parallelism.png         per run of --parallel_runs (default: --workdir), at its final evaluation: the
+                          parallel fraction of child launches, and the critical path against all tokens
+                          generated per tree (the paper's wall-clock argument: independent children
+                          overlap, chained ones cannot).
 Everything is read from metrics.jsonl and trees/*.jsonl, so the figures regenerate from finished runs.
 """
 from __future__ import annotations
@@ -77,10 +84,13 @@ def plot_success(runs: dict[str, str], out: str) -> str:
   return _save(figure, out, "success_per_tier.png")
 
 
-def plot_depths(workdir: str, out: str, tier: str = "hard") -> str:
+def plot_depths(workdir: str, out: str, tier: str | None = None) -> str:
+  """`tier` defaults to "hard" (TextCraft-Synth's), else the last tier of the run's final evaluation."""
   evals = eval_records(workdir)
   if not evals:
     raise ValueError(f"no evaluations in {workdir}/metrics.jsonl")
+  tiers = tiers_of(evals[-1])
+  tier = tier or ("hard" if "hard" in tiers else tiers[-1])
   split_files = sorted(glob.glob(os.path.join(workdir, "trees", f"eval_*_step{evals[-1]['step']:06d}.jsonl")))
   held_out = [d for path in split_files for d in _solved_tree_depths(path, tier)]
   training = [d for path in sorted(glob.glob(os.path.join(workdir, "trees", "train_step*.jsonl")))
@@ -90,7 +100,7 @@ def plot_depths(workdir: str, out: str, tier: str = "hard") -> str:
                      "training trees")
   figure, axis = plt.subplots(figsize=(5.0, 3.2))
   top = max(held_out + training)
-  for values, label, offset in ((training, "solved training trees (easy + medium)", -0.2),
+  for values, label, offset in ((training, "solved training trees", -0.2),
                                 (held_out, f"solved held-out {tier} trees (final evaluation)", 0.2)):
     counts = collections.Counter(values)
     axis.bar([d + offset for d in range(top + 1)], [counts[d] / len(values) for d in range(top + 1)],
@@ -122,18 +132,46 @@ def plot_delegation(runs: dict[str, str], out: str) -> str:
   return _save(figure, out, "delegation_rate.png")
 
 
+def plot_parallelism(workdirs: list[str], out: str) -> str:
+  finals = {}
+  for workdir in workdirs:
+    evals = [r for r in eval_records(workdir) if "parallel_fraction" in r]
+    if not evals:
+      raise ValueError(f"no evaluations in {workdir}/metrics.jsonl")
+    finals[os.path.basename(os.path.normpath(workdir))] = evals[-1]
+  names = list(finals)
+  figure, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.2))
+  left.bar(names, [_number(finals[n]["parallel_fraction"]) for n in names], color="tab:blue")
+  left.set_ylabel("parallel fraction of launches")
+  left.set_ylim(0, 1.05)
+  positions = range(len(names))
+  right.bar([p - 0.2 for p in positions], [_number(finals[n]["total_tokens_per_tree"]) for n in names],
+            width=0.4, label="all tokens generated")
+  right.bar([p + 0.2 for p in positions], [_number(finals[n]["critical_path_tokens"]) for n in names],
+            width=0.4, label="critical path")
+  right.set_xticks(list(positions), names)
+  right.set_ylabel("tokens per tree (final evaluation)")
+  right.legend(loc="best", fontsize="small")
+  for axis in (left, right):
+    axis.tick_params(axis="x", labelrotation=15)
+  return _save(figure, out, "parallelism.png")
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True, help="the RAO run's work directory")
   parser.add_argument("--baseline", help="the single-agent baseline's work directory (tiny_linear)")
   parser.add_argument("--out", help="where to write the PNGs (default: {workdir}/figures)")
+  parser.add_argument("--parallel_runs", default="", help="comma-separated work directories for parallelism.png")
   args = parser.parse_args(argv)
   out = args.out or os.path.join(args.workdir, "figures")
   os.makedirs(out, exist_ok=True)
   runs = {"RAO": args.workdir}
   if args.baseline:
     runs["single agent"] = args.baseline
-  for path in (plot_success(runs, out), plot_depths(args.workdir, out), plot_delegation(runs, out)):
+  parallel_runs = [w for w in args.parallel_runs.split(",") if w] or [args.workdir]
+  for path in (plot_success(runs, out), plot_depths(args.workdir, out), plot_delegation(runs, out),
+               plot_parallelism(parallel_runs, out)):
     print(path)
   return 0
 

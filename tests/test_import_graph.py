@@ -18,7 +18,8 @@ LAYERS = (
     ("rao_jax.train", "rao_jax.aot"),
 )
 # Benchmark-specific packages: only the registry (lazily, by name) and their own package may reach them.
-SPECIFIC = ("rao_jax.envs.textcraft_synth", "rao_jax.envs.diagnostics")
+SPECIFIC = ("rao_jax.envs.textcraft_synth", "rao_jax.envs.diagnostics", "rao_jax.envs.long_context",
+            "rao_jax.envs.chained_research")
 GENERIC = ("rao_jax.agent", "rao_jax.rollout", "rao_jax.rl", "rao_jax.train", "rao_jax.model")
 
 

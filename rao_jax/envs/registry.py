@@ -39,11 +39,15 @@ _FACTORIES = _LazyRegistry("environment", {
     "textcraft_synth": "rao_jax.envs.textcraft_synth.env:make_root_environment",
     "diagnostic_choice": "rao_jax.envs.diagnostics:make_choice_environment",
     "diagnostic_relay": "rao_jax.envs.diagnostics:make_relay_environment",
+    "long_context": "rao_jax.envs.long_context.env:make_root_environment",
+    "chained_research": "rao_jax.envs.chained_research.env:make_root_environment",
 })
 _SUITES = _LazyRegistry("environment suite", {
     "textcraft_synth": "rao_jax.envs.textcraft_synth.suite:TextCraftSuite",
     "diagnostic_choice": "rao_jax.envs.diagnostics:ChoiceSuite",
     "diagnostic_relay": "rao_jax.envs.diagnostics:RelaySuite",
+    "long_context": "rao_jax.envs.long_context.suite:LongContextSuite",
+    "chained_research": "rao_jax.envs.chained_research.suite:ChainedResearchSuite",
 })
 
 

@@ -60,13 +60,15 @@ def success_table(first: dict, last: dict) -> str:
   A cell whose success was logged as null (NaN) reads "n/a", and so do its change and the mean change.
   """
   before, after = f"warm start (step {first['step']})", f"after RL (step {last['step']})"
-  rows = [f"{'tier':<9} {before:<22} {after:<22} change"]
+  tiers = tiers_of(last)
+  width = max([9, *(len(tier) for tier in tiers)])
+  rows = [f"{'tier':<{width}} {before:<22} {after:<22} change"]
   changes = []
-  for tier in tiers_of(last):
+  for tier in tiers:
     changes.append(_change(first, last, tier))
-    rows.append(f"{tier:<9} {_cell(first, tier):<22} {_cell(last, tier):<22} {_points(changes[-1])}")
+    rows.append(f"{tier:<{width}} {_cell(first, tier):<22} {_cell(last, tier):<22} {_points(changes[-1])}")
   mean_change = (None if not changes or any(c is None for c in changes) else sum(changes) / len(changes))
-  rows.append(f"{'mean':<9} {'':<22} {'':<22} {_points(mean_change)}")
+  rows.append(f"{'mean':<{width}} {'':<22} {'':<22} {_points(mean_change)}")
   return "\n".join(rows)
 
 
@@ -77,7 +79,8 @@ def report(workdir: str, trees_split: str) -> str:
     return f"no evaluation in {workdir}/metrics.jsonl yet"
   first, last = evals[0], evals[-1]
   trees = os.path.join(workdir, "trees", f"eval_{trees_split}_step{last['step']:06d}.jsonl")
-  lines = ["Greedy held-out success (solved / tasks):", success_table(first, last), "",
+  # "solved" sums the roots' scores in [0, 1] (a count where scores are 0 or 1); the share is their mean.
+  lines = ["Greedy held-out success (solved / tasks, mean score):", success_table(first, last), "",
            f"work directory: {workdir}",
            f"view the final evaluation's trees: python -m rao_jax.viz --trees {trees}"]
   return "\n".join(lines)

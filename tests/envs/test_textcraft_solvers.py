@@ -10,7 +10,7 @@ from rao_jax.agent import episode, turn_format
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers
 from rao_jax.envs.textcraft_synth import tasks as tasks_lib
-from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
+from rao_jax.envs.trusted_runner import TrustedCellRunner
 from rao_jax.envs.textcraft_synth.world import Item, Recipe, World, WorldConfig, get_world
 
 

@@ -13,7 +13,8 @@ TIERS = ("easy", "medium", "hard", "extreme")
 
 
 def _eval(step, solved):
-  record = {"step": step, "kind": "eval", "success": sum(solved) / 120, "delegation_rate": 0.1 * step}
+  record = {"step": step, "kind": "eval", "success": sum(solved) / 120, "delegation_rate": 0.1 * step,
+            "parallel_fraction": 0.2 * step, "critical_path_tokens": 40.0 + step, "total_tokens_per_tree": 90.0}
   for tier, count in zip(TIERS, solved):
     record.update({f"success/{tier}": count / 30, f"solved/{tier}": float(count), f"tasks/{tier}": 30.0,
                    f"max_depth/{tier}": float(TIERS.index(tier) * 3 + 1),
@@ -64,10 +65,11 @@ def _plot_main():
 def test_figures_regenerate_from_the_two_work_directories(tmp_path, capsys):
   rao = _workdir(tmp_path / "rao", (25, 3, 0, 0), (29, 27, 21, 12))
   linear = _workdir(tmp_path / "linear", (25, 3, 0, 0), (27, 4, 0, 0), train_depth=0)
-  assert _plot_main()(["--workdir", rao, "--baseline", linear, "--out", str(tmp_path / "figures")]) == 0
+  assert _plot_main()(["--workdir", rao, "--baseline", linear, "--out", str(tmp_path / "figures"),
+                       "--parallel_runs", f"{rao},{linear}"]) == 0
   written = capsys.readouterr().out.split()
   assert [os.path.basename(p) for p in written] == ["success_per_tier.png", "depth_distribution.png",
-                                                      "delegation_rate.png"]
+                                                      "delegation_rate.png", "parallelism.png"]
   for path in written:
     with open(path, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -121,9 +123,39 @@ def test_report_prints_a_nan_evaluation_as_not_available(tmp_path):
 def test_figures_regenerate_from_a_run_with_a_nan_evaluation(tmp_path, capsys):
   workdir = _nan_workdir(tmp_path / "rao")
   assert _plot_main()(["--workdir", workdir, "--out", str(tmp_path / "figures")]) == 0
-  assert len(capsys.readouterr().out.split()) == 3
+  assert len(capsys.readouterr().out.split()) == 4
   spec = importlib.util.spec_from_file_location("plot_figures", _SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   path = os.path.join(workdir, "trees", "eval_val_step000004.jsonl")
   assert module._solved_tree_depths(path, "hard") == [7, 8]  # the NaN root (depth 9) is no solve
+
+
+def _compare_module():
+  path = os.path.join(os.path.dirname(_SCRIPT), "compare_evals.py")
+  spec = importlib.util.spec_from_file_location("compare_evals", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _scores_file(path, scores):
+  path.write_text("".join(json.dumps({"tree": i, "group": i, "difficulty": tier,
+                                      "nodes": [{"id": 0, "parent": -1, "depth": 0, "success": s}]}) + "\n"
+                          for i, (tier, s) in enumerate(scores)))
+  return str(path)
+
+
+def test_compare_evals_pairs_tasks_and_reports_an_interval(tmp_path, capsys):
+  module = _compare_module()
+  before = _scores_file(tmp_path / "a.jsonl", [("x", 0.0)] * 20 + [("y", 0.5)] * 10)
+  after = _scores_file(tmp_path / "b.jsonl", [("x", 1.0)] * 15 + [("x", 0.0)] * 5 + [("y", 0.5)] * 10)
+  result = module.compare(before, after)
+  assert result["x"]["diff"] == pytest.approx(0.75) and result["x"]["low"] > 0 and result["x"]["p"] < 0.001
+  assert result["y"]["diff"] == 0 and result["y"]["p"] == 1.0
+  assert result["all"]["n"] == 30
+  assert module.main(["--before", before, "--after", after]) == 0
+  assert "| x | 20 | 0.000 | 0.750 | +0.750" in capsys.readouterr().out
+  shuffled = _scores_file(tmp_path / "c.jsonl", [("y", 0.5)] * 10 + [("x", 0.0)] * 20)
+  with pytest.raises(ValueError, match="same tasks"):
+    module.compare(before, shuffled)

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping
 
 from rao_jax.envs.base import DemoTurn
 from rao_jax.envs.textcraft_synth import env as env_lib
-from rao_jax.envs.textcraft_synth.trusted_runner import TrustedCellRunner
+from rao_jax.envs.trusted_runner import TrustedCellRunner
 from rao_jax.envs.textcraft_synth.world import World
 
 Counts = dict[str, int]

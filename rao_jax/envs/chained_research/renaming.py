@@ -1,0 +1,56 @@
+"""Consistent random renamings of a graph's entities, countries and numbers, for augmenting expert transcripts.
+
+As for TextCraft (`textcraft_synth/renaming.py`): rendering an expert tree again under a seeded bijection
+of names gives the transcript of an isomorphic graph, so a model can only predict a name by copying it
+from its goal or an observation, never by remembering which names a question involves.
+
+The bijection permutes the whole name pool (`graph.name_pool`, train and val words alike, so val's words
+are seen in training too) and the countries among themselves; an entity's new name is its name with
+every pool word replaced, so new names are distinct. Whole entity names, their url slugs and country
+names are replaced (longest first); words that merely contain a name are not. Numbers move too, so a
+final answer can only be copied, never remembered: every year (a number of 3 or 4 digits) shifts by one
+offset and every length ("1,240 km") by another, which keeps the world consistent (twins still differ,
+descriptions still single out one entity).
+"""
+from __future__ import annotations
+
+import random
+import re
+
+_NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d{3,4})(?!\w|,\d)(\s?km\b)?")
+
+from rao_jax.envs.chained_research.graph import COUNTRIES, NAME_POOL_SIZE, KnowledgeGraph, name_pool
+
+
+class EntityRenaming:
+  """A seeded renaming of `graph`'s names; calling it renames every name, slug and country in a text.
+
+  Attributes:
+    mapping: old -> new, for every entity name, its slug and every country.
+  """
+
+  def __init__(self, graph: KnowledgeGraph, seed: int | str):
+    rng = random.Random(f"chained-research/renaming/{seed}")
+    pool = list(name_pool(NAME_POOL_SIZE))
+    shuffled = list(pool)
+    rng.shuffle(shuffled)
+    words = dict(zip(pool, shuffled))
+    countries = list(COUNTRIES)
+    rng.shuffle(countries)
+    self.mapping: dict[str, str] = dict(zip(COUNTRIES, countries))
+    for name, entity in graph.entities.items():
+      new = " ".join(words.get(word, word) for word in name.split())
+      self.mapping[name] = new
+      self.mapping[entity.slug] = new.lower().replace(" ", "_")
+    longest_first = sorted(self.mapping, key=len, reverse=True)
+    self._pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, longest_first)) + r")(?!\w)")
+    self.year_shift = rng.choice([d for d in range(-40, 41) if d])
+    self.length_shift = rng.choice([d for d in range(-60, 61) if d])
+
+  def _shift(self, match: re.Match) -> str:
+    digits, unit = match.group(1), match.group(2)
+    value = int(digits.replace(",", "")) + (self.length_shift if unit else self.year_shift)
+    return (f"{value:,}" if "," in digits else str(value)) + (unit or "")
+
+  def __call__(self, text: str) -> str:
+    return _NUMBER.sub(self._shift, self._pattern.sub(lambda match: self.mapping[match.group(1)], text))

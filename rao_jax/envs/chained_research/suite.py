@@ -1,0 +1,98 @@
+"""Chained multi-hop research (the DeepDive stand-in) as an environment suite.
+
+A config's `env` section mirrors `ChainedResearchConfig`:
+
+    env.name = "chained_research"
+    env.dataset                 the preset of graph, pages and questions (`questions.PRESETS`), also the
+                                tfds builder config of the tasks ("tiny", "paper")
+    env.result_style            what search_web returns per result ("full" dicts or "compact" strings)
+    env.transcript_style        how the expert writes its cells ("spec" or "compact"; `solvers.py`)
+    env.expert_max_results      max_results of the compact expert's searches
+
+Augmented demonstration copies rename the graph's entities and countries (`renaming.EntityRenaming`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+from rao_jax.errors import FieldError
+from rao_jax.envs.base import DemoNode, DemoTurn
+from rao_jax.envs.suite import Suite
+from rao_jax.envs.chained_research import dataset, solvers
+from rao_jax.envs.chained_research.env import RESULT_STYLES
+from rao_jax.envs.chained_research.graph import COUNTRIES, NAME_POOL_SIZE, get_graph, name_pool
+from rao_jax.envs.chained_research.questions import DIFFICULTIES, PRESETS, SPLITS, Task
+from rao_jax.envs.chained_research.renaming import EntityRenaming
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainedResearchConfig:
+  """The corpus and questions, what the tools return, and how the experts write their turns.
+
+  Attributes:
+    dataset: a `questions.PRESETS` name (graph, pages, questions; the tfds builder config).
+    result_style: "full" (search results as {url, title, content, score}) or "compact" ("title: snippet").
+    transcript_style: "spec" (thoughts, pages read) or "compact" (`solvers.TRANSCRIPT_STYLES`).
+    expert_max_results: results per search of the compact expert (1..10).
+  """
+
+  dataset: str = "tiny"
+  result_style: str = "full"
+  transcript_style: str = "spec"
+  expert_max_results: int = 2
+
+  def __post_init__(self):
+    checks = (("dataset", self.dataset in PRESETS, f"is not one of {sorted(PRESETS)}"),
+              ("result_style", self.result_style in RESULT_STYLES, f"is not one of {RESULT_STYLES}"),
+              ("transcript_style", self.transcript_style in solvers.TRANSCRIPT_STYLES,
+               f"is not one of {solvers.TRANSCRIPT_STYLES}"),
+              ("expert_max_results", type(self.expert_max_results) is int and 1 <= self.expert_max_results <= 10,
+               "must be an int in [1, 10]"))
+    for field, ok, problem in checks:
+      if not ok:
+        raise FieldError(field, getattr(self, field), problem)
+    if (self.transcript_style == "compact") != (self.result_style == "compact"):
+      raise FieldError("transcript_style", self.transcript_style,
+                       f"must be 'compact' iff result_style is 'compact' (got result_style={self.result_style!r}): "
+                       "the compact expert prints search results whole, the spec expert reads their fields")
+
+
+class ChainedResearchSuite(Suite):
+  """Chained multi-hop research over a fictional encyclopedia (`../shared/spec/STANDINS.md`)."""
+
+  Config = ChainedResearchConfig
+  difficulties = DIFFICULTIES
+  splits = SPLITS
+  env_name = "chained_research"
+
+  @property
+  def env_config(self) -> dict[str, Any]:
+    return {"dataset": self.config.dataset, "result_style": self.config.result_style}
+
+  def load_tasks(self, split: str, data_dir: str) -> list[Task]:
+    return dataset.load_tasks(self.config.dataset, split, data_dir)
+
+  def demonstrations(self, task: Task, *, delegate: bool, max_depth: int, variant: str | None = None
+                     ) -> list[DemoNode] | None:
+    nodes = self._solve(task, delegate, max_depth)
+    if nodes is None or variant is None:
+      return nodes
+    graph = get_graph(PRESETS[self.config.dataset].corpus.graph, task.split)
+    rename = EntityRenaming(graph, variant)
+    return [DemoNode(goal=rename(node.goal), depth=node.depth, environment=node.environment,
+                     turns=tuple(DemoTurn(rename(turn.thought), rename(turn.code),
+                                          None if turn.output is None else rename(turn.output))
+                                 for turn in node.turns))
+            for node in nodes]
+
+  @functools.lru_cache(maxsize=4096)
+  def _solve(self, task: Task, delegate: bool, max_depth: int) -> list[DemoNode] | None:
+    config = solvers.SolverConfig(delegate=delegate, max_depth=max_depth, style=self.config.transcript_style,
+                                  max_results=self.config.expert_max_results)
+    return solvers.solve(self.root_environment(task), config)
+
+  def whole_words(self) -> tuple[str, ...]:
+    """Every word of the name pool (train, val and renamed names are made of them) and every country."""
+    return name_pool(NAME_POOL_SIZE) + COUNTRIES

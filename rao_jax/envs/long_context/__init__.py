@@ -1,0 +1,1 @@
+"""The long-context aggregation suite: the offline stand-in for Oolong-Real (docs/long_context.md)."""

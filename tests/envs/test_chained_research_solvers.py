@@ -1,0 +1,82 @@
+"""The chained research experts solve every task of the tiny val split, flat and recursive, with cells
+executed against the real tools; the recursive expert delegates every hop, one child at a time."""
+import pytest
+
+from rao_jax.envs.chained_research import env as env_lib, solvers
+from rao_jax.envs.chained_research.questions import build_splits
+from rao_jax.envs.chained_research.suite import ChainedResearchConfig, ChainedResearchSuite
+
+STYLES = {"compact": "compact", "spec": "full"}  # transcript style -> result style
+
+
+@pytest.fixture(scope="module")
+def val_tasks():
+  return build_splits("tiny")["val"]
+
+
+def _solve(task, style, delegate, max_depth=4):
+  root = env_lib.make_root_environment({"dataset": "tiny", "result_style": STYLES[style]}, task.to_dict())
+  return solvers.solve(root, solvers.SolverConfig(delegate=delegate, max_depth=max_depth, style=style))
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_flat_expert_solves_every_val_task(val_tasks, style):
+  for task in val_tasks:
+    nodes = _solve(task, style, delegate=False)
+    assert nodes is not None and len(nodes) == 1, task.question
+    root = nodes[0]
+    assert root.turns[-1].code == f"finish({task.answers[0]!r})" and root.turns[-1].output is None
+    assert root.environment.judge(task.answers[0]) == 1.0
+    searches = [t for t in root.turns if "search_web(" in t.code]
+    assert len(searches) == len(task.hops)
+    for turn, hop in zip(searches, task.hops):
+      assert repr(hop.question) in turn.code
+    if style == "spec":
+      assert sum("view_webpage_content(" in t.code for t in root.turns) == len(task.hops)
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_recursive_expert_solves_every_val_task_one_hop_per_child(val_tasks, style):
+  for task in val_tasks:
+    nodes = _solve(task, style, delegate=True)
+    assert nodes is not None, task.question
+    root, children = nodes[0], nodes[1:]
+    assert root.depth == 0 and [c.depth for c in children] == [1] * len(task.hops)
+    launches = [t for t in root.turns if "launch_subagent(" in t.code]
+    # Sequential: one launch per cell, each naming the previous child's answer.
+    assert len(launches) == len(task.hops) and all(t.code.count("launch_subagent(") == 1 for t in launches)
+    for child, hop, turn in zip(children, task.hops, launches):
+      assert child.goal.startswith(hop.question + "\nParent goals: " + task.question)
+      assert child.environment.judge(hop.answers[0]) == 1.0
+      assert repr(hop.answers[0]) in turn.output or hop.answers[0] in turn.output
+    assert root.environment.judge(task.answers[0]) == 1.0
+
+
+def test_recursive_expert_at_depth_zero_is_flat(val_tasks):
+  assert [n.turns for n in _solve(val_tasks[0], "compact", True, max_depth=0)] == [
+      n.turns for n in _solve(val_tasks[0], "compact", False)]
+
+
+def test_observations_are_what_the_tools_return(val_tasks):
+  task = val_tasks[3]
+  nodes = _solve(task, "compact", delegate=False)
+  root = env_lib.make_root_environment({"dataset": "tiny", "result_style": "compact"}, task.to_dict())
+  for turn, hop in zip(nodes[0].turns, task.hops):
+    assert turn.output == repr(root.search_web(hop.question, 2))
+
+
+def test_renamed_copies_are_consistent_variants(val_tasks, tmp_path):
+  suite = ChainedResearchSuite(ChainedResearchConfig(result_style="compact", transcript_style="compact"))
+  task = val_tasks[25]
+  plain = suite.demonstrations(task, delegate=True, max_depth=4)
+  copy = suite.demonstrations(task, delegate=True, max_depth=4, variant="7/1")
+  again = suite.demonstrations(task, delegate=True, max_depth=4, variant="7/1")
+  assert [(n.goal, n.turns) for n in copy] == [(n.goal, n.turns) for n in again]
+  assert [len(n.turns) for n in copy] == [len(n.turns) for n in plain]
+  assert [n.goal for n in copy[1:]] != [n.goal for n in plain[1:]]  # names moved
+  assert copy[0].turns[-1].code != plain[0].turns[-1].code  # the final answer (a year) moved too
+  # Names are renamed together: the answer a child returns is the name the next goal uses.
+  for turn, next_child in zip(copy[0].turns[:-2], copy[2:]):
+    assert turn.output.strip("'") in next_child.goal.split("\n")[0]
+  assert not any(hop.entity in copy[0].goal for hop in task.hops[:-1] if " " in hop.entity
+                 and not hop.entity.startswith("The "))
