@@ -96,3 +96,12 @@ class DemoNode:
   depth: int
   environment: NodeEnvironment
   turns: tuple[DemoTurn, ...]
+
+
+def renamed_nodes(nodes: list[DemoNode], rename: Callable[[str], str]) -> list[DemoNode]:
+  """An augmented copy of an expert tree: `rename` applied to every goal, thought, cell and output."""
+  return [DemoNode(goal=rename(node.goal), depth=node.depth, environment=node.environment,
+                   turns=tuple(DemoTurn(rename(turn.thought), rename(turn.code),
+                                        None if turn.output is None else rename(turn.output))
+                               for turn in node.turns))
+          for node in nodes]

@@ -9,6 +9,7 @@ from rao_jax.envs import registry
 from rao_jax.envs.base import PromptParts
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth.world import Item, Recipe, World, WorldConfig
+from rao_jax.envs.tool_safety import ERROR_PREFIX
 
 
 def _item(name, tier, ingredients=None, result_count=1):
@@ -105,7 +106,7 @@ def test_craft_errors_leave_inventory_unchanged(args, kwargs, message):
   result = node.craft(*args, **kwargs)
   assert isinstance(result, str) and message in result
   if message != "Crafted":
-    assert result.startswith(env_lib.ERROR_PREFIX)
+    assert result.startswith(ERROR_PREFIX)
     assert node.view_inventory() == before
 
 
@@ -148,11 +149,11 @@ def test_get_info_returns_fresh_copies():
 ])
 def test_get_info_errors(items, message):
   result = _root().get_info(items)
-  assert result.startswith(env_lib.ERROR_PREFIX) and message in result
+  assert result.startswith(ERROR_PREFIX) and message in result
 
 
 def test_view_inventory_rejects_arguments():
-  assert _root().view_inventory(1).startswith(env_lib.ERROR_PREFIX)
+  assert _root().view_inventory(1).startswith(ERROR_PREFIX)
 
 
 def test_fork_shares_the_inventory_and_snapshots_targets():
@@ -198,7 +199,7 @@ def test_child_consumption_by_a_sibling_spoils_its_count():
 ])
 def test_fork_errors(args, kwargs, message):
   result = _root().fork(*args, **kwargs)
-  assert isinstance(result, str) and result.startswith(env_lib.ERROR_PREFIX) and message in result
+  assert isinstance(result, str) and result.startswith(ERROR_PREFIX) and message in result
 
 
 def test_fork_refuses_base_targets_and_accepts_none_context():

@@ -20,6 +20,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rao_jax.envs import tfds_tasks
 from rao_jax.envs.chained_research.questions import (
     DIFFICULTIES, PRESETS, SPLITS, Hop, ResearchPreset, Task, build_splits)
 
@@ -118,7 +119,4 @@ def load_tasks(config_name: str, split: str, data_dir: str | None = None) -> lis
   if config_name not in known:
     raise ValueError(f"unknown config {config_name!r}; known: {known}")
   builder = ChainedResearch(config=config_name, data_dir=data_dir)
-  builder.download_and_prepare()
-  source = builder.as_data_source(split=split)
-  examples = source.__getitems__(range(len(source)))  # One batched read.
-  return [example_to_task(example) for example in sorted(examples, key=lambda example: int(example["index"]))]
+  return [example_to_task(example) for example in tfds_tasks.read_split(builder, split)]

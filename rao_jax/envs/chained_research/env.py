@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import Any, Callable, Mapping
 
 from rao_jax.envs.base import JSONLike, PromptParts
+from rao_jax.envs.tool_safety import ToolError, safe_tool as _safe_tool, show as _show
 from rao_jax.envs.chained_research import questions, scoring
 from rao_jax.envs.chained_research.graph import get_graph
 from rao_jax.envs.chained_research.search import SearchIndex
@@ -32,52 +32,12 @@ MAX_QUERY_CHARS = 500
 MAX_RESULTS = 10
 MAX_URL_CHARS = 300
 MAX_GOAL_CHARS = 1000
-_MAX_SHOWN_CHARS = 60
-ERROR_PREFIX = "Error: "
 # What search_web returns per result: "full" is the spec's dict {url, title, content, score};
 # "compact" is one string "title: snippet" (the tiny preset's short observations).
 RESULT_STYLES = ("full", "compact")
 
 
-class ToolError(Exception):
-  """A misuse of a tool; its message becomes the tool's "Error: ..." result."""
 
-
-def _show(value: object) -> str:
-  """A short, safe description of a hostile value: never calls one of its methods."""
-  kind = type(value)
-  if value is None or kind in (bool, float):
-    return repr(value)
-  if kind is int:
-    return repr(value) if abs(value) < 10**18 else "a very large int"
-  if kind is str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "...'"
-  return f"a {kind.__name__[:_MAX_SHOWN_CHARS]}"
-
-
-def _safe_tool(fn: Callable[..., Any], shown_name: str | None = None) -> Callable[..., Any]:
-  """Binds the arguments to `fn`'s signature (without its first parameter) and turns every failure into
-  an "Error: ..." string."""
-  signature = inspect.signature(fn)
-  name = shown_name or fn.__name__
-  public = list(signature.parameters.values())[1:]
-  shown = f"{name}{signature.replace(parameters=public, return_annotation=inspect.Signature.empty)}"
-
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    try:
-      try:
-        signature.bind(*args, **kwargs)
-      except TypeError as e:
-        return f"{ERROR_PREFIX}bad arguments to {shown}: {e}"
-      return fn(*args, **kwargs)
-    except ToolError as e:
-      return f"{ERROR_PREFIX}{e}"
-    except Exception as e:  # A bug or an unforeseen hostile input: still never raise into the cell.
-      return f"{ERROR_PREFIX}{name} failed ({type(e).__name__})"
-
-  return wrapper
 
 
 def _text_argument(value: object, role: str, max_chars: int) -> str:

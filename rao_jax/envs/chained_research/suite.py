@@ -18,7 +18,7 @@ import functools
 from typing import Any
 
 from rao_jax.errors import FieldError
-from rao_jax.envs.base import DemoNode, DemoTurn
+from rao_jax.envs.base import DemoNode, renamed_nodes
 from rao_jax.envs.suite import Suite
 from rao_jax.envs.chained_research import dataset, solvers
 from rao_jax.envs.chained_research.env import RESULT_STYLES
@@ -80,12 +80,7 @@ class ChainedResearchSuite(Suite):
     if nodes is None or variant is None:
       return nodes
     graph = get_graph(PRESETS[self.config.dataset].corpus.graph, task.split)
-    rename = EntityRenaming(graph, variant)
-    return [DemoNode(goal=rename(node.goal), depth=node.depth, environment=node.environment,
-                     turns=tuple(DemoTurn(rename(turn.thought), rename(turn.code),
-                                          None if turn.output is None else rename(turn.output))
-                                 for turn in node.turns))
-            for node in nodes]
+    return renamed_nodes(nodes, EntityRenaming(graph, variant))
 
   @functools.lru_cache(maxsize=4096)
   def _solve(self, task: Task, delegate: bool, max_depth: int) -> list[DemoNode] | None:

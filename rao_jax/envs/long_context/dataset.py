@@ -19,6 +19,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rao_jax.envs import tfds_tasks
 from rao_jax.envs.long_context import questions as questions_lib
 from rao_jax.envs.long_context.sessions import SessionConfig, cached_campaign
 from rao_jax.envs.long_context.tasks import DIFFICULTIES, SPLITS, Task, TaskConfig, build_split
@@ -133,7 +134,4 @@ def load_tasks(config_name: str, split: str, data_dir: str | None = None) -> lis
     raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
   builder_config(config_name)
   builder = LongContext(config=config_name, data_dir=data_dir)
-  builder.download_and_prepare()
-  source = builder.as_data_source(split=split)
-  examples = source.__getitems__(range(len(source)))
-  return [example_to_task(example) for example in sorted(examples, key=lambda example: int(example["index"]))]
+  return [example_to_task(example) for example in tfds_tasks.read_split(builder, split)]

@@ -21,6 +21,7 @@ from rao_jax.envs.base import JSONLike, PromptParts
 from rao_jax.envs.long_context import scoring
 from rao_jax.envs.long_context.questions import Question, SubGoal
 from rao_jax.envs.long_context.sessions import SPELLS, Campaign, SessionConfig, cached_campaign
+from rao_jax.envs.tool_safety import show as _show
 
 MAX_GOAL_CHARS = 1000
 ENV_NAME = "long_context"
@@ -38,16 +39,6 @@ _TOOL_DOCS = """\
 context: str, the text to read.
 launch_subagent(goal: str, context: str = "") -> the child's finish value; the child's `context` is the given text.
 finish(answer): ends the episode with answer (the root: "\\boxed{...}")."""
-
-
-def _show(value: object) -> str:
-  """A short description of a (possibly hostile) argument that calls none of its methods."""
-  kind = type(value)
-  if kind in (int, float, bool) or value is None:
-    return repr(value)
-  if kind is str:
-    return repr(value[:40] + ("..." if len(value) > 40 else ""))
-  return f"a {kind.__name__}"
 
 
 class LongContextNode:

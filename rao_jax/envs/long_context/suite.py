@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from rao_jax.errors import FieldError
-from rao_jax.envs.base import DemoNode, DemoTurn
+from rao_jax.envs.base import DemoNode, renamed_nodes
 from rao_jax.envs.long_context import dataset, solvers
 from rao_jax.envs.long_context.env import ENV_NAME
 from rao_jax.envs.long_context.renaming import CastRenaming
@@ -55,12 +55,7 @@ class LongContextSuite(Suite):
     nodes = self.solve(task, delegate and max_depth >= 1).nodes
     if variant is None:
       return nodes
-    rename = CastRenaming(variant)
-    return [DemoNode(goal=rename(node.goal), depth=node.depth, environment=node.environment,
-                     turns=tuple(DemoTurn(rename(turn.thought), rename(turn.code),
-                                          None if turn.output is None else rename(turn.output))
-                                 for turn in node.turns))
-            for node in nodes]
+    return renamed_nodes(nodes, CastRenaming(variant))
 
   @functools.lru_cache(maxsize=1024)
   def solve(self, task: Task, delegate: bool) -> solvers.Solution:

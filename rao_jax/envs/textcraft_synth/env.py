@@ -15,10 +15,10 @@ plain dicts, lists, strs and ints.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any, Callable, Mapping
 
 from rao_jax.envs.base import JSONLike, PromptParts
+from rao_jax.envs.tool_safety import ToolError, safe_tool as _safe_tool, show as _show
 from rao_jax.envs.textcraft_synth import tasks as tasks_lib
 from rao_jax.envs.textcraft_synth.world import Item, World, get_world
 
@@ -29,9 +29,7 @@ MAX_NAME_CHARS = 100
 MAX_ITEMS_PER_CALL = 64
 MAX_TARGETS_PER_FORK = 16
 MAX_CONTEXT_CHARS = 4000
-_MAX_SHOWN_CHARS = 60
 
-ERROR_PREFIX = "Error: "
 # What `get_info` returns per item: "full" is the spec's record (name, can_craft, is_base, in_inventory,
 # crafting_depth, recipes); "compact" maps each name to its recipe's ingredients {item: units}, or to
 # "base" / "unknown item" (the toy preset's short observations, docs/textcraft_synth.md).
@@ -74,18 +72,6 @@ def _is_count(value: object, *, allow_zero: bool = False) -> bool:
   return type(value) is int and (0 if allow_zero else 1) <= value <= MAX_COUNT
 
 
-def _show(value: object) -> str:
-  """A short, safe description of a hostile value: never calls one of its methods."""
-  kind = type(value)
-  if value is None or kind is bool or kind is float:
-    return repr(value)
-  if kind is int:
-    return repr(value) if abs(value) < 10**18 else "a very large int"
-  if kind is str:
-    text = repr(value)
-    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "...'"
-  return f"a {kind.__name__[:_MAX_SHOWN_CHARS]}"
-
 
 def _plain_pairs(value: object) -> list[tuple[object, object]] | None:
   """The (key, value) pairs of a dict (or dict subclass, read without its overrides), else None."""
@@ -103,31 +89,6 @@ def _plain_list(value: object) -> list[object] | None:
   return None
 
 
-class ToolError(Exception):
-  """A misuse of a tool; its message becomes the tool's "Error: ..." result."""
-
-
-def _safe_tool(fn: Callable[..., Any], shown_name: str | None = None) -> Callable[..., Any]:
-  """Binds the arguments to `fn`'s signature and turns every failure into an error string."""
-  signature = inspect.signature(fn)
-  name = shown_name or fn.__name__
-  public = list(signature.parameters.values())[1:]  # Without `self` (or the parent node).
-  shown = f"{name}{signature.replace(parameters=public, return_annotation=inspect.Signature.empty)}"
-
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    try:
-      try:
-        signature.bind(*args, **kwargs)
-      except TypeError as e:
-        return f"{ERROR_PREFIX}bad arguments to {shown}: {e}"
-      return fn(*args, **kwargs)
-    except ToolError as e:
-      return f"{ERROR_PREFIX}{e}"
-    except Exception as e:  # A bug or an unforeseen hostile input: still never raise into the cell.
-      return f"{ERROR_PREFIX}{name} failed ({type(e).__name__})"
-
-  return wrapper
 
 
 class TextCraftNode:

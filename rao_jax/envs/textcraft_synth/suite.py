@@ -18,7 +18,7 @@ import functools
 from typing import Any
 
 from rao_jax.errors import FieldError
-from rao_jax.envs.base import DemoNode, DemoTurn
+from rao_jax.envs.base import DemoNode, DemoTurn, renamed_nodes
 from rao_jax.envs.suite import Suite
 from rao_jax.envs.textcraft_synth import dataset, solvers
 from rao_jax.envs.textcraft_synth.env import INFO_STYLES
@@ -83,15 +83,13 @@ class TextCraftSuite(Suite):
     transcript = self._solve(task, delegate, max_depth)
     if transcript is None:
       return None
-    rename = ItemRenaming(get_world(self.config.world), variant) if variant is not None else (lambda text: text)
     # TextCraft's rules and tool docs are the same at every node: each node's prompt parts are the
     # root's, with the node's own goal.
     root = self.root_environment(task)
-    return [DemoNode(goal=rename(node.goal), depth=node.depth, environment=root,
-                     turns=tuple(DemoTurn(rename(turn.thought), rename(turn.code),
-                                          None if turn.output is None else rename(turn.output))
-                                 for turn in node.turns))
-            for node in transcript.nodes()]
+    nodes = [DemoNode(goal=node.goal, depth=node.depth, environment=root,
+                      turns=tuple(DemoTurn(turn.thought, turn.code, turn.output) for turn in node.turns))
+             for node in transcript.nodes()]
+    return nodes if variant is None else renamed_nodes(nodes, ItemRenaming(get_world(self.config.world), variant))
 
   @functools.lru_cache(maxsize=4096)
   def _solve(self, task: Task, delegate: bool, max_depth: int) -> solvers.Transcript | None:
