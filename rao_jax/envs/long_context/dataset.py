@@ -130,8 +130,5 @@ def builder_config(name: str) -> LongContextConfig:
 
 def load_tasks(config_name: str, split: str, data_dir: str | None = None) -> list[Task]:
   """The tasks of `split` of config `config_name`, in split order; builds the dataset if needed."""
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
-  builder_config(config_name)
-  builder = LongContext(config=config_name, data_dir=data_dir)
-  return [example_to_task(example) for example in tfds_tasks.read_split(builder, split)]
+  examples = tfds_tasks.read_split(LongContext, config_name, split, SPLITS, data_dir)
+  return [example_to_task(example) for example in examples]

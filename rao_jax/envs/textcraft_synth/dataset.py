@@ -144,10 +144,5 @@ class TextcraftSynth(tfds.core.GeneratorBasedBuilder):
 
 def load_tasks(config_name: str, split: str, data_dir: str | None = None) -> list[Task]:
   """The tasks of `split` ("train" or "val") of config `config_name`, in split order; builds if needed."""
-  if split not in SPLITS:
-    raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
-  known = [config.name for config in BUILDER_CONFIGS]
-  if config_name not in known:
-    raise ValueError(f"unknown config {config_name!r}; known: {known}")
-  builder = TextcraftSynth(config=config_name, data_dir=data_dir)
-  return [example_to_task(example) for example in tfds_tasks.read_split(builder, split)]
+  examples = tfds_tasks.read_split(TextcraftSynth, config_name, split, SPLITS, data_dir)
+  return [example_to_task(example) for example in examples]
