@@ -359,11 +359,14 @@ def test_demonstrations_follow_the_delegate_flag(val_tasks, suite):
 
 
 def test_tfds_round_trip(tmp_path):
-  loaded = dataset.load_tasks("tiny", "val", str(tmp_path))
-  assert loaded == tasks.build_split(SESSION, TINY.tasks, "val")
-  assert [t.difficulty for t in loaded[::30]] == list(tasks.DIFFICULTIES)
+  mini = dataset.builder_config("mini")
+  assert mini.session == SESSION  # the tiny setting, fewer tasks
+  loaded = dataset.load_tasks("mini", "val", str(tmp_path))
+  assert loaded == tasks.build_split(SESSION, mini.tasks, "val")
+  assert [t.difficulty for t in loaded[::4]] == list(tasks.DIFFICULTIES)
+  assert dataset.load_tasks("mini", "train", str(tmp_path)) == tasks.build_split(SESSION, mini.tasks, "train")
   with pytest.raises(ValueError, match="split"):
-    dataset.load_tasks("tiny", "test", str(tmp_path))
+    dataset.load_tasks("mini", "test", str(tmp_path))
   with pytest.raises(ValueError, match="config"):
     dataset.load_tasks("huge", "val", str(tmp_path))
 

@@ -52,7 +52,7 @@ def test_the_paper_preset_needs_a_checkpoint_and_uses_the_papers_settings():
 @pytest.mark.e2e
 def test_a_toy_sized_run_goes_end_to_end(tmp_path):
   command = [sys.executable, "experiments/train.py", "--config", "configs/long_context.py:tiny",
-             f"--config.workdir={tmp_path}", "--config.rl.num_steps=1", "--config.warm_start.sft.num_steps=25",
+             f"--config.workdir={tmp_path}", "--config.env.dataset=mini", "--config.rl.num_steps=1", "--config.warm_start.sft.num_steps=25",
              "--config.eval.tasks_per_difficulty=1", "--config.eval.every_steps=1", "--config.rl.tasks_per_step=2",
              "--config.rl.samples_per_task=2", "--config.log.progress_bar=False"]
   result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)

@@ -48,6 +48,10 @@ BUILDER_CONFIGS = (
         tasks=TaskConfig(train_per_difficulty=400, val_per_difficulty=30, families=TINY_FAMILIES),
         description="The tiny preset's tasks: 4 characters, count questions, ~285-line episodes "
                     "(>= 6x a 416-token window each)."),
+    LongContextConfig(
+        name="mini", session=SessionConfig(),
+        tasks=TaskConfig(train_per_difficulty=8, val_per_difficulty=4, families=TINY_FAMILIES),
+        description="The tiny setting with 8 train and 4 val tasks per bucket: smoke runs and tests."),
 )
 
 
