@@ -14,7 +14,6 @@ The paper's λ = 0.4 delegation bonus is a trainer setting (`policy_update.advan
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping
 
 from rao_jax.envs.base import JSONLike, PromptParts
@@ -109,6 +108,3 @@ def make_root_environment(env_config: Mapping[str, Any], task: Mapping[str, Any]
   return LongContextNode(campaign, campaign.text, root_goal(campaign, question), question=question,
                          gold=str(task["answer"]))
 
-
-def session_config_dict(session: SessionConfig) -> dict[str, Any]:
-  return dataclasses.asdict(session)
