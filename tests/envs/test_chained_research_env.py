@@ -134,7 +134,7 @@ def test_prompt_parts(root, task):
   flat = root.prompt_parts(delegation=False)
   assert "launch_subagent" not in flat.tool_docs and not flat.delegation_rules
   assert "search_web" in flat.tool_docs and "view_webpage_content" in flat.tool_docs
-  assert root.tools().keys() == {"search_web", "view_webpage_content"} and root.namespace_variables() == {}
+  assert root.tools().keys() == {"search_web", "view_webpage_content"} and root.namespace_variables() == {"question": root.own_goal}
 
 
 def test_root_factory_checks_its_trusted_inputs(task):

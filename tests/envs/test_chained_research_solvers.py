@@ -45,10 +45,17 @@ def test_recursive_expert_solves_every_val_task_one_hop_per_child(val_tasks, sty
     launches = [t for t in root.turns if "launch_subagent(" in t.code]
     # Sequential: one launch per cell, each naming the previous child's answer.
     assert len(launches) == len(task.hops) and all(t.code.count("launch_subagent(") == 1 for t in launches)
-    for child, hop, turn in zip(children, task.hops, launches):
+    for index, (child, hop, turn) in enumerate(zip(children, task.hops, launches)):
       assert child.goal.startswith(hop.question + "\nParent goals: " + task.question)
       assert child.environment.judge(hop.answers[0]) == 1.0
       assert repr(hop.answers[0]) in turn.output or hop.answers[0] in turn.output
+      # The root writes no name it has read: later goals are f-strings on the previous answer.
+      if index:
+        assert "{answer}" in turn.code and task.hops[index - 1].answers[0] not in turn.code
+      # The child searches its own goal through the variable `question`.
+      assert "search_web(question" in child.turns[0].code
+      assert child.environment.namespace_variables() == {"question": hop.question}
+    assert root.turns[-1].code == "finish(answer)"
     assert root.environment.judge(task.answers[0]) == 1.0
 
 
@@ -74,7 +81,7 @@ def test_renamed_copies_are_consistent_variants(val_tasks, tmp_path):
   assert [(n.goal, n.turns) for n in copy] == [(n.goal, n.turns) for n in again]
   assert [len(n.turns) for n in copy] == [len(n.turns) for n in plain]
   assert [n.goal for n in copy[1:]] != [n.goal for n in plain[1:]]  # names moved
-  assert copy[0].turns[-1].code != plain[0].turns[-1].code  # the final answer (a year) moved too
+  assert copy[0].turns[-2].output != plain[0].turns[-2].output  # the final answer (a year) moved too
   # Names are renamed together: the answer a child returns is the name the next goal uses.
   for turn, next_child in zip(copy[0].turns[:-2], copy[2:]):
     assert turn.output.strip("'") in next_child.goal.split("\n")[0]

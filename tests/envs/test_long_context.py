@@ -132,6 +132,7 @@ def test_last_boxed_handles_nested_braces():
 ])
 def test_sub_goal_values_are_scored_by_type(gold, value, expected):
   assert scoring.score_value(gold, value) == pytest.approx(expected)
+  assert scoring.sub_goal_success(gold, value) == float(expected == 1.0)
 
 
 # ------------------------------------------------------------------------------------ questions
@@ -147,6 +148,30 @@ def test_every_sub_goal_text_parses_back():
   for goal in goals:
     assert questions.SubGoal.parse(goal.text()) == goal
     assert questions.SubGoal.parse("  " + goal.text().replace(" ", "  ") + " ") == goal  # spacing is free
+
+
+@pytest.mark.parametrize("family", questions.FAMILIES)
+def test_a_count_question_that_holds_for_any_chunk_is_its_own_sub_goal(family):
+  _, campaign, question = _question(family, 2)
+  parsed = questions.SubGoal.parse(question.text())
+  if question.chunk_question():
+    assert parsed == question.sub_goal(campaign)
+  else:  # a player, an episode, a list or a type ranking: only its canonical sub-goal is gradable
+    assert parsed is None
+
+
+@pytest.mark.parametrize("family", questions.FAMILIES)
+def test_the_expert_root_hands_on_its_question_only_when_it_holds_for_any_chunk(family):
+  seed, campaign, question = _question(family, 2)
+  task = tasks.Task(seed, "episodes_2", question, questions.gold_text(question, campaign))
+  root = make_root_environment({"session": dataclasses.asdict(WIDE)}, task.to_dict())
+  assert root.namespace_variables()["question"] == question.text()
+  [(_, code)] = solvers.root_cells(root, solvers.SolverConfig(delegate=True))
+  handed_on = "launch_subagent(question, context=c)" in code
+  assert handed_on == question.chunk_question()
+  child = root.fork(question.text() if handed_on else question.sub_goal(campaign).text(), "a line")
+  assert child.namespace_variables() == {"context": "a line", "question": child.goal}
+  assert child.sub_goal == question.sub_goal(campaign)
 
 
 @pytest.mark.parametrize("text", ["", "Count the rolls.", "count the rolls in context.", "Count the rolls in context",
@@ -218,7 +243,7 @@ def _root(task):
 
 def test_root_holds_the_transcript_in_context_not_in_the_prompt(val_tasks):
   root = _root(val_tasks[0])
-  assert root.namespace_variables() == {"context": root.campaign.text}
+  assert root.namespace_variables() == {"context": root.campaign.text, "question": root.question.text()}
   parts = root.prompt_parts(True)
   assert root.campaign.text[:200] not in " ".join((parts.rules, parts.goal, parts.tool_docs))
   assert root.campaign.cast_text() in parts.goal and root.question.text() in parts.goal
@@ -246,10 +271,10 @@ def test_children_get_their_chunk_and_are_graded_on_it(val_tasks):
   root = _root(val_tasks[0])
   chunk = "\n".join(root.context.split("\n")[:40])
   child = root.fork("Count the rolls in context.", context=chunk)
-  assert isinstance(child, LongContextNode) and child.namespace_variables() == {"context": chunk}
+  assert isinstance(child, LongContextNode) and child.namespace_variables() == {"context": chunk, "question": child.goal}
   assert root.fork("Count the rolls in context.", chunk).context == chunk  # positional too
   truth = sum(isinstance(e, sessions.Roll) for e in root.campaign.events_in(chunk))
-  assert child.judge(truth) == 1.0 and child.judge(truth + 1) == 0.75
+  assert child.judge(truth) == 1.0 and child.judge(truth + 1) == 0.0  # exact: no partial credit
   assert child.judge(str(truth)) == 1.0
   ungradable = root.fork("Tell me about the rolls.", context=chunk)
   assert ungradable.judge(truth) == 0.0
@@ -334,7 +359,8 @@ def test_renamed_copies_rename_the_cast_consistently(val_tasks, suite):
   original = suite.demonstrations(task, delegate=True, max_depth=1)
   copy = suite.demonstrations(task, delegate=True, max_depth=1, variant="7/1")
   character = task.question.character
-  assert f"by {rename(character)} in context" in copy[0].turns[0].code and rename(character) in copy[0].goal
+  assert "launch_subagent(question, context=c)" in copy[0].turns[0].code and rename(character) in copy[0].goal
+  assert {node.goal for node in copy[1:]} == {f"How many rolls did {rename(character)} make?"}
   for before, after in zip(original, copy):
     assert after.goal == rename(before.goal)
     assert after.depth == 0 or questions.SubGoal.parse(after.goal) is not None

@@ -89,7 +89,7 @@ class ResearchNode:
     return {"search_web": self.search_web, "view_webpage_content": self.view_webpage_content}
 
   def namespace_variables(self) -> dict[str, JSONLike]:
-    return {}
+    return {"question": self.own_goal}
 
   @_safe_tool
   def search_web(self, query, max_results=5) -> list | str:
@@ -171,7 +171,8 @@ _COMPACT_SEARCH_DOC = "search_web(query: str, max_results: int = 5) -> list[str]
 TOOL_DOCS = f"""\
 {_FULL_SEARCH_DOC}
 view_webpage_content(url: str) -> str: the text of a page (url from a search result).
-finish(message: str): end your episode; message is your answer."""
+finish(message: str): end your episode; message is your answer.
+question: str, your own goal (the question you answer)."""
 
 DELEGATION_TOOL_DOCS = """
 await launch_subagent(goal: str) -> str: a sub-agent works on goal (a self-contained question); \

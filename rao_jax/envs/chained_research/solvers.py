@@ -9,9 +9,11 @@ judge accepts its finish value. Two policies:
 - flat: one agent does every hop: search for the hop's sub-question (and in the "spec" style read the
   top page), then the next hop's search names the entity just found; finally finish(answer);
 - recursive: the root hands each hop to a child, one after another (each goal names the previous
-  child's answer, so nothing runs in parallel), then finishes with the last child's answer; each child
-  does its single hop as the flat expert does and finishes with the hop's answer. At `max_depth` 0 the
-  recursive expert is the flat one.
+  child's answer, so nothing runs in parallel), then finishes with the last child's answer. It keeps
+  each answer in the variable `answer` and writes the next goal as an f-string on it
+  (`f"Which organisation is {answer} a member of?"`), so the only names it writes are those of its
+  own question. Each child searches its `question` variable (its goal) and finishes with the hop's
+  answer, the one name it copies. At `max_depth` 0 the recursive expert is the flat one.
 
 Transcript styles: "spec" (a thought per turn, `max_results` 5, results printed one per line, the top
 page read) and "compact" (no thoughts, one cell per lookup: `search_web(q, n)` with the results
@@ -79,10 +81,11 @@ class _Node:
     return output
 
 
-def _search_code(hop: Hop, config: SolverConfig) -> str:
+def _search_code(query: str, config: SolverConfig) -> str:
+  """A search for `query`, a Python expression (a string literal, or the variable `question`)."""
   if config.style == "compact":
-    return f"search_web({hop.question!r}, {config.max_results})"
-  return (f"results = search_web({hop.question!r})\n"
+    return f"search_web({query}, {config.max_results})"
+  return (f"results = search_web({query})\n"
           "for r in results:\n"
           "    print(r['url'], '|', r['title'], '|', r['content'])")
 
@@ -90,8 +93,10 @@ def _search_code(hop: Hop, config: SolverConfig) -> str:
 async def _lookup(node: _Node, hop: Hop, config: SolverConfig, previous: str | None) -> None:
   """The cells of one hop; ExpertFailed unless what they print states the hop's answer."""
   lead = f"So the answer is {previous}. " if previous else ""
+  # A node whose own goal is this hop (a child) searches its `question` variable: it copies no name.
+  query = "question" if node.env.own_goal == hop.question else repr(hop.question)
   output = await node.cell(f"{lead}Next I search: {hop.question}" if config.style == "spec" else "",
-                           _search_code(hop, config))
+                           _search_code(query, config))
   if config.style == "spec":
     url = node.env.corpus.index.search(hop.question, 1, node.env.corpus.snippet_chars)[0].page.url
     output = await node.cell(f"The top result is the page of {hop.entity}; I read it.",
@@ -119,6 +124,18 @@ async def _act_flat(env: ResearchNode, hops: tuple[Hop, ...], depth: int, config
   return [DemoNode(goal=env.goal, depth=depth, environment=env, turns=tuple(node.turns))], node.finished[0]
 
 
+def _goal_code(hop: Hop, previous: str | None) -> str:
+  """The goal of the child for `hop` as code: the first hop's sub-question as a literal, every later
+  one as an f-string that names the previous child's answer through the variable `answer` (the root
+  copies no name it has read)."""
+  if previous is None:
+    return repr(hop.question)
+  if hop.question.count(previous) != 1 or "{" in hop.question or "}" in hop.question:
+    raise ExpertFailed(f"{hop.question!r} does not name {previous!r} exactly once")
+  before, after = hop.question.split(previous)
+  return "f" + repr(before + "{answer}" + after)
+
+
 async def _act_recursive(env: ResearchNode, config: SolverConfig) -> list[DemoNode]:
   children: list[list[DemoNode]] = []
   hops = {hop.question: hop for hop in env.task.hops}
@@ -132,15 +149,21 @@ async def _act_recursive(env: ResearchNode, config: SolverConfig) -> list[DemoNo
     return answer
 
   node = _Node(env, 0, launch_subagent)
+  previous = None
   for index, hop in enumerate(env.task.hops):
+    goal = _goal_code(hop, previous)
     if config.style == "compact":
-      output = await node.cell("", f"await launch_subagent({hop.question!r})")
+      output = await node.cell("", f"answer = await launch_subagent({goal})\nanswer")
     else:
       output = await node.cell(f"Hop {index + 1}: I delegate '{hop.question}' to a sub-agent.",
-                               f"answer = await launch_subagent({hop.question!r})\nprint(answer)")
+                               f"answer = await launch_subagent({goal})\nprint(answer)")
     if not scoring.mentions(output, hop.answers):
       raise ExpertFailed(f"the child for {hop.question!r} did not return {hop.answers[0]!r}")
-  await _finish(node, env.task.answers[0], config)
+    previous = hop.answers[0]
+  thought = f"The answer is {env.task.answers[0]}." if config.style == "spec" else ""
+  await node.cell(thought, "finish(answer)")
+  if env.judge(node.finished[0]) < 1.0:
+    raise ExpertFailed(f"the judge rejected {node.finished[0]!r} for {env.own_goal!r}")
   root = DemoNode(goal=env.goal, depth=0, environment=env, turns=tuple(node.turns))
   return [root] + [demo for child in children for demo in child]
 

@@ -20,7 +20,7 @@ from typing import Any
 from rao_jax.errors import FieldError
 from rao_jax.envs.base import DemoNode, renamed_nodes
 from rao_jax.envs.suite import Suite
-from rao_jax.envs.chained_research import dataset, solvers
+from rao_jax.envs.chained_research import dataset, graph, solvers
 from rao_jax.envs.chained_research.env import RESULT_STYLES
 from rao_jax.envs.chained_research.graph import COUNTRIES, NAME_POOL_SIZE, get_graph, name_pool
 from rao_jax.envs.chained_research.questions import DIFFICULTIES, PRESETS, SPLITS, Task
@@ -89,5 +89,10 @@ class ChainedResearchSuite(Suite):
     return solvers.solve(self.root_environment(task), config)
 
   def whole_words(self) -> tuple[str, ...]:
-    """Every word of the name pool (train, val and renamed names are made of them) and every country."""
-    return name_pool(NAME_POOL_SIZE) + COUNTRIES
+    """Every word of the name pool (train, val and renamed names are made of them), every country, and
+    every closed-class word a question or a name is made of (professions, genres, fields, kinds of
+    organisation, event and award, the words of works' titles, months): a description such as "the
+    poet born in 1851" is then copied word for word, not piece by piece."""
+    return (name_pool(NAME_POOL_SIZE) + COUNTRIES + graph.PROFESSIONS + graph.GENRES + graph.FIELDS
+            + graph.ORGANISATION_KINDS + graph.EVENT_KINDS + graph.AWARD_KINDS + graph.WORK_ADJECTIVES
+            + graph.WORK_NOUNS + graph.MONTHS)

@@ -1,15 +1,16 @@
 """The long-context node environment: the transcript in `context`, chunks for children, and judging.
 
 A root node holds the whole transcript in its interpreter variable `context` (never in its prompt) and
-is asked one question; its goal states the cast. `launch_subagent(goal, context=chunk)` starts a
+is asked one question; its goal states the cast, and its variable `question` holds the question alone
+(a child's `question` is its goal). `launch_subagent(goal, context=chunk)` starts a
 child whose `context` is `chunk` (any str; the parent decides the split and states the return format
 in `goal`). Children see only their own goal and chunk.
 
 Success:
   - the root: `scoring.score_answer` of its finish message against the gold answer (Oolong's rules);
-  - a child: if its goal is a canonical sub-goal sentence (`questions.SubGoal.parse`), the score of
-    its finish value against that sub-goal's answer on the events whose lines its chunk holds
-    (`Campaign.events_in`, `scoring.score_value`); any other goal cannot be graded and scores 0.
+  - a child: if its goal is a sub-goal (`questions.SubGoal.parse`), 1 iff its finish value is that
+    sub-goal's exact answer on the events whose lines its chunk holds (`Campaign.events_in`,
+    `scoring.sub_goal_success`), else 0; any other goal cannot be graded and scores 0.
 The paper's λ = 0.4 delegation bonus is a trainer setting (`policy_update.advantage.bonus_weight`).
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ Split `context` into chunks that fit your window (by lines) and give each child 
 dict); children that read disjoint chunks are independent, so run them together with asyncio.gather."""
 _TOOL_DOCS = """\
 context: str, the text to read.
+question: str, the question of your goal (without the cast).
 launch_subagent(goal: str, context: str = "") -> the child's finish value; the child's `context` is the given text.
 finish(answer): ends the episode with answer (the root: "\\boxed{...}")."""
 
@@ -63,7 +65,12 @@ class LongContextNode:
     return {}
 
   def namespace_variables(self) -> dict[str, JSONLike]:
-    return {"context": self.context}
+    return {"context": self.context, "question": self.question_text}
+
+  @property
+  def question_text(self) -> str:
+    """The question this node answers, without the cast: the root's question, or a child's goal."""
+    return self.question.text() if self.question is not None else self.goal
 
   def fork(self, goal: object = None, context: object = "", *args: Any, **kwargs: Any) -> "LongContextNode | str":
     """`launch_subagent(goal, context=chunk)` (or `(goal, chunk)`); an error string for any other arguments."""
@@ -86,7 +93,7 @@ class LongContextNode:
       return scoring.score_answer(self.gold, finish_value)
     if self.sub_goal is None:
       return 0.0
-    return scoring.score_value(self.sub_goal.answer(self.campaign.events_in(self.context)), finish_value)
+    return scoring.sub_goal_success(self.sub_goal.answer(self.campaign.events_in(self.context)), finish_value)
 
 
 def root_goal(campaign: Campaign, question: Question) -> str:

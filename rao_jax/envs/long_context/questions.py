@@ -23,7 +23,10 @@ gold answer is the aggregation of the sub-goal's answer on the whole (relevant) 
 recursive agent whose children all answer their chunks exactly answers the question exactly.
 
 Sub-goal texts are canonical sentences (`SubGoal.text`) that `SubGoal.parse` reads back; a child's
-success is its sub-goal's score against the events of its own chunk (`scoring.score_value`).
+success is its sub-goal's score against the events of its own chunk (`scoring.score_value`). A count
+question that names no player and no episode (`Question.chunk_question`) is also its own sub-goal:
+"How many rolls did Arlo make?" asked of a chunk means "Count the rolls by Arlo in context.", so a
+root can hand its chunks the question itself.
 """
 from __future__ import annotations
 
@@ -89,6 +92,13 @@ class SubGoal:
         (rf"List the spells cast by {_NAME} in context, in order\.",
          lambda m: cls("list_spells", character=m[1])),
         (r"Count the rolls of each type in context\.", lambda m: cls("roll_type_counts")),
+        # A question that sums over the lines, asked of a chunk as it stands (`Question.chunk_question`).
+        (rf"How many rolls did {_NAME} make\?", lambda m: cls("count_rolls", character=m[1])),
+        (rf"How many {_NAME} rolls were made\?", lambda m: cls("count_rolls", roll_type=m[1])),
+        (r"How many rolls were made in all\?", lambda m: cls("count_rolls")),
+        (r"How many natural (\d{1,2})s were rolled\?", lambda m: cls("count_natural", value=int(m[1]))),
+        (rf"How many spells did {_NAME} cast\?", lambda m: cls("count_spells", character=m[1])),
+        (r"How many spells were cast above their base level\?", lambda m: cls("count_upcasts")),
     )
     for pattern, build in patterns:
       match = re.fullmatch(pattern, text)
@@ -193,6 +203,12 @@ class Question:
     if family in ("most_common_roll_type", "least_common_roll_type"):
       return SubGoal("roll_type_counts")
     raise ValueError(f"unknown family {family!r}")
+
+  def chunk_question(self) -> bool:
+    """True if this question, asked of any chunk as it stands, is its own sub-goal: a count over
+    the lines that names no player and no episode (`SubGoal.parse` reads its text). A root then
+    delegates its `question` variable and copies no name into a sub-goal."""
+    return self.family in _SUM_FAMILIES and self.family not in ("rolls_by_player", "cumulative_rolls")
 
   def relevant_text(self, campaign: Campaign) -> str:
     """The part of the transcript the question is about (episodes 1..i for cumulative questions)."""

@@ -13,6 +13,12 @@ Delegated sub-goals (`score_value`) return JSON values, not boxed text: a str is
 int, a list of str or a dict {str: int} is taken as is. Lists use the list rule (an empty gold list
 scores 1 only against an empty prediction), and a dict scores the share of keys of gold ∪ prediction
 whose counts agree (keys compared ignoring case; an absent key counts 0).
+
+A child's success (`sub_goal_success`) is exact: 1 iff `score_value` is 1, else 0. Partial credit
+would reward a child that reads nothing: RAO subtracts the *root's* leave-one-out baseline from every
+node of a tree (RAO_METHOD.md, section 4), so with roots near 0 a child answering "0" for a count whose
+chunk answer is 1 would still get an advantage of about +0.75 and be reinforced. A first tiny run
+with partial credit taught every child to answer 0 (docs/results.md, twelfth session).
 """
 from __future__ import annotations
 
@@ -100,3 +106,8 @@ def score_value(gold: Answer, value: Any) -> float:
   if type(value) is bool:
     return 0.0
   return _score_parsed(gold, value)
+
+
+def sub_goal_success(gold: Answer, value: Any) -> float:
+  """A child's success: 1.0 iff its finish `value` is exactly its sub-goal's `gold` (module docstring)."""
+  return float(score_value(gold, value) == 1.0)

@@ -5,10 +5,13 @@ Each expert writes its cells and runs them with `TrustedCellRunner` on the node'
 
 - recursive (the RAO agent): the root splits the relevant transcript into chunks of `chunk_lines`
   lines and asks every chunk the question's sub-goal in one `asyncio.gather` cell (all children run
-  in parallel), then aggregates the results and finishes; a child prints its chunk, reads it, and
+  in parallel), then aggregates the results and finishes. A count question that holds for any chunk
+  (`Question.chunk_question`) is handed on as it stands, `launch_subagent(question, context=c)`, so
+  the root copies no name; other families get their canonical sub-goal sentence; a child prints its chunk, reads it, and
   finishes with the sub-goal's answer on the events its chunk holds. Its answer is the gold answer.
-- flat (a single agent with a window): states the question's sub-goal in its first thought ("Count the
-  rolls by Arlo in context."), prints the first `chunk_lines` lines, the most it can read, and answers
+- flat (a single agent with a window): states the question's sub-goal in its first thought, in the
+  words a child would be given ("How many rolls did Arlo make?", else "Count the upcast spells in
+  context."), prints the first `chunk_lines` lines, the most it can read, and answers
   from them: the truncated-input baseline. It solves a task only when the answer does not
   depend on the rest of the transcript.
 """
@@ -59,14 +62,17 @@ def root_cells(node: LongContextNode, config: SolverConfig) -> list[tuple[str, s
   sub_goal = question.sub_goal(node.campaign)
   n = config.chunk_lines
   if config.delegate:
+    goal = "question" if question.chunk_question() else repr(sub_goal.text())
     return [("", f"{_lines_code(node)}\n"
                  f'chunks = ["\\n".join(lines[i:i + {n}]) for i in range(0, len(lines), {n})]\n'
-                 f"results = await asyncio.gather(*[launch_subagent({sub_goal.text()!r}, context=c) for c in chunks])\n"
+                 f"results = await asyncio.gather(*[launch_subagent({goal}, context=c) for c in chunks])\n"
                  f"{question.aggregation_code()}")]
   read = "\n".join(node.context.split("\n")[:n])
   events = node.campaign.events_in(read)
   seen = scoring.format_answer(question.aggregate([sub_goal.answer(events)]))
-  return [(sub_goal.text(), f'print("\\n".join(context.split("\\n")[:{n}]))'),
+  # The flat reader states what it looks for in the words a child would be given (`root_cells` above).
+  stated = question.text() if question.chunk_question() else sub_goal.text()
+  return [(stated, f'print("\\n".join(context.split("\\n")[:{n}]))'),
           (sub_goal.evidence(events), f'finish("\\\\boxed{{{seen}}}")')]
 
 
@@ -94,7 +100,7 @@ async def _act(node: LongContextNode, depth: int, config: SolverConfig, nodes: l
     children.append(subtree)
     return await _act(child, depth + 1, config, subtree)
 
-  namespace = {"context": node.context, "finish": finished.append, "launch_subagent": launch_subagent}
+  namespace = dict(node.namespace_variables(), finish=finished.append, launch_subagent=launch_subagent)
   runner = TrustedCellRunner(namespace)
   cells = root_cells(node, config) if node.question is not None else child_cells(node)
   turns = []
