@@ -6,12 +6,13 @@
       --config.warm_start.checkpoint=/path/to/Qwen3-4B-Instruct-2507 --config.workdir=gs://bucket/run1
 
 Presets:
-  tiny:      CPU, ~12 minutes. TextCraft's toy recipe (`configs/textcraft.py:tiny`: the same 0.6M-parameter
+  tiny:      CPU, ~14 minutes. TextCraft's toy recipe (`configs/textcraft.py:tiny`: the same 0.6M-parameter
              model, an SFT warm start on expert transcripts with a trained tokenizer, then RAO) on
              transcripts of 1-3 episodes, each >= 6x the 416-token window (docs/long_context.md). Three
              quarters of the expert demonstrations are the flat reader, which prints the first 20 lines
              and answers from them; a quarter are recursive (a child per 20-line chunk, all in one
-             gather); each tree also comes in 3 cast-renamed copies. RL on 1-episode inputs has to find
+             gather, each handed the root's `question`); each tree also comes in 3 cast-renamed copies;
+             600 SFT steps. RL on 1-episode inputs has to find
              out that delegating pays. λ = 0.4 (the paper's Oolong setting), depth 1.
   tiny_flat: the same with delegation off: a single agent that sees a truncated input (the first
              window's worth of lines), the baseline of docs/results.md.
@@ -57,7 +58,8 @@ def _tiny() -> ml_collections.ConfigDict:
   # Cast-renamed copies of every expert tree: a sub-goal's name can only be written by copying it from
   # the goal (without them the warm start wrote a wrong name in 19 of 19 by-character sub-goals).
   cfg.warm_start.data.augmented_copies = 3
-  cfg.warm_start.sft.num_steps = 300
+  cfg.warm_start.sft.num_steps = 600    # children read better: 300 steps gave a warm start whose
+                                         # children RL taught to answer 0 (docs/results.md, twelfth session)
   cfg.warm_start.sft.rows_per_batch = 12
   cfg.warm_start.sft.row_length = 416
   cfg.rollout.context_window = 416       # a 20-line chunk node needs ~310 + a completion (scripts/transcript_lengths.py)

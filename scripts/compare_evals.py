@@ -83,14 +83,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--before", help="trees file of the first evaluation")
   parser.add_argument("--after", help="trees file of the second evaluation")
   args = parser.parse_args(argv)
-  if args.workdir:
-    before, after = _eval_files(args.workdir)
-  elif args.before and args.after:
-    before, after = args.before, args.after
-  else:
+  if not (args.workdir or (args.before and args.after)):
     parser.error("give --workdir, or --before and --after")
+  try:
+    before, after = _eval_files(args.workdir) if args.workdir else (args.before, args.after)
+    result = compare(before, after)
+  except (OSError, ValueError, KeyError) as error:  # a missing, unfinished or malformed trees file
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   print(f"before: {before}\nafter:  {after}")
-  print(table(compare(before, after)))
+  print(table(result))
   return 0
 
 

@@ -10,7 +10,7 @@ from rao_jax.agent import corpus, episode, turn_format
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.episode import EpisodeFormat
 from rao_jax.envs import registry
-from rao_jax.envs.chained_research import dataset, stats
+from rao_jax.envs.chained_research import dataset, graph, stats
 from rao_jax.envs.chained_research.graph import COUNTRIES
 from rao_jax.envs.chained_research.questions import build_splits
 from rao_jax.envs.chained_research.suite import ChainedResearchConfig, ChainedResearchSuite
@@ -69,6 +69,9 @@ def test_suite_contract(data_dir, tmp_path):
         assert node.goal.strip() in text and turn_format.CODE_CLOSE in text
         assert node.turns[-1].output is None and "finish(" in node.turns[-1].code
   assert len(set(suite.whole_words())) == len(suite.whole_words()) and set(COUNTRIES) <= set(suite.whole_words())
+  # A question's description ("the poet born in 1851") is copied word for word: its words are single pieces.
+  for word in graph.PROFESSIONS + graph.EVENT_KINDS + graph.MONTHS:
+    assert len(layout.tokenizer.encode(word)) == 1, word
   names = [hop.entity for hop in tasks[0].hops if " " not in hop.entity]
   assert all(len(layout.tokenizer.encode(name)) == 1 for name in names)
 

@@ -159,3 +159,23 @@ def test_compare_evals_pairs_tasks_and_reports_an_interval(tmp_path, capsys):
   shuffled = _scores_file(tmp_path / "c.jsonl", [("y", 0.5)] * 10 + [("x", 0.0)] * 20)
   with pytest.raises(ValueError, match="same tasks"):
     module.compare(before, shuffled)
+
+
+@pytest.mark.parametrize("problem", ["missing file", "unfinished run", "different tasks", "not json"])
+def test_compare_evals_reports_bad_inputs_as_one_line(tmp_path, capsys, problem):
+  module = _compare_module()
+  good = _scores_file(tmp_path / "a.jsonl", [("x", 0.0)] * 3)
+  if problem == "missing file":
+    argv = ["--before", good, "--after", str(tmp_path / "none.jsonl")]
+  elif problem == "unfinished run":  # one evaluation so far
+    (tmp_path / "run" / "trees").mkdir(parents=True)
+    _scores_file(tmp_path / "run" / "trees" / "eval_val_step000000.jsonl", [("x", 0.0)])
+    argv = ["--workdir", str(tmp_path / "run")]
+  elif problem == "different tasks":
+    argv = ["--before", good, "--after", _scores_file(tmp_path / "b.jsonl", [("y", 0.0)] * 3)]
+  else:
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    argv = ["--before", good, "--after", str(tmp_path / "bad.jsonl")]
+  assert module.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and "Traceback" not in err

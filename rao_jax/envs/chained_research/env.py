@@ -12,6 +12,9 @@ Every node of a tree answers one goal on the same split's pages:
   question's answer. Any other goal scores 0. So a child that correctly answers a well-posed hop about a
   wrong entity still succeeds; its parent's chain does not.
 
+Every node's namespace also holds `question`, its own goal (without the "Parent goals" line), so a
+child can search its hop without copying it.
+
 The tools are called by hostile model-written code. Arguments are bound to the tool's signature and
 checked with exact types (a `bool` is not a count, a `str` subclass is not a query) and bounded sizes;
 misuse comes back as an "Error: ..." string. Results are fresh lists, dicts, strs and floats.

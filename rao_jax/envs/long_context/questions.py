@@ -22,11 +22,11 @@ Sums, ordered unions and summed counts split over any partition of the lines int
 gold answer is the aggregation of the sub-goal's answer on the whole (relevant) transcript, and a
 recursive agent whose children all answer their chunks exactly answers the question exactly.
 
-Sub-goal texts are canonical sentences (`SubGoal.text`) that `SubGoal.parse` reads back; a child's
-success is its sub-goal's score against the events of its own chunk (`scoring.score_value`). A count
-question that names no player and no episode (`Question.chunk_question`) is also its own sub-goal:
-"How many rolls did Arlo make?" asked of a chunk means "Count the rolls by Arlo in context.", so a
-root can hand its chunks the question itself.
+Sub-goal texts are canonical sentences (`SubGoal.text`) that `SubGoal.parse` reads back; a child
+succeeds iff it answers its sub-goal exactly on the events of its own chunk
+(`scoring.sub_goal_success`). A count question that names no player and no episode
+(`Question.chunk_question`) is also its own sub-goal: "How many rolls did Arlo make?" asked of a
+chunk means "Count the rolls by Arlo in context.", so a root can hand its chunks the question itself.
 """
 from __future__ import annotations
 

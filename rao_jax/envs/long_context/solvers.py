@@ -7,8 +7,9 @@ Each expert writes its cells and runs them with `TrustedCellRunner` on the node'
   lines and asks every chunk the question's sub-goal in one `asyncio.gather` cell (all children run
   in parallel), then aggregates the results and finishes. A count question that holds for any chunk
   (`Question.chunk_question`) is handed on as it stands, `launch_subagent(question, context=c)`, so
-  the root copies no name; other families get their canonical sub-goal sentence; a child prints its chunk, reads it, and
-  finishes with the sub-goal's answer on the events its chunk holds. Its answer is the gold answer.
+  the root copies no name; other families get their canonical sub-goal sentence. A child prints its
+  chunk, reads it, and finishes with the sub-goal's answer on the events its chunk holds. The root's
+  answer is the gold answer.
 - flat (a single agent with a window): states the question's sub-goal in its first thought, in the
   words a child would be given ("How many rolls did Arlo make?", else "Count the upcast spells in
   context."), prints the first `chunk_lines` lines, the most it can read, and answers
