@@ -23,9 +23,6 @@ validated by `rao_jax.train.settings.settings_from_config` before anything compi
 """
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
 from rao_jax import config_utils
@@ -37,11 +34,7 @@ _ALL = ("2hop", "3hop", "4hop", "5hop", "6hop")
 
 def _textcraft(preset: str) -> ml_collections.ConfigDict:
   """configs/textcraft.py's preset: the recipe these presets start from (its model, SFT and RL settings)."""
-  path = pathlib.Path(__file__).with_name("textcraft.py")
-  spec = importlib.util.spec_from_file_location("_textcraft_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_utils.sibling_config(__file__, "textcraft.py", preset)
 
 
 def _env(cfg: ml_collections.ConfigDict, dataset: str, result_style: str, transcript_style: str) -> None:

@@ -21,9 +21,6 @@ Presets:
 """
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
 from rao_jax import config_utils
@@ -33,11 +30,7 @@ PRESETS = ("tiny", "tiny_flat", "qwen3_4b")
 
 def _textcraft(preset: str) -> ml_collections.ConfigDict:
   """configs/textcraft.py's preset: the recipe these presets start from."""
-  path = pathlib.Path(__file__).with_name("textcraft.py")
-  spec = importlib.util.spec_from_file_location("_textcraft_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return config_utils.sibling_config(__file__, "textcraft.py", preset)
 
 
 def _env(cfg: ml_collections.ConfigDict, dataset: str) -> None:

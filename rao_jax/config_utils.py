@@ -6,6 +6,8 @@ Every error names the offending field the way it is overridden on the command li
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import pathlib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -17,6 +19,19 @@ from rao_jax.errors import FieldError
 from rao_jax.model.config import ModelConfig
 
 T = TypeVar("T")
+
+
+def sibling_config(config_file: str, name: str, preset: str) -> ml_collections.ConfigDict:
+  """`get_config(preset)` of the config file `name` in the directory of `config_file` (a config that
+  starts from another's preset, e.g. configs/long_context.py from configs/textcraft.py). Config files
+  are scripts, not a package, so the sibling is loaded from its path."""
+  path = pathlib.Path(config_file).with_name(name)
+  spec = importlib.util.spec_from_file_location(f"_{path.stem}_config", path)
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"no config file {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
 
 
 def parse_preset(preset: str | None, known: Iterable[str], *, default: str) -> str:

@@ -3,6 +3,7 @@ values fail before anything is built, naming the `--config.a.b` override that fi
 import dataclasses
 import importlib.util
 import os
+import pathlib
 
 import ml_collections
 import pytest
@@ -246,3 +247,11 @@ def test_builder_builds_nested_sections_and_keeps_defaults():
     config_utils.build(Outer, {"inner": {"size": True}}, "outer")
   with pytest.raises(ValueError, match=r"--config\.outer\.inner must be a section"):
     config_utils.build(Outer, {"inner": 3}, "outer")
+
+
+def test_sibling_config_loads_another_config_files_preset(tmp_path):
+  configs = pathlib.Path(__file__).parents[2] / "configs"
+  textcraft = config_utils.sibling_config(str(configs / "long_context.py"), "textcraft.py", "tiny")
+  assert textcraft.workdir == "workdir/textcraft_tiny" and textcraft.preset == "tiny"
+  with pytest.raises(FileNotFoundError, match="no_such.py"):
+    config_utils.sibling_config(str(tmp_path / "a.py"), "no_such.py", "tiny")
