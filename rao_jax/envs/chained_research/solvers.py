@@ -105,9 +105,10 @@ async def _lookup(node: _Node, hop: Hop, config: SolverConfig, previous: str | N
     raise ExpertFailed(f"the lookup of {hop.question!r} did not show {hop.answers[0]!r}")
 
 
-async def _finish(node: _Node, answer: str, config: SolverConfig) -> None:
+async def _finish(node: _Node, answer: str, config: SolverConfig, code: str | None = None) -> None:
+  """Finishes with `answer`, written as a literal unless `code` (e.g. "finish(answer)") says otherwise."""
   thought = f"The answer is {answer}." if config.style == "spec" else ""
-  await node.cell(thought, f"finish({answer!r})")
+  await node.cell(thought, code or f"finish({answer!r})")
   if node.env.judge(node.finished[0]) < 1.0:
     raise ExpertFailed(f"the judge rejected {answer!r} for {node.env.own_goal!r}")
 
@@ -160,10 +161,7 @@ async def _act_recursive(env: ResearchNode, config: SolverConfig) -> list[DemoNo
     if not scoring.mentions(output, hop.answers):
       raise ExpertFailed(f"the child for {hop.question!r} did not return {hop.answers[0]!r}")
     previous = hop.answers[0]
-  thought = f"The answer is {env.task.answers[0]}." if config.style == "spec" else ""
-  await node.cell(thought, "finish(answer)")
-  if env.judge(node.finished[0]) < 1.0:
-    raise ExpertFailed(f"the judge rejected {node.finished[0]!r} for {env.own_goal!r}")
+  await _finish(node, env.task.answers[0], config, code="finish(answer)")
   root = DemoNode(goal=env.goal, depth=0, environment=env, turns=tuple(node.turns))
   return [root] + [demo for child in children for demo in child]
 
