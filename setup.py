@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest>=8",
+    "pytest-xdist>=3.5",    # `pytest -n 2`: the README's test command runs the suite on two worker processes
     "hypothesis>=6.100",
     # Reference implementation for the parity tests only (CPU build).
     "torch==2.13.0",

@@ -80,6 +80,7 @@ def _tiny() -> ml_collections.ConfigDict:
   # Item-renamed copies of every expert tree: names can only be predicted by copying them from the
   # goal and the observations, so the warm start generalises to held-out items.
   cfg.warm_start.data.augmented_copies = 8
+  cfg.warm_start.data.keep_originals = True  # also the trees as written (False: renamed copies only)
   cfg.warm_start.sft = ml_collections.ConfigDict()  # sft.SFTConfig
   cfg.warm_start.sft.num_steps = 400
   cfg.warm_start.sft.rows_per_batch = 16

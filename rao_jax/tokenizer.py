@@ -228,10 +228,12 @@ def train_sentencepiece(
 
   Ids: pad=0, unk=1, bos=2, eos=3, then `special_tokens` (kept whole, matched in text), then `whole_words`
   (domain words kept whole the same way, e.g. a world's item names, so that copying one is copying one
-  token), then the 256 byte pieces and the learned pieces. The normaliser is the identity, whitespace is
-  kept as is (no dummy prefix, no collapsing; runs of spaces may form pieces, for code indentation), digits
-  are split, and anything unseen falls back to bytes. `vocab_size` is an upper bound: a small corpus may
-  yield fewer pieces. Newlines become the byte piece <0x0A> (training reads lines).
+  token; a whole word may hold single inner spaces, "Little Botes River", and where whole words overlap
+  the longest match wins), then the 256 byte pieces and the learned pieces. The normaliser is the
+  identity, whitespace is kept as is (no dummy prefix, no collapsing; runs of spaces may form pieces, for
+  code indentation), digits are split, and anything unseen falls back to bytes. `vocab_size` is an upper
+  bound: a small corpus may yield fewer pieces. Newlines become the byte piece <0x0A> (training reads
+  lines).
   """
   symbols = list(dict.fromkeys((*special_tokens, *whole_words)))
   min_vocab = 4 + len(symbols) + _NUM_BYTE_PIECES + 1
@@ -240,9 +242,12 @@ def train_sentencepiece(
         f"vocab_size={vocab_size} is too small: pad/unk/bos/eos, {len(special_tokens)} special tokens, "
         f"{len(symbols) - len(set(special_tokens))} whole words and {_NUM_BYTE_PIECES} byte pieces need at "
         f"least {min_vocab}")
-  bad = [t for t in symbols if not t or t.strip() != t]
+  bad = [t for t in symbols if not t or t.strip() != t or re.search(r"\s\s|[^\S ]", t)]
   if bad:
-    raise ValueError(f"special tokens and whole words must be non-empty without surrounding whitespace: {bad}")
+    raise ValueError("special tokens and whole words must be non-empty, without surrounding whitespace, and "
+                     f"their only inner whitespace single spaces: {bad}")
+  # SentencePiece matches user symbols after it has written spaces as U+2581.
+  symbols = [t.replace(" ", _SP_SPACE) for t in symbols]
   lines = list(_lines(texts, text_files))
   if not lines:
     raise ValueError("no training text: pass texts or text_files with at least one non-empty line")

@@ -44,6 +44,10 @@ class SFTDataConfig:
     augmented_copies: each expert tree is also rendered this many times as an augmented copy
       (`Suite.demonstrations(variant=...)`; TextCraft renames the world's items), so that names can
       only be predicted by copying them from the goal and the observations.
+    keep_originals: also demonstrate each tree as written (copy 0). False (needs `augmented_copies` >=
+      1): only the renamed copies, so the warm start never sees the training tasks' own names and facts;
+      RL on those tasks then rewards copying names from observations, which transfers to held-out
+      tasks, and not recalling memorised facts, which does not.
     seed: seeds the expert draws (set by the trainer from the run's seed).
   """
 
@@ -51,6 +55,7 @@ class SFTDataConfig:
   difficulties: tuple[str, ...] = ("easy", "medium")
   max_tasks_per_difficulty: int = 0
   augmented_copies: int = 0
+  keep_originals: bool = True
   seed: int = 0
 
   def __post_init__(self):
@@ -61,6 +66,8 @@ class SFTDataConfig:
     for name in ("max_tasks_per_difficulty", "augmented_copies"):
       if getattr(self, name) < 0:
         raise FieldError(name, getattr(self, name), "must be >= 0")
+    if not self.keep_originals and self.augmented_copies < 1:
+      raise FieldError("keep_originals", False, "needs augmented_copies >= 1 (else there is nothing to train on)")
 
   def delegates(self, task_index: int, copy: int) -> bool:
     """Whether copy `copy` of task `task_index` is written by the delegating expert (seeded draw)."""
@@ -113,7 +120,7 @@ def demonstration_trees(suite: Suite, tasks: Sequence[Task], config: SFTDataConf
   """(delegating?, expert tree or None) for each selected task and each of its augmented copies, the
   expert of each drawn by `config.delegates`."""
   for task_index, task in enumerate(select_tasks(tasks, config)):
-    for copy in range(1 + config.augmented_copies):
+    for copy in range(0 if config.keep_originals else 1, 1 + config.augmented_copies):
       delegate = config.delegates(task_index, copy)
       yield delegate, suite.demonstrations(task, delegate=delegate, max_depth=fmt.max_depth,
                                            variant=f"{task_index}/{copy}" if copy else None)

@@ -79,7 +79,8 @@ def test_suite_contract(data_dir, tmp_path):
 @pytest.mark.parametrize("bad, field", [(dict(dataset="huge"), "dataset"), (dict(result_style="long"), "result_style"),
                                         (dict(transcript_style="compact"), "transcript_style"),
                                         (dict(expert_max_results=0), "expert_max_results"),
-                                        (dict(expert_max_results=True), "expert_max_results")])
+                                        (dict(expert_max_results=True), "expert_max_results"),
+                                        (dict(name_tokens="pieces"), "name_tokens")])
 def test_suite_config_is_checked(bad, field):
   with pytest.raises(FieldError) as error:
     ChainedResearchConfig(**bad)

@@ -3,9 +3,10 @@ import dataclasses
 
 import pytest
 
-from rao_jax.envs.chained_research import pages as pages_lib
+from rao_jax.envs.chained_research import facts, pages as pages_lib
 from rao_jax.envs.chained_research.graph import (
     ATTRIBUTES, RELATIONS, GraphConfig, generate_graph, get_graph, name_pool)
+from rao_jax.envs.chained_research.questions import CorpusConfig
 from rao_jax.envs.chained_research.search import get_index
 
 CONFIG = GraphConfig()
@@ -60,6 +61,26 @@ def test_pages_state_every_fact_and_are_deterministic():
     for _, target in entity.relations:
       assert target in page.text
     assert len(page.sentences) == len(entity.attributes) + len(entity.relations) + 2
+
+
+def test_object_last_pages_end_every_fact_with_its_object():
+  graph = get_graph(CONFIG, "val")
+  for name, fact in {**facts.RELATION_FACTS, **facts.ATTRIBUTE_FACTS}.items():
+    assert facts.object_last_sentence(name, fact).endswith("{o}.") and "{s}" in facts.object_last_sentence(name, fact)
+  varied = pages_lib.render_pages(graph, 1)
+  pages = pages_lib.render_pages(graph, 1, "object_last")
+  assert pages != varied and [p.url for p in pages] == [p.url for p in varied]
+  for page, entity in zip(pages, graph.entities.values()):
+    objects = [target for _, target in entity.relations] + [
+        facts.shown_value(a, v) for a, v in entity.attributes]
+    fact_sentences = page.sentences[:len(objects)]
+    ending = [max((o for o in objects if s.endswith(f" {o}.")), key=len, default=None) for s in fact_sentences]
+    assert sorted(objects) == sorted(ending), page.sentences  # each sentence ends with its own object
+    assert all(entity.name in s for s in fact_sentences)
+  with pytest.raises(ValueError, match="sentences"):
+    pages_lib.render_page(graph, next(iter(graph.entities.values())), 1, "terse")
+  with pytest.raises(ValueError, match="sentences"):
+    CorpusConfig(sentences="terse")
 
 
 def test_search_ranks_by_bm25_and_is_cached():

@@ -2,8 +2,12 @@
 executed against the real tools; the recursive expert delegates every hop, one child at a time."""
 import pytest
 
+from rao_jax import tokenizer as tokenizer_lib
+from rao_jax.agent import corpus
 from rao_jax.envs.chained_research import env as env_lib, solvers
-from rao_jax.envs.chained_research.questions import build_splits
+from rao_jax.envs.chained_research.graph import KINDS, entity_names, get_graph
+from rao_jax.envs.chained_research.questions import PRESETS, SPLITS, build_splits
+from rao_jax.envs.chained_research.renaming import EntityRenaming
 from rao_jax.envs.chained_research.suite import ChainedResearchConfig, ChainedResearchSuite
 
 STYLES = {"compact": "compact", "spec": "full"}  # transcript style -> result style
@@ -87,3 +91,42 @@ def test_renamed_copies_are_consistent_variants(val_tasks, tmp_path):
     assert turn.output.strip("'") in next_child.goal.split("\n")[0]
   assert not any(hop.entity in copy[0].goal for hop in task.hops[:-1] if " " in hop.entity
                  and not hop.entity.startswith("The "))
+
+
+def test_whole_name_renaming_draws_names_of_the_same_kind(val_tasks):
+  config = PRESETS["tiny"].corpus.graph
+  names = entity_names(config, SPLITS)
+  graph = get_graph(config, "val")
+  renaming = EntityRenaming(graph, "3/1", names)
+  new = [renaming.mapping[name] for name in graph.entities]
+  assert len(set(new)) == len(new)  # a bijection onto its image
+  for entity in graph.entities.values():
+    assert renaming.mapping[entity.name] in names[entity.kind]
+    assert renaming.mapping[entity.slug] == renaming.mapping[entity.name].lower().replace(" ", "_")
+  assert sum(renaming.mapping[name] != name for name in graph.entities) > len(new) // 2
+  assert EntityRenaming(graph, "3/1", names).mapping == renaming.mapping != EntityRenaming(graph, "4/1", names).mapping
+  # Both splits' names are candidates: a val entity may take a train name.
+  train_names = set(get_graph(config, "train").entities)
+  assert any(renaming.mapping[name] in train_names for name in graph.entities)
+  # A twin is renamed whole, never as "Little " + its sibling's new name.
+  river, twin = next((e.name, e.twin) for e in graph.of_kind("river") if e.twin and e.twin.startswith("Little "))
+  assert renaming(f"{twin} and {river}") == f"{renaming.mapping[twin]} and {renaming.mapping[river]}"
+  with pytest.raises(ValueError, match="candidate person names"):
+    EntityRenaming(graph, 0, {**names, "person": names["person"][:3]})
+  with pytest.raises(ValueError, match="no candidates"):
+    EntityRenaming(graph, 0, {kind: names[kind] for kind in KINDS if kind != "award"})
+
+
+def test_whole_name_copies_write_every_name_as_one_piece(val_tasks, tmp_path):
+  suite = ChainedResearchSuite(ChainedResearchConfig(result_style="compact", transcript_style="compact",
+                                                     name_tokens="names"))
+  words = suite.whole_words()
+  tokenizer = tokenizer_lib.train_sentencepiece(corpus.builtin_corpus(50), model_prefix=str(tmp_path / "sp"),
+                                                vocab_size=1024, whole_words=words)
+  for task in val_tasks[::20]:
+    for variant in (None, "5/2"):
+      nodes = suite.demonstrations(task, delegate=True, max_depth=4, variant=variant)
+      for child in nodes[1:-1]:  # every child but the last returns a name: one piece between the quotes
+        finish = child.turns[-1].code
+        assert finish.startswith("finish('") and finish[8:-2] in words, finish
+        assert tokenizer.encode(finish)[-2] == tokenizer.token_id(finish[8:-2].replace(" ", "\u2581"))

@@ -125,9 +125,29 @@ def test_whole_words_are_single_pieces(tmp_path):
   with pytest.raises(ValueError, match="3 whole words"):
     tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "x"), vocab_size=271,
                                       whole_words=words)
-  with pytest.raises(ValueError, match="whole words"):
-    tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "y"), vocab_size=400,
-                                      whole_words=("t1 ",))
+  for bad in ("t1 ", " t1", "", "t1  t2", "t1\tt2", "t1\nt2"):
+    with pytest.raises(ValueError, match="whole words"):
+      tokenizer_lib.train_sentencepiece(["hi"], model_prefix=str(tmp_path / "y"), vocab_size=400,
+                                        whole_words=(bad,))
+
+
+def test_whole_words_may_be_several_words(tmp_path):
+  names = ("Botes River", "Little Botes River", "Tham Puver", "Stex")
+  texts = corpus.builtin_corpus(100) + ["Little Botes River rises near Stex. Tham Puver swam the Botes River."]
+  tokenizer = tokenizer_lib.train_sentencepiece(texts, model_prefix=str(tmp_path / "n"), vocab_size=500,
+                                                whole_words=names)
+  for name in names:
+    assert len(tokenizer.encode(name)) == 1
+  text = "['Little Botes River: Little Botes River rises near the city of Stex.']  finish('Tham Puver')"
+  ids = tokenizer.encode(text)
+  assert tokenizer.decode(ids) == text
+  pieces = [tokenizer.decode([i]) for i in ids]
+  assert pieces.count("Little Botes River") == 2 and "Botes River" not in pieces  # the longest name wins
+  assert pieces[-2:] == ["Tham Puver", "')"] or pieces[-3:-1] == ["'", "Tham Puver"]
+  # Only the exact spelling is one piece: other spacing or the name's words alone are not.
+  for near in ("Tham  Puver", "Tham\tPuver", "Puver Tham", "ThamPuver"):
+    assert tokenizer.decode(tokenizer.encode(near)) == near
+    assert "Tham Puver" not in [tokenizer.decode([i]) for i in tokenizer.encode(near)]
 
 
 def test_matched_token_mask_marks_the_tokens_of_whole_matches(sp_tokenizer):

@@ -95,6 +95,20 @@ def test_recursive_fraction_picks_the_solver_of_each_tree(easy_tasks, layout):
   assert _delegating(layout, conversations) == int(draws.sum(axis=1) @ per_tree)
 
 
+def test_keep_originals_false_demonstrates_only_the_renamed_copies(easy_tasks, layout):
+  tasks = sft.select_tasks(easy_tasks, FLAT)
+  with_originals = dataclasses.replace(FLAT, augmented_copies=2)
+  copies_only = dataclasses.replace(with_originals, keep_originals=False)
+  text = lambda trees: [[(n.goal, n.turns) for n in nodes] for _, nodes in trees]
+  trees = text(sft.demonstration_trees(SUITE, easy_tasks, copies_only, FMT))
+  originals = text((False, SUITE.demonstrations(t, delegate=False, max_depth=FMT.max_depth)) for t in tasks)
+  everything = text(sft.demonstration_trees(SUITE, easy_tasks, with_originals, FMT))
+  assert len(trees) == 2 * len(tasks) and trees == [t for t in everything if t not in originals]
+  original_text = {layout.tokenizer.decode(c.ids) for c in _sequences(easy_tasks, layout, FLAT)}
+  renamed_text = {layout.tokenizer.decode(c.ids) for c in _sequences(easy_tasks, layout, copies_only)}
+  assert len(renamed_text) == 2 * len(tasks) and not original_text & renamed_text
+
+
 def test_nodes_beyond_the_engine_limits_are_cut_to_what_the_engine_could_produce(easy_tasks, layout):
   two_cells = dataclasses.replace(FMT, max_steps_per_node=2)
   cut = _sequences(easy_tasks, layout, FLAT, two_cells)
@@ -118,6 +132,8 @@ def test_bad_data_configs_raise():
     sft.SFTDataConfig(difficulties=())
   with pytest.raises(ValueError, match="augmented_copies=-1"):
     sft.SFTDataConfig(augmented_copies=-1)
+  with pytest.raises(ValueError, match="keep_originals"):
+    sft.SFTDataConfig(augmented_copies=0, keep_originals=False)
   with pytest.raises(ValueError, match="transcript_style='verbose'"):
     TextCraftConfig(transcript_style="verbose")
   with pytest.raises(ValueError, match="info_style='long'"):

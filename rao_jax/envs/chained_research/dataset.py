@@ -74,8 +74,9 @@ class ChainedResearch(tfds.core.GeneratorBasedBuilder):
   """Multi-hop questions over a seeded fictional encyclopedia (splits "train" and "val")."""
 
   name = DATASET_NAME
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "tiny: pages state every fact in its object-last sentence (new questions)."}
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "tiny"
   code_path = epath.Path(__file__)  # as in textcraft_synth/dataset.py: no importlib_resources lookup

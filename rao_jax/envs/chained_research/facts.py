@@ -93,6 +93,20 @@ ATTRIBUTE_FACTS: Mapping[str, Fact] = {
 }
 
 
+SENTENCE_STYLES = ("varied", "object_last")
+# Object-last sentences for the facts none of whose sentences ends with its object.
+_OBJECT_LAST = {
+    "river": "{s} is a city on the river {o}.",
+    "given_by": "{s} is given by the organisation {o}.",
+    "length_km": "The length of {s} is {o}.",
+}
+
+
+def object_last_sentence(name: str, fact: Fact) -> str:
+  """The sentence of fact `name` (a relation or attribute) that ends with its object ("... the city of {o}.")."""
+  return _OBJECT_LAST.get(name) or next(s for s in fact.sentences if s.endswith("{o}."))
+
+
 def attribute_fact(entity: Entity, attribute: str) -> Fact:
   if attribute == "country":
     return _PERSON_COUNTRY if entity.kind == "person" else _PLACE_COUNTRY

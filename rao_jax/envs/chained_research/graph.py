@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+import types
 from typing import Mapping
 
 KINDS = ("person", "organisation", "city", "river", "work", "event", "award")
@@ -153,6 +154,9 @@ class KnowledgeGraph:
   def of_kind(self, kind: str) -> list[Entity]:
     return [e for e in self.entities.values() if e.kind == kind]
 
+  def names_of_kind(self, kind: str) -> tuple[str, ...]:
+    return tuple(e.name for e in self.of_kind(kind))
+
   def name_words(self) -> tuple[str, ...]:
     """The pool words that occur in this graph's entity names."""
     pool = set(name_pool(NAME_POOL_SIZE))
@@ -281,3 +285,12 @@ def generate_graph(config: GraphConfig, split: str) -> KnowledgeGraph:
 def get_graph(config: GraphConfig, split: str) -> KnowledgeGraph:
   """The (per-process cached) graph of `config` for `split`."""
   return generate_graph(config, split)
+
+
+@functools.lru_cache(maxsize=8)
+def entity_names(config: GraphConfig, splits: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
+  """kind -> the entity names of that kind in the graphs of `config` for `splits`, in order, once each
+  (read-only: the result is cached)."""
+  graphs = [get_graph(config, split) for split in splits]
+  return types.MappingProxyType(
+      {kind: tuple(dict.fromkeys(name for g in graphs for name in g.names_of_kind(kind))) for kind in KINDS})

@@ -1,7 +1,8 @@
 """One local web page per entity: `wiki/<slug>`, a title, and text of fact sentences and distractors.
 
 A page states every attribute and outgoing relation of its entity, each in one of the fact's sentence
-templates (`facts.py`, picked per entity from the graph's seed), in a shuffled order, then
+templates (`facts.py`, picked per entity from the graph's seed; with `sentences="object_last"` always
+the one that ends with the fact's object, "X is based in the city of Y."), in a shuffled order, then
 `distractors` sentences that name other entities and years without stating a fact of the graph: the
 entity's twin ("not to be confused with ..."), a random other entity, a year of a report.
 
@@ -48,13 +49,16 @@ class Page:
     return f"{self.title}\n{' '.join(self.sentences)}"
 
 
-def _fact_sentences(entity: Entity, rng: random.Random) -> list[str]:
+def _fact_sentences(entity: Entity, rng: random.Random, style: str) -> list[str]:
+  def template(name: str, fact: facts.Fact) -> str:
+    return facts.object_last_sentence(name, fact) if style == "object_last" else rng.choice(fact.sentences)
+
   sentences = []
   for attribute, value in entity.attributes:
     fact = facts.attribute_fact(entity, attribute)
-    sentences.append(rng.choice(fact.sentences).format(s=entity.name, o=facts.shown_value(attribute, value)))
+    sentences.append(template(attribute, fact).format(s=entity.name, o=facts.shown_value(attribute, value)))
   for relation, target in entity.relations:
-    sentences.append(rng.choice(facts.RELATION_FACTS[relation].sentences).format(s=entity.name, o=target))
+    sentences.append(template(relation, facts.RELATION_FACTS[relation]).format(s=entity.name, o=target))
   rng.shuffle(sentences)
   return [facts.capitalise(s) for s in sentences]
 
@@ -71,14 +75,17 @@ def _distractor_sentences(entity: Entity, names: list[str], count: int, rng: ran
   return sentences
 
 
-def render_page(graph: KnowledgeGraph, entity: Entity, distractors: int) -> Page:
+def render_page(graph: KnowledgeGraph, entity: Entity, distractors: int, sentences: str = "varied") -> Page:
+  """The page of `entity`; `sentences` is a `facts.SENTENCE_STYLES` name."""
+  if sentences not in facts.SENTENCE_STYLES:
+    raise ValueError(f"sentences={sentences!r} is not one of {facts.SENTENCE_STYLES}")
   rng = random.Random(f"chained-research/page/{graph.config.seed}/{graph.split}/{entity.name}")
-  sentences = _fact_sentences(entity, rng) + _distractor_sentences(entity, list(graph.entities), distractors, rng)
-  return Page(url=URL_PREFIX + entity.slug, title=entity.name, sentences=tuple(sentences))
+  text = _fact_sentences(entity, rng, sentences) + _distractor_sentences(entity, list(graph.entities), distractors, rng)
+  return Page(url=URL_PREFIX + entity.slug, title=entity.name, sentences=tuple(text))
 
 
 @functools.lru_cache(maxsize=8)
-def render_pages(graph: KnowledgeGraph, distractors: int) -> tuple[Page, ...]:
+def render_pages(graph: KnowledgeGraph, distractors: int, sentences: str = "varied") -> tuple[Page, ...]:
   """Every entity's page, in the graph's entity order (cached per graph)."""
-  return tuple(render_page(graph, entity, distractors) for entity in graph.entities.values())
+  return tuple(render_page(graph, entity, distractors, sentences) for entity in graph.entities.values())
 

@@ -41,20 +41,31 @@ SPLITS = ("train", "val")
 
 @dataclasses.dataclass(frozen=True)
 class CorpusConfig:
-  """A graph and how its pages and search snippets read (`pages.py`, `search.py`)."""
+  """A graph and how its pages and search snippets read (`pages.py`, `search.py`).
+
+  Attributes:
+    graph: the graph's config.
+    distractors: distractor sentences per page.
+    snippet_chars: the longest snippet a search result shows.
+    sentences: how a page states each fact (`facts.SENTENCE_STYLES`): "varied" (one of the fact's
+      templates, drawn per page) or "object_last" (always the template ending with the fact's object).
+  """
 
   graph: GraphConfig = GraphConfig()
   distractors: int = 2
   snippet_chars: int = 200
+  sentences: str = "varied"
 
   def __post_init__(self):
     if not 0 <= self.distractors <= 8:
       raise ValueError(f"distractors must be in [0, 8], got {self.distractors}")
     if not 40 <= self.snippet_chars <= 1000:
       raise ValueError(f"snippet_chars must be in [40, 1000], got {self.snippet_chars}")
+    if self.sentences not in facts.SENTENCE_STYLES:
+      raise ValueError(f"sentences must be one of {facts.SENTENCE_STYLES}, got {self.sentences!r}")
 
   def index(self, split: str) -> SearchIndex:
-    return get_index(self.graph, split, self.distractors)
+    return get_index(self.graph, split, self.distractors, self.sentences)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +139,9 @@ class ResearchPreset:
 
 
 PRESETS: Mapping[str, ResearchPreset] = {
-    # The CPU preset: ~135 entities a graph, short pages (one distractor), snippets <= 120 characters.
-    "tiny": ResearchPreset(CorpusConfig(GraphConfig(), distractors=1, snippet_chars=120),
+    # The CPU preset: ~135 entities a graph, short pages (one distractor), snippets <= 120 characters,
+    # every fact in its object-last sentence (a hop's answer ends its snippet).
+    "tiny": ResearchPreset(CorpusConfig(GraphConfig(), distractors=1, snippet_chars=120, sentences="object_last"),
                            QuestionConfig(train_per_difficulty=120, val_per_difficulty=20)),
     # The paper-scale setting: larger graphs, longer pages, 50 held-out questions per tier.
     "paper": ResearchPreset(

@@ -60,6 +60,6 @@ class SearchIndex:
 
 
 @functools.lru_cache(maxsize=8)
-def get_index(config: GraphConfig, split: str, distractors: int) -> SearchIndex:
+def get_index(config: GraphConfig, split: str, distractors: int, sentences: str = "varied") -> SearchIndex:
   """The (per-process cached) index of the pages of `config`'s graph for `split`."""
-  return SearchIndex(pages_lib.render_pages(get_graph(config, split), distractors))
+  return SearchIndex(pages_lib.render_pages(get_graph(config, split), distractors, sentences))

@@ -26,7 +26,7 @@ def split_stats(preset_name: str, split: str) -> dict[str, Any]:
   """Entities, pages and questions of one split, and what the question filters dropped."""
   preset = PRESETS[preset_name]
   graph = get_graph(preset.corpus.graph, split)
-  pages = pages_lib.render_pages(graph, preset.corpus.distractors)
+  pages = pages_lib.render_pages(graph, preset.corpus.distractors, preset.corpus.sentences)
   tasks = build_splits(preset_name)[split]
   report = split_report(preset_name, split)
   checked = report.dropped_single_search + sum(report.kept.values())
