@@ -22,9 +22,11 @@ b_w = compute-dtype bytes of a weight, b_c = bytes of a cache entry):
                              bytes  = 16 · P                     float32 parameters, gradients and two
                                                                  Adam moments, each touched once
 
-W_s is the attention window a slot's query reads: the whole context window for today's decode (every
-slot attends over all T positions and masks the dead ones), or the live length for a decode that reads
-only what is live. The train step's activations are left out of its bytes: it is compute-bound.
+W_s is the attention window a slot's query reads from its own cache: the whole own window for today's
+decode (every slot attends over all of it and masks the dead positions), or the live length for a decode
+that reads only what is live. With shared prompt prefixes (cascade attention, `DecodeState.prefixes`)
+the decode also reads the prefix table's P_shared positions once for all slots: bytes add
+2 · L · K · D · b_c · P_shared and FLOPs 4 · L · N · D · S · P_shared. The train step's activations are left out of its bytes: it is compute-bound.
 """
 from __future__ import annotations
 
@@ -114,14 +116,16 @@ def _attention_flops_per_position(config: ModelConfig) -> int:
 
 
 def decode_step_cost(config: ModelConfig, windows: Sequence[int] | np.ndarray,
-                     cache_dtype=None) -> Cost:
-  """One decode step of len(windows) slots, slot s reading `windows[s]` cached positions."""
+                     cache_dtype=None, shared_positions: int = 0) -> Cost:
+  """One decode step of len(windows) slots, slot s reading `windows[s]` positions of its own cache, and
+  every slot attending the `shared_positions` of a shared prefix table read once."""
   cache_dtype = cache_dtype or config.dtype
   positions = float(np.sum(windows))
   weight_bytes = config.num_params * jnp.dtype(config.dtype).itemsize
-  return Cost(bytes=weight_bytes + _kv_bytes_per_position(config, cache_dtype) * positions,
+  kv_bytes = _kv_bytes_per_position(config, cache_dtype)
+  return Cost(bytes=weight_bytes + kv_bytes * (positions + shared_positions),
               flops=2.0 * matmul_params(config) * len(windows)
-              + _attention_flops_per_position(config) * positions)
+              + _attention_flops_per_position(config) * (positions + shared_positions * len(windows)))
 
 
 def prefill_cost(config: ModelConfig, rows: int, chunk: int, window: int, cache_dtype=None) -> Cost:

@@ -46,9 +46,10 @@ from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
 from rao_jax.envs.textcraft_synth import env as env_lib
 from rao_jax.envs.textcraft_synth import solvers, tasks as tasks_lib, world as world_lib
 from rao_jax.model.config import get_preset
+from rao_jax.model.kv_cache import PrefixTable
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.config import RolloutConfig
-from rao_jax.rollout.decode_state import DecodeState
+from rao_jax.rollout.decode_state import DecodeState, resize_own_cache
 from rao_jax.rollout.device import DeviceProgram
 from rao_jax.rollout.engine import RolloutEngine, RolloutResult
 from rao_jax.rollout.sampling import SamplingConfig
@@ -166,33 +167,41 @@ def engine_config(num_slots: int, args: argparse.Namespace) -> RolloutConfig:
       max_steps_per_node=4, max_depth=len(args.fanout) + 1,
       decode_steps_per_round=args.decode_steps_per_round, refill_fraction=args.refill_fraction,
       prefill_chunk_buckets=tuple(args.prefill_chunks), prefill_row_buckets=rows,
+      share_prompt_prefix=not args.no_shared_prefix, cache_window_buckets=tuple(args.cache_windows),
       sampling=SamplingConfig(temperature=1.0))
 
 
 def compile_engine(engine: RolloutEngine) -> None:
-  """Compiles every program shape the engine can use (all prefill buckets, decode, read_turns)."""
+  """Compiles every program shape the engine can use (all prefill buckets, decode, read_turns) at the
+  state shapes of its last run (own caches short by the shared prompt prefixes)."""
   cfg, program = engine.config, engine.program
-  state = DecodeState.init(engine.model_config, cfg.num_slots, cfg.context_window, cfg.completion_limit,
-                           jax.random.key(0))
-  for rows in cfg.prefill_row_buckets:
-    for width in cfg.prefill_chunk_buckets:
-      state = program.prefill(
-          engine.params, state, np.full((rows,), cfg.num_slots, np.int32), np.zeros((rows, width), np.int32),
-          np.zeros((rows,), np.int32), np.zeros((rows,), bool), np.zeros((rows,), np.int32),
-          np.zeros((rows, cfg.completion_limit), np.int32), np.zeros((rows,), np.int32))
-    jax.block_until_ready(program.read_turns(state, np.zeros((rows,), np.int32), cfg.completion_limit))
-  state, _ = program.decode(engine.params, state, engine.stop_sequences, np.int32(1), np.int32(1))
-  jax.block_until_ready(state.lengths)
+  base = engine.initial_state(jax.random.key(0), engine.shared_prompts)
+  windows = {engine.cache_window(b, base.own_window) for b in (*cfg.cache_window_buckets, base.own_window)}
+  for window in sorted(windows):
+    state = program.resize(base, window)  # a fresh state: `base` is not donated
+    for rows in cfg.prefill_row_buckets:
+      for width in cfg.prefill_chunk_buckets:
+        state = program.prefill(
+            engine.params, state, np.full((rows,), cfg.num_slots, np.int32), np.zeros((rows, width), np.int32),
+            np.zeros((rows,), np.int32), np.zeros((rows,), bool), np.zeros((rows,), np.int32),
+            np.zeros((rows, cfg.completion_limit), np.int32), np.zeros((rows,), np.int32))
+      jax.block_until_ready(program.read_turns(state, np.zeros((rows,), np.int32), cfg.completion_limit))
+    if engine.prefix_tokens is not None:
+      slots = np.full((cfg.num_slots,), cfg.num_slots, np.int32)
+      state = program.install_prefix(state, slots, np.zeros_like(slots), *engine.prefix_tokens)
+    state, _ = program.decode(engine.params, state, engine.stop_sequences, np.int32(1), np.int32(1))
+    for other in windows - {window}:  # every resize the engine may make from this bucket
+      jax.block_until_ready(program.resize(state, other).lengths)
 
 
 def run_engine(setting: str, model: Transformer, tokenizer, pool: InterpreterPool, workload: Workload,
                num_slots: int, args: argparse.Namespace) -> tuple[Row, RolloutResult]:
   engine = RolloutEngine(model, layout_for(tokenizer), pool, engine_config(num_slots, args))
-  compile_engine(engine)
-  # One untimed tree compiles what only a real run reaches (the shared prompt-prefix programs).
+  # One untimed tree finds the shared prompt prefixes and compiles what only a real run reaches.
   warm = workload.subset(1, 1)
   engine.run(ENV_NAME, ENV_CONFIG, list(warm.tasks), warm.samples_per_task, jax.random.key(args.seed),
              forcer=build_forcer(warm, tokenizer))
+  compile_engine(engine)
   result = engine.run(ENV_NAME, ENV_CONFIG, list(workload.tasks), workload.samples_per_task,
                       jax.random.key(args.seed), forcer=build_forcer(workload, tokenizer))
   if any(result.compiled_programs.values()):
@@ -216,22 +225,32 @@ def check_trees(setting: str, trees: Trees, workload: Workload) -> None:
                        f"{trees.num_nodes} with end reasons {dict(reasons)}")
 
 
-def _probe_state(model: Transformer, num_slots: int, config: RolloutConfig, live: int) -> DecodeState:
-  """A decode state with every slot generating at `live` cached positions."""
+def _probe_state(model: Transformer, num_slots: int, config: RolloutConfig, live: int, shared: int = 0,
+                 own: int | None = None) -> DecodeState:
+  """A decode state with every slot generating at `live` positions, the first `shared` of them read from
+  a shared prefix table (cascade attention; 0: every slot holds all its positions), own caches of `own`
+  positions (a window bucket; default the whole own window)."""
+  prefixes = PrefixTable.init(model.config, shared) if shared else None
   state = DecodeState.init(model.config, num_slots, config.context_window, config.completion_limit,
-                           jax.random.key(0))
+                           jax.random.key(0), prefixes=prefixes, shared_positions=shared)
+  if own is not None:
+    state = resize_own_cache(state, own)
   return state.replace(generating=np.ones((num_slots,), bool), lengths=np.full((num_slots,), live, np.int32),
-                       completion_limit=np.full((num_slots,), config.context_window, np.int32))
+                       completion_limit=np.full((num_slots,), config.context_window, np.int32),
+                       prefix_length=np.full((num_slots,), shared, np.int32))
 
 
-def decode_step_ms(model: Transformer, num_slots: int, args: argparse.Namespace, steps: int) -> float:
-  """Milliseconds per decode step of the engine's program with every slot generating at half the
-  window (no host work): the median of 3 calls of `steps` steps after a compiling call."""
+def decode_step_ms(model: Transformer, num_slots: int, args: argparse.Namespace, steps: int,
+                   shared: int = 0, own: int | None = None) -> float:
+  """Milliseconds per decode step of the engine's program with every slot generating half way through
+  its own cache (no host work), `shared` positions of each read from a shared prompt prefix and own
+  caches of `own` positions: the median of 3 calls of `steps` steps after a compiling call."""
   config = engine_config(num_slots, args)
   graphdef, params = nnx.split(model)
   program = DeviceProgram.cached(graphdef, config.sampling, model.config.vocab_size)
-  live = config.context_window // 2
-  state = _probe_state(model, num_slots, config, live)
+  own = own or config.context_window - shared
+  live = shared + own // 2
+  state = _probe_state(model, num_slots, config, live, shared, own)
   no_stop = np.full((1, 1), -1, np.int32)
   state, _ = program.decode(params, state, no_stop, np.int32(1), np.int32(num_slots + 1))  # compile
   times = []
@@ -382,32 +401,35 @@ def format_table(rows: Sequence[Row], naive: Row | None, tunix: Row | None) -> s
 
 def format_splits(results: dict[str, RolloutResult]) -> str:
   lines = ["| setting | total s | decode s | prefill s | interpreter s | host s | rounds | decode steps "
-           "| ms / decode step | evictions | programs compiled in the timed run |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| ms / decode step | evictions | prefilled tokens (padded) | cache resizes "
+           "| programs compiled in the timed run |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
   for setting, result in results.items():
     t = result.timings
     compiled = ", ".join(f"{k} {v}" for k, v in result.compiled_programs.items())
     step_ms = 1e3 * t.decode_s / max(t.decode_steps, 1)
     lines.append(f"| {setting} | {t.total_s:.1f} | {t.decode_s:.1f} | {t.prefill_s:.1f} "
                  f"| {t.interpreter_s:.1f} | {t.host_s:.1f} | {t.rounds} | {t.decode_steps} | {step_ms:.1f} "
-                 f"| {t.evictions} | {compiled} |")
+                 f"| {t.evictions} | {t.prefill_tokens:,} ({t.prefill_padded:,}) | {t.cache_resizes} | {compiled} |")
   return "\n".join(lines)
 
 
-def format_probe(probe: dict[int, float], prefills: dict[tuple[int, int], float], machine: roofline.Machine,
-                 model_config, window: int) -> str:
-  """The probes against their roofline floors (`rao_jax.roofline`): a decode step reads every weight and
-  every slot's whole window of keys and values (as the program is written; "live" = only the half that
-  is filled); a prefill reads the weights and its rows' windows and writes the chunks."""
+def format_probe(probe: dict[tuple[int, int, int], float], prefills: dict[tuple[int, int], float],
+                 machine: roofline.Machine, model_config, window: int) -> str:
+  """The probes against their roofline floors (`rao_jax.roofline`): a decode step reads every weight,
+  every slot's own cache of W positions (as the program is written; "live" = only the half of them
+  that is filled) and, with P shared positions, the prefix table once; a prefill reads the weights and
+  its rows' windows and writes the chunks."""
   lines = [f"machine: {machine.describe()}", "",
-           "| decode probe: S | ms / step | ms / slot-step | tokens/s at full occupancy | MB / step "
-           "| MFLOP / step | floor ms | fraction of floor | floor ms, live positions only |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-  for num_slots, ms in probe.items():
-    cost = roofline.decode_step_cost(model_config, [window] * num_slots)
-    live = roofline.decode_step_cost(model_config, [window // 2] * num_slots)
+           "| decode probe: S | shared positions P | own cache W | ms / step | ms / slot-step "
+           "| tokens/s at full occupancy | MB / step | MFLOP / step | floor ms | fraction of floor "
+           "| floor ms, live positions only |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for (num_slots, shared, own), ms in probe.items():
+    cost = roofline.decode_step_cost(model_config, [own] * num_slots, shared_positions=shared)
+    live = roofline.decode_step_cost(model_config, [own // 2] * num_slots, shared_positions=shared)
     floor = 1e3 * cost.floor_s(machine)
-    lines.append(f"| {num_slots} | {ms:.1f} | {ms / num_slots:.2f} | {1e3 * num_slots / ms:.0f} | "
+    lines.append(f"| {num_slots} | {shared} | {own} | {ms:.1f} | {ms / num_slots:.2f} | {1e3 * num_slots / ms:.0f} | "
                  f"{cost.bytes / 1e6:.0f} | {cost.flops / 1e6:.0f} | {floor:.1f} ({cost.bound(machine)}) | "
                  f"{floor / ms:.2f} | {1e3 * live.floor_s(machine):.1f} |")
   lines += ["", "| prefill probe: rows × chunk | ms | tokens/s | MB | GFLOP | floor ms | fraction of floor |",
@@ -435,10 +457,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--completion_limit", type=int, default=96)
   parser.add_argument("--decode_steps_per_round", type=int, default=64)
   parser.add_argument("--refill_fraction", type=float, default=0.25)
-  parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[64, 256],
+  parser.add_argument("--prefill_chunks", type=int, nargs="+", default=[16, 32, 64, 128, 256],
                       help="prefill chunk buckets (longer chunks are split into passes)")
-  parser.add_argument("--prefill_rows", type=int, nargs="+", default=[4, 32],
+  parser.add_argument("--prefill_rows", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32],
                       help="prefill row buckets below S (S is always one)")
+  parser.add_argument("--cache_windows", type=int, nargs="*", default=[256, 512],
+                      help="own-cache window buckets (RolloutConfig.cache_window_buckets; none: off)")
+  parser.add_argument("--no_shared_prefix", action="store_true",
+                      help="every slot holds its whole prompt (share_prompt_prefix off)")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   args.slots = args.slots or ([64] if args.quick else [256, 64])
@@ -486,8 +512,15 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(f"tunix sampler failed: {type(error).__name__}: {error}", file=sys.stderr)
 
   machine = roofline.measure_machine()
-  probe = {num_slots: decode_step_ms(model, num_slots, args, steps=20 if num_slots == 1 else 3)
-           for num_slots in sorted({1, *args.slots})}
+  # Decode probes: each slot holding its whole window; reading the engine's shared prompt prefix; and
+  # with own caches cut to each window bucket.
+  prompts = next(iter(results.values())).shared_prompts
+  shared = min(map(len, prompts)) - 1 if prompts else 0
+  print(f"shared prompt prefixes: {[len(p) for p in prompts or ()]} tokens", flush=True)
+  shapes = [(0, args.context_window)] + ([(shared, args.context_window - shared)] if shared else [])
+  shapes += [(shared, own) for own in args.cache_windows if own < args.context_window - shared]
+  probe = {(num_slots, p, own): decode_step_ms(model, num_slots, args, 20 if num_slots == 1 else 3, p, own)
+           for num_slots in sorted({1, *args.slots}) for p, own in shapes}
   largest = max(args.slots)
   prefills = {(rows, chunk): prefill_ms(model, largest, rows, chunk, args)
               for rows in sorted({1, min(32, largest)}) for chunk in args.prefill_chunks}

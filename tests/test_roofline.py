@@ -21,6 +21,10 @@ def test_decode_step_reads_every_weight_and_each_slots_window():
   assert cost.flops == 2 * p * 2 + 64 * (10 + 30)
   half = roofline.decode_step_cost(CONFIG, [10, 30], cache_dtype="bfloat16")
   assert half.bytes == 4 * p + 32 * 40 and half.flops == cost.flops
+  # A shared prefix of 100 positions is read once, but both slots' queries attend to it.
+  shared = roofline.decode_step_cost(CONFIG, [10, 30], shared_positions=100)
+  assert shared.bytes == cost.bytes + 64 * 100
+  assert shared.flops == cost.flops + 64 * 100 * 2
 
 
 def test_untied_input_embedding_is_not_a_matmul():

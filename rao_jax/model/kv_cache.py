@@ -8,6 +8,12 @@ contiguous [max_len, head_dim] block, and a decode step's scores are one tall-sk
 ([max_len, head_dim] @ [head_dim, query heads per KV head]) with no transpose of the cache: on CPU about
 2x faster than the best form over a [batch, max_len, kv_heads, head_dim] layout and 2.5x faster than the
 broadcast-multiply-reduce used before (`scripts/probe_decode_attention.py`, `docs/performance.md`).
+
+`SharedPrefix` lets many rows continue a few prompt prefixes whose keys and values are stored once
+(cascade attention): row b's first `length[b]` positions are read from prompt `index[b]` of a
+`PrefixTable`, and its own buffer holds positions length[b], length[b] + 1, ... from index 0. A decode
+step then reads the table once for all rows instead of once per row, and each row's buffer is shorter
+by the shared part.
 """
 from __future__ import annotations
 
@@ -83,3 +89,48 @@ class KVCache:
       return self.k[layer], self.v[layer]
     rows = jnp.minimum(rows, self.batch - 1)
     return self.k[layer][rows], self.v[layer][rows]
+
+
+@struct.dataclass
+class PrefixTable:
+  """The keys and values of N prompt prefixes, each position stored once.
+
+  Positions all prompts share (their common beginning) come first, owned by every prompt; then each
+  prompt's own tail. Position j belongs to prompt `owner[j]` (-1: to all; -2: padding, to none) and is
+  position `position[j]` of it.
+
+  cache: batch 1, max_len P (the table as one row); owner, position: [P] int32.
+  """
+  cache: KVCache
+  owner: jax.Array
+  position: jax.Array
+
+  @classmethod
+  def init(cls, config: ModelConfig, size: int, dtype: jnp.dtype | str | None = None) -> PrefixTable:
+    """An all-zero table of `size` positions shared by every prompt (position j is position j of each):
+    the shape to fill (`rollout.device.prefix_table`) or to probe a decode step with."""
+    return cls(KVCache.init(config, 1, size, dtype), jnp.full((size,), -1, jnp.int32),
+               jnp.arange(size, dtype=jnp.int32))
+
+  @property
+  def size(self) -> int:
+    return self.cache.max_len
+
+
+@struct.dataclass
+class SharedPrefix:
+  """Which prompt of a `PrefixTable` each of B rows continues, and how much of it.
+
+  index: [B] int32, the prompt of each row (any value when length is 0).
+  length: [B] int32, positions 0 .. length - 1 of row b are prompt index[b]'s; 0 = no shared prefix.
+  Row b's own cache slot i then holds sequence position length[b] + i.
+  """
+  table: PrefixTable
+  index: jax.Array
+  length: jax.Array
+
+  def visible(self) -> jax.Array:
+    """[B, P] bool: which table positions row b attends (all of them precede the row's own tokens)."""
+    owner, position = self.table.owner[None, :], self.table.position[None, :]
+    mine = (owner == -1) | (owner == self.index[:, None])
+    return mine & (position < self.length[:, None])

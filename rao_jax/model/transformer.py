@@ -7,7 +7,7 @@ from flax import nnx
 
 from rao_jax.model.attention import Attention
 from rao_jax.model.config import ModelConfig
-from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.kv_cache import KVCache, SharedPrefix
 from rao_jax.model.layers import Embedding, LMHead, RMSNorm, SwiGLU
 
 
@@ -25,9 +25,10 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, cache: KVCache | None,
                layer: int, cache_slots: jax.Array | None, query_chunk_size: int = 0,
-               cache_rows: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+               cache_rows: jax.Array | None = None, shared: SharedPrefix | None = None,
+               shared_visible: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
     attended, cache = self.attention(self.input_norm(x), positions, mask, cache, layer, cache_slots,
-                                     query_chunk_size, cache_rows)
+                                     query_chunk_size, cache_rows, shared, shared_visible)
     h = x + attended
     return h + self.mlp(self.post_attention_norm(h)), cache
 
@@ -58,6 +59,7 @@ class Transformer(nnx.Module):
       query_chunk_size: int = 0,
       remat: bool = False,
       cache_rows: jax.Array | None = None,  # [B] int32 cache row of each token row (default: row b)
+      shared_prefix: SharedPrefix | None = None,  # per token row: the shared prompt prefix it continues
   ) -> tuple[jax.Array, KVCache | None]:
     """Returns logits [B, T, V] float32 and the cache with this chunk written (None without a cache).
 
@@ -70,13 +72,17 @@ class Transformer(nnx.Module):
     advances its lengths: new_lengths = cache_lengths + token_mask.sum(-1). `cache_rows` lets B token rows
     use chosen rows of a larger cache in place (a prefill of some decode slots): row b reads and writes
     cache row cache_rows[b]; rows >= cache.batch are padding and write nothing.
+    `shared_prefix` (with a cache): the first shared_prefix.length[b] positions of row b are read from a
+    table of prompt prefixes stored once (`PrefixTable`); `cache_lengths` still counts them, and the row's own cache slot i
+    holds position shared_prefix.length[b] + i (see `SharedPrefix`).
     Memory knobs (same results up to float rounding): `query_chunk_size` > 0 computes attention over
     blocks of that many queries (`grouped_attention`); `remat` (training forwards, no cache) recomputes
     each layer in the backward pass, keeping only its input [B, T, H].
     """
     hidden, cache = self.hidden_states(tokens, positions, segment_ids=segment_ids, cache=cache,
                                        cache_lengths=cache_lengths, token_mask=token_mask,
-                                       query_chunk_size=query_chunk_size, remat=remat, cache_rows=cache_rows)
+                                       query_chunk_size=query_chunk_size, remat=remat, cache_rows=cache_rows,
+                                       shared_prefix=shared_prefix)
     return self.logits(hidden), cache
 
   def logits(self, hidden: jax.Array) -> jax.Array:  # [..., H] final hidden states -> [..., V] float32
@@ -94,6 +100,7 @@ class Transformer(nnx.Module):
       query_chunk_size: int = 0,
       remat: bool = False,
       cache_rows: jax.Array | None = None,  # [B] int32 cache row of each token row (default: row b)
+      shared_prefix: SharedPrefix | None = None,
   ) -> tuple[jax.Array, KVCache | None]:
     """`__call__` without the vocabulary projection: final-normed hidden states [B, T, H] and the cache.
 
@@ -106,7 +113,7 @@ class Transformer(nnx.Module):
     _check_shape("segment_ids", segment_ids, (batch, length))
     _check_shape("token_mask", token_mask, (batch, length))
 
-    cache_slots = None
+    cache_slots, shared_visible = None, None
     if cache is None:
       if cache_lengths is not None:
         raise ValueError("cache_lengths was given without a cache")
@@ -127,14 +134,22 @@ class Transformer(nnx.Module):
       if cache_rows is None and cache.batch != batch:
         raise ValueError(f"cache has {cache.batch} rows but tokens have {batch} (give cache_rows to use "
                          "some rows of a larger cache)")
-      chunk_index = cache_lengths[:, None] + jnp.arange(length, dtype=jnp.int32)  # [B, T]
+      chunk_index = cache_lengths[:, None] + jnp.arange(length, dtype=jnp.int32)  # [B, T] sequence positions
       if positions is None:
         positions = chunk_index
+      if shared_prefix is not None:
+        _check_shape("shared_prefix.length", shared_prefix.length, (batch,))
+        _check_shape("shared_prefix.index", shared_prefix.index, (batch,))
+        chunk_index = chunk_index - shared_prefix.length[:, None]  # slots of the rows' own caches
+        chunk_index = jnp.where(chunk_index < 0, cache.max_len, chunk_index)  # never written, never read
+        shared_visible = shared_prefix.visible()  # [B, P]
       cache_slots = chunk_index if token_mask is None else jnp.where(token_mask, chunk_index, cache.max_len)
       mask = jnp.arange(cache.max_len)[None, None, :] <= chunk_index[:, :, None]  # [B, T, max_len]
 
     if cache_rows is not None and cache is None:
       raise ValueError("cache_rows was given without a cache")
+    if shared_prefix is not None and cache is None:
+      raise ValueError("shared_prefix was given without a cache")
     if remat and cache is not None:
       raise ValueError("remat is for training forwards; a forward with a cache keeps no activations")
     x = self.embed(tokens)  # [B, T, H]
@@ -142,7 +157,8 @@ class Transformer(nnx.Module):
       if remat:
         x = nnx.remat(lambda block, h: block(h, positions, mask, None, 0, None, query_chunk_size)[0])(layer, x)
       else:
-        x, cache = layer(x, positions, mask, cache, i, cache_slots, query_chunk_size, cache_rows)
+        x, cache = layer(x, positions, mask, cache, i, cache_slots, query_chunk_size, cache_rows, shared_prefix,
+                         shared_visible)
     return self.final_norm(x), cache
 
 

@@ -33,9 +33,16 @@ class RolloutConfig:
     prefill_chunk_buckets / prefill_row_buckets: padded prefill shapes (few compiled programs).
     prefill_attention_chunk_size: > 0 computes a prefill's attention over blocks of this many queries,
       so rows × chunk × context float32 scores per head never exist at once (0: all at once).
-    share_prompt_prefix: compute the KV cache of the prompt text all nodes share (system prompt, tool
-      docs: everything before the goal) once per run and copy it into new slots instead of
-      prefilling it for every node.
+    share_prompt_prefix: compute the keys and values of the prompt text nodes share (system prompt,
+      tool docs: everything before the goal; one prefix for nodes that may delegate, one for nodes at
+      the depth cap) once per run and store them once: a new slot starts from its prefix instead of
+      prefilling it, and every decode step reads the prefix once for all slots (cascade attention).
+      Slots' own caches are shorter by the shortest prefix; a node whose prompt starts with none of
+      them has that much less context window.
+    cache_window_buckets: own-cache lengths the decode may run at, below the full own window (empty:
+      always the full one). Each round the engine resizes the slots' own caches to the smallest bucket
+      that holds every busy slot's tokens plus a whole next turn, so a decode step reads about what is
+      live instead of the whole window (one compiled program per bucket).
     host_shards: H, the host shards the trees and slots are split into (0: one per process). Each
       shard schedules its own trees on its own contiguous block of slots, and a process runs H /
       processes of them, so a run gives the same trees in one process with H shards as in H
@@ -57,6 +64,7 @@ class RolloutConfig:
   prefill_row_buckets: tuple[int, ...] = (1, 4, 16, 64)
   prefill_attention_chunk_size: int = 0
   share_prompt_prefix: bool = True
+  cache_window_buckets: tuple[int, ...] = ()
   host_shards: int = 0
   sampling: SamplingConfig = SamplingConfig()
 
@@ -94,3 +102,10 @@ class RolloutConfig:
       buckets = getattr(self, name)
       if not buckets or any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
         raise FieldError(name, buckets, "must be increasing positive sizes")
+    buckets = self.cache_window_buckets
+    if any(b <= 0 for b in buckets) or list(buckets) != sorted(set(buckets)):
+      raise FieldError("cache_window_buckets", buckets, "must be increasing positive sizes")
+    if buckets and buckets[-1] >= self.context_window:
+      raise FieldError("cache_window_buckets", buckets,
+                       f"must be smaller than context_window={self.context_window} (the full window is "
+                       "always the last bucket)")

@@ -15,17 +15,25 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from rao_jax.model.kv_cache import KVCache
-from rao_jax.rollout.decode_state import DecodeState, StopReason
+from rao_jax.model.kv_cache import KVCache, PrefixTable, SharedPrefix
+from rao_jax.rollout.decode_state import DecodeState, StopReason, resize_own_cache
 from rao_jax.rollout.sampling import SamplingConfig, sample_tokens, token_log_probs
 
 
 def _apply_model(graphdef: nnx.GraphDef, params: nnx.State, tokens: jax.Array, positions: jax.Array,
                  cache: KVCache, cache_lengths: jax.Array, token_mask: jax.Array, query_chunk_size: int = 0,
-                 cache_rows: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+                 cache_rows: jax.Array | None = None,
+                 shared_prefix: SharedPrefix | None = None) -> tuple[jax.Array, KVCache]:
   model = nnx.merge(graphdef, params)
   return model(tokens, positions, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask,
-               query_chunk_size=query_chunk_size, cache_rows=cache_rows)
+               query_chunk_size=query_chunk_size, cache_rows=cache_rows, shared_prefix=shared_prefix)
+
+
+def _shared_prefix(state: DecodeState, slots: jax.Array, prefix_length: jax.Array) -> SharedPrefix | None:
+  """The view of `state.prefixes` for rows at `slots` ([R], in range) that read `prefix_length` [R]."""
+  if state.prefixes is None:
+    return None
+  return SharedPrefix(state.prefixes, state.prefix_index[slots], prefix_length)
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots: jax.Array,
@@ -47,7 +55,8 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
 
   The slot's previously pending token and all chunk tokens but the last are written to the KV cache;
   the last chunk token becomes the pending one. Then `generating` is set for the chosen slots. Rows
-  whose chunk would not fit the context window are truncated to it (the host checks budgets first).
+  whose chunk would not fit the slot's capacity are truncated to it (the host checks budgets first).
+  A reset slot no longer reads a shared prefix: its whole conversation goes to its own cache.
   """
   num_slots, window = state.tokens.shape
   rows, chunk_width = chunks.shape
@@ -55,11 +64,13 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   safe_slots = jnp.minimum(slots, num_slots - 1)
 
   old_lengths = jnp.where(reset, 0, state.lengths[safe_slots])                  # [R]
-  new_lengths = jnp.minimum(old_lengths + chunk_lengths, window)                 # [R]
+  prefix_length = jnp.where(reset, 0, state.prefix_length[safe_slots])          # [R]
+  capacity = state.capacity(prefix_length)                                       # [R]
+  new_lengths = jnp.minimum(old_lengths + chunk_lengths, capacity)               # [R]
   # Write the chunk into the token buffer at [old_length, old_length + chunk_length).
   offsets = jnp.arange(chunk_width)[None, :]                                     # [1, C]
   write_index = old_lengths[:, None] + offsets                                   # [R, C]
-  write_ok = (offsets < chunk_lengths[:, None]) & (write_index < window) & valid_row[:, None]
+  write_ok = (offsets < chunk_lengths[:, None]) & (write_index < capacity[:, None]) & valid_row[:, None]
   row_index = jnp.broadcast_to(slots[:, None], (rows, chunk_width))
   tokens = state.tokens.at[row_index, jnp.where(write_ok, write_index, window)].set(
       chunks, mode="drop")
@@ -76,7 +87,8 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
   # The rows' keys and values are written into their slots in place; each layer reads its rows' windows.
   cache_rows = jnp.where(valid_row, slots, num_slots)
   _, cache = _apply_model(graphdef, params, inputs, cache_start[:, None] + offsets, state.cache,
-                          cache_start, input_mask, query_chunk_size, cache_rows)
+                          cache_start, input_mask, query_chunk_size, cache_rows,
+                          _shared_prefix(state, safe_slots, prefix_length))
 
   def scatter(field, values):
     return field.at[cache_rows].set(values, mode="drop")
@@ -86,52 +98,58 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, slots
       log_probs=log_probs,
       cache=cache,
       lengths=scatter(state.lengths, new_lengths),
-      generating=scatter(state.generating, new_lengths < window),
+      generating=scatter(state.generating, new_lengths < capacity),
       turn_start=scatter(state.turn_start, new_lengths),
       completion_limit=scatter(state.completion_limit, completion_limits),
       stop_reason=scatter(state.stop_reason,
-                          jnp.where(new_lengths < window, StopReason.NONE, StopReason.CONTEXT_FULL)),
+                          jnp.where(new_lengths < capacity, StopReason.NONE, StopReason.CONTEXT_FULL)),
       forced=state.forced.at[cache_rows].set(forced, mode="drop"),
       forced_length=scatter(state.forced_length, forced_lengths),
+      prefix_length=scatter(state.prefix_length, prefix_length),
   )
 
 
-def prefix_cache(graphdef: nnx.GraphDef, params: nnx.State, prefix: jax.Array, empty: KVCache, *,
-                 query_chunk_size: int = 0) -> KVCache:
-  """Keys and values of a prompt prefix shared by many nodes, computed once.
+def prefix_table(graphdef: nnx.GraphDef, params: nnx.State, prompts: jax.Array, lengths: jax.Array,
+                 source_rows: jax.Array, source_positions: jax.Array, owner: jax.Array, empty: KVCache, *,
+                 query_chunk_size: int = 0) -> PrefixTable:
+  """Keys and values of N prompt prefixes shared by many nodes, computed once, for `DecodeState.prefixes`.
 
-  prefix: [1, P] int32; empty: a zero cache of batch 1 and max_len P. Only the first P − 1 tokens are
-  written: the last one stays pending, as in every slot (see `decode_state.py`).
+  prompts: [N, W] int32 (row n's first lengths[n] tokens are prompt n); empty: a zero cache of batch N and
+  max_len W. Only the first lengths[n] − 1 tokens are cached: the last one stays pending, as in every slot
+  (see `decode_state.py`), and is written to the slot's own cache by its first prefill. Table position j
+  is position source_positions[j] of prompt source_rows[j], owned by owner[j] ([P] int32 each; see
+  `PrefixTable`).
   """
-  length = prefix.shape[1]
-  mask = jnp.arange(length)[None, :] < length - 1
-  _, cache = _apply_model(graphdef, params, prefix, jnp.arange(length)[None, :], empty,
-                          jnp.zeros((1,), jnp.int32), mask, query_chunk_size)
-  return cache
+  width = prompts.shape[1]
+  mask = jnp.arange(width)[None, :] < lengths[:, None] - 1
+  positions = jnp.broadcast_to(jnp.arange(width), prompts.shape)
+  _, cache = _apply_model(graphdef, params, prompts, positions, empty,
+                          jnp.zeros((prompts.shape[0],), jnp.int32), mask, query_chunk_size)
+  flat = jax.tree.map(lambda buffer: buffer[source_rows, :, source_positions][None].swapaxes(1, 2), cache)
+  return PrefixTable(flat, owner, source_positions)
 
 
-def install_prefix(state: DecodeState, slots: jax.Array, prefix: jax.Array, cache: KVCache) -> DecodeState:
-  """Starts the chosen slots with a precomputed prefix instead of prefilling it.
+def install_prefix(state: DecodeState, slots: jax.Array, prefix_ids: jax.Array, prefixes: jax.Array,
+                   lengths: jax.Array) -> DecodeState:
+  """Starts the chosen slots from a shared prompt prefix instead of prefilling it.
 
-  slots: [R] int32 (padding rows use index S and are ignored); prefix: [P] int32; cache: the
-  prefix's `prefix_cache`. Afterwards each slot holds the P prefix tokens (P − 1 cached, one pending),
-  exactly the state a prefill of the same tokens into an empty slot leaves.
+  slots: [R] int32 (padding rows use index S and are ignored); prefix_ids: [R] int32 rows of the table;
+  prefixes: [N, W] int32 the prompts' tokens; lengths: [N] int32 their lengths. Afterwards slot s
+  holds the prefix's tokens, reads their keys and values from `state.prefixes` (all but the last, which
+  is pending) and has an empty own cache: the state a prefill of the same tokens into an empty slot
+  leaves, without writing any keys or values.
   """
   num_slots = state.tokens.shape[0]
-  length = prefix.shape[0]
   rows = jnp.where(slots < num_slots, slots, num_slots)
-  cache_rows = jax.tree.map(
-      lambda full, part: full.at[rows, :, :length].set(
-          jnp.broadcast_to(part[:1], (rows.shape[0],) + part.shape[1:]), mode="drop"),
-      state.cache, cache)
+  length = lengths[prefix_ids]                                                     # [R]
   return state.replace(
-      tokens=state.tokens.at[rows, :length].set(jnp.broadcast_to(prefix, (rows.shape[0], length)),
-                                                 mode="drop"),
-      log_probs=state.log_probs.at[rows, :length].set(0.0, mode="drop"),
-      cache=cache_rows,
+      tokens=state.tokens.at[rows, :prefixes.shape[1]].set(prefixes[prefix_ids], mode="drop"),
+      log_probs=state.log_probs.at[rows].set(0.0, mode="drop"),
       lengths=state.lengths.at[rows].set(length, mode="drop"),
       generating=state.generating.at[rows].set(False, mode="drop"),
       stop_reason=state.stop_reason.at[rows].set(StopReason.NONE, mode="drop"),
+      prefix_index=state.prefix_index.at[rows].set(prefix_ids, mode="drop"),
+      prefix_length=state.prefix_length.at[rows].set(length - 1, mode="drop"),
   )
 
 
@@ -194,7 +212,8 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, stop_s
     pending_index = jnp.maximum(state.lengths - 1, 0)
     pending = state.tokens[slot_index, pending_index]
     logits, cache = _apply_model(graphdef, params, pending[:, None], pending_index[:, None],
-                                 state.cache, pending_index, active[:, None])
+                                 state.cache, pending_index, active[:, None],
+                                 shared_prefix=_shared_prefix(state, slot_index, state.prefix_length))
     logits = logits[:, 0]
     if vocab_limit is not None and vocab_limit < logits.shape[-1]:
       logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, -jnp.inf)
@@ -213,7 +232,7 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, state: DecodeState, stop_s
     forced_done = (state.forced_length > 0) & (lengths - state.turn_start >= state.forced_length)
     hit_stop = forced_done | _matches_stop(tokens, lengths, state.turn_start, stop_sequences)
     hit_limit = lengths - state.turn_start >= state.completion_limit
-    hit_window = lengths >= window
+    hit_window = lengths >= state.capacity(state.prefix_length)
     reason = jnp.where(hit_stop, StopReason.STOP_SEQUENCE,
                        jnp.where(hit_limit, StopReason.COMPLETION_LIMIT,
                                  jnp.where(hit_window, StopReason.CONTEXT_FULL, StopReason.NONE)))
@@ -266,8 +285,10 @@ class DeviceProgram:
                                             vocab_limit=vocab_limit), donate_argnums=(1,),
                           **stats_pinned)
     self.read_turns = jax.jit(read_turns, static_argnums=(2,))
-    self.prefix_cache = jax.jit(functools.partial(prefix_cache, graphdef, query_chunk_size=prefill_query_chunk))
+    self.prefix_table = jax.jit(functools.partial(prefix_table, graphdef, query_chunk_size=prefill_query_chunk))
     self.install_prefix = jax.jit(install_prefix, donate_argnums=(0,), **pinned)
+    # Not donated: the output's buffers have another shape, so they could not reuse the input's.
+    self.resize = jax.jit(resize_own_cache, static_argnums=(1,), **pinned)
 
   @classmethod
   @functools.lru_cache(maxsize=16)
@@ -279,4 +300,4 @@ class DeviceProgram:
 
   def num_compiled(self) -> dict[str, int]:
     return {name: getattr(self, name)._cache_size()
-            for name in ("prefill", "decode", "read_turns", "prefix_cache", "install_prefix")}
+            for name in ("prefill", "decode", "read_turns", "prefix_table", "install_prefix", "resize")}

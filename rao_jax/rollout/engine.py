@@ -35,7 +35,7 @@ from rao_jax import distributed, sharding
 from rao_jax.agent import episode, turn_format
 from rao_jax.agent.chat import ChatLayout
 from rao_jax.agent.interpreter import InterpreterPool
-from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.kv_cache import KVCache, PrefixTable
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.decode_state import DecodeState, decode_state_shardings
 from rao_jax.rollout.device import DeviceProgram
@@ -64,7 +64,10 @@ class RolloutTimings:
   useful_token_steps: int = 0
   slot_steps: int = 0
   evictions: int = 0
-  prefix_installs: int = 0        # new or rebuilt slots started from the shared prompt prefix
+  prefix_installs: int = 0        # new or rebuilt slots started from a shared prompt prefix
+  cache_resizes: int = 0          # own caches moved to another window bucket (time counted in prefill_s)
+  prefill_tokens: int = 0         # chunk tokens prefilled
+  prefill_padded: int = 0         # rows x chunk positions the prefill calls ran (padding included)
 
   @property
   def slot_utilisation(self) -> float:
@@ -74,11 +77,34 @@ class RolloutTimings:
 
 @dataclasses.dataclass(frozen=True)
 class RolloutResult:
-  """Trees, timings, and the device programs compiled during this run (0 once shapes are warm)."""
+  """Trees, timings, the device programs compiled during this run (0 once shapes are warm), and the
+  shared prompt prefixes the run's slots read (token ids; None if off)."""
 
   trees: Trees
   timings: RolloutTimings
   compiled_programs: dict[str, int]
+  shared_prompts: tuple[tuple[int, ...], ...] | None = None
+
+
+def prefix_table_layout(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Where each `PrefixTable` position comes from: (source prompt, position in it, owner), [P] int32 each.
+
+  The cached positions of every prompt (all but its last token) are stored once: first the C positions
+  all prompts have in common (owner -1), then each prompt's tail (owner n). E.g. prompts of 649 and 448
+  tokens that agree on their first 247 make a table of 247 + 401 + 200 = 848 positions, against the
+  1,095 of two separate rows.
+  """
+  cached = [len(prompt) - 1 for prompt in prompts]
+  common = min(cached)
+  for other in prompts[1:]:
+    common = next((i for i in range(common) if other[i] != prompts[0][i]), common)
+  rows, positions, owner = [0] * common, list(range(common)), [-1] * common
+  for index, length in enumerate(cached):
+    rows += [index] * (length - common)
+    positions += range(common, length)
+    owner += [index] * (length - common)
+  as_array = lambda values: np.asarray(values, np.int32)
+  return as_array(rows), as_array(positions), as_array(owner)
 
 
 def _bucket(size: int, buckets: Sequence[int]) -> int:
@@ -123,6 +149,8 @@ class RolloutEngine:
     self.stop_sequences = jnp.asarray([stop], jnp.int32)  # [1, K]
     self._shards: list[ShardScheduler] = []
     self.timings = RolloutTimings()
+    self.shared_prompts: tuple[tuple[int, ...], ...] | None = None  # the last run's (`_shared_prompts`)
+    self.prefix_tokens: tuple[np.ndarray, np.ndarray] | None = None  # their [N, P] table and [N] lengths
 
   def set_params(self, params: nnx.State) -> None:
     """Uses new policy parameters (same graph) from the next `run` on, cast to the compute dtype.
@@ -142,9 +170,21 @@ class RolloutEngine:
     return DeviceProgram.cached(self.graphdef, self._sampling, self.tokenizer.vocab_size, shardings,
                                 self.config.prefill_attention_chunk_size)
 
-  def _initial_state(self, rng: jax.Array) -> DecodeState:
+  def initial_state(self, rng: jax.Array, prompts: tuple[tuple[int, ...], ...] | None) -> DecodeState:
+    """The state a run starts from with these shared prompts (e.g. `shared_prompts` of the last run):
+    for benchmarks that compile or probe the device programs at the engine's real shapes."""
+    return self._compute_prefixes(self._initial_state(rng, prompts), prompts)
+
+  def _initial_state(self, rng: jax.Array, prompts: tuple[tuple[int, ...], ...] | None) -> DecodeState:
+    """Empty slots; with shared prompts, an all-zero prefix table of their shape (`_compute_prefixes`
+    fills it) and own caches shorter by the shortest prompt's cached positions."""
+    prefixes, shared_positions = None, 0
+    if prompts:
+      prefixes = PrefixTable.init(self.model_config, len(prefix_table_layout(prompts)[0]))
+      shared_positions = min(map(len, prompts)) - 1
     state = DecodeState.init(self.model_config, self.config.num_slots, self.config.context_window,
-                             self.config.completion_limit, rng)
+                             self.config.completion_limit, rng, prefixes=prefixes,
+                             shared_positions=shared_positions)
     self.program = self._program(state)
     if self.mesh is not None:
       state = distributed.put(state, decode_state_shardings(state, self.mesh))
@@ -181,13 +221,15 @@ class RolloutEngine:
                                    forcer) for k in distributed.local_shards(num_shards)]
     for shard in self._shards:
       shard.start_roots(env_name, dict(env_config), tasks, samples_per_task)
-    state = self._initial_state(rng)
+    self.shared_prompts = self._shared_prompts()
+    state = self._initial_state(rng, self.shared_prompts)
     compiled_before = self.program.num_compiled()
-    self._prefix = self._shared_prefix()
+    state = self._compute_prefixes(state, self.shared_prompts)
     self._global_step = 0
     while any(_gathered([bool(shard.live_trees) for shard in self._shards])):
       self.timings.rounds += 1
-      plans = _gathered([shard.plan_round(self._prefix and self._prefix[0]) for shard in self._shards])
+      plans = _gathered([shard.plan_round(self.shared_prompts) for shard in self._shards])
+      state = self._fit_cache(state, max(plan.own_positions for plan in plans))
       state = self._prefill(state, plans)
       for shard in self._shards:
         shard.prefilled()
@@ -201,7 +243,8 @@ class RolloutEngine:
     self.timings.host_s = max(0.0, self.timings.total_s - self.timings.decode_s
                               - self.timings.prefill_s - self.timings.interpreter_s)
     compiled = {name: count - compiled_before[name] for name, count in self.program.num_compiled().items()}
-    return RolloutResult(trees=trees, timings=self.timings, compiled_programs=compiled)
+    return RolloutResult(trees=trees, timings=self.timings, compiled_programs=compiled,
+                         shared_prompts=self.shared_prompts)
 
   def num_busy_slots(self) -> int:
     """Slots held by this process's nodes (0 after every `run`: slots never leak)."""
@@ -209,47 +252,82 @@ class RolloutEngine:
 
   # ------------------------------------------------------------------ shared prefix and prefill
 
-  def _shared_prefix(self) -> tuple[list[int], jax.Array, KVCache] | None:
-    """The prompt tokens every node that may delegate shares, with their KV cache (None if off).
+  def _shared_prompts(self) -> tuple[tuple[int, ...], ...] | None:
+    """The prompt prefixes nodes share, one per prompt variant (nodes that may delegate, nodes at the
+    depth cap), as token ids (None if off).
 
     Found from the first shard's first root as the common token prefix of two prompts that differ
     only in their goal (the goal comes last in the first user turn), less a few tokens so a real goal
-    cannot merge with its boundary; each node still checks that its prompt starts with it.
+    cannot merge with its boundary; each node still checks that its prompt starts with one of them.
     """
     if not self.config.share_prompt_prefix:
       return None
-    candidates = _gathered([self._prefix_tokens(shard.root_parts) for shard in self._shards])
-    prefix = next((c for c in candidates if c is not None), None)
-    if prefix is None:
-      return None
-    empty = KVCache.init(self.model_config, 1, len(prefix))
-    cache = self.program.prefix_cache(self.params, jnp.asarray([prefix], jnp.int32), empty)
-    return prefix, jnp.asarray(prefix, jnp.int32), cache
+    episode_format = self.config.episode
+    depths = sorted({0, episode_format.max_depth} if episode_format.delegation else {0})
+    candidates = _gathered([self._prefix_tokens(shard.root_parts, depths) for shard in self._shards])
+    return next((c for c in candidates if c), None)
 
-  def _prefix_tokens(self, parts) -> list[int] | None:
+  def _prefix_tokens(self, parts, depths: Sequence[int]) -> tuple[tuple[int, ...], ...] | None:
     if parts is None:  # a shard without trees
       return None
-    # The root's prompt (depth 0) with two goals: every node that may delegate shares its prefix.
-    a, b = (self.layout.prompt_ids(*episode.prompt_texts(dataclasses.replace(parts, goal=goal), 0,
-                                                         self.config.episode))
-            for goal in ("A", "B"))
-    common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    length = common - 4
-    return a[:length] if length >= 2 else None
+    prompts = []
+    for depth in depths:
+      a, b = (self.layout.prompt_ids(*episode.prompt_texts(dataclasses.replace(parts, goal=goal), depth,
+                                                           self.config.episode))
+              for goal in ("A", "B"))
+      common = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+      length = common - 4
+      if length >= 2 and tuple(a[:length]) not in prompts:
+        prompts.append(tuple(a[:length]))
+    return tuple(prompts) or None
+
+  def _compute_prefixes(self, state: DecodeState, prompts: tuple[tuple[int, ...], ...] | None) -> DecodeState:
+    """Fills the state's prefix table with the shared prompts' keys and values (one prefill)."""
+    if not prompts:
+      self.prefix_tokens = None
+      return state
+    tokens = np.zeros((len(prompts), max(map(len, prompts))), np.int32)
+    for row, prompt in enumerate(prompts):
+      tokens[row, :len(prompt)] = prompt
+    lengths = np.asarray([len(prompt) for prompt in prompts], np.int32)
+    self.prefix_tokens = (tokens, lengths)
+    empty = KVCache.init(self.model_config, len(prompts), tokens.shape[1])
+    prefixes = self.program.prefix_table(self.params, tokens, lengths, *prefix_table_layout(prompts), empty)
+    if self.mesh is not None:
+      prefixes = distributed.put(prefixes, decode_state_shardings(state, self.mesh).prefixes)
+    return state.replace(prefixes=prefixes)
+
+  def cache_window(self, own_positions: int, own_window: int) -> int:
+    """The own-cache bucket for slots needing `own_positions` positions: the smallest configured
+    bucket that holds them, else the whole own window."""
+    return next((b for b in self.config.cache_window_buckets if b >= own_positions and b < own_window),
+                own_window)
+
+  def _fit_cache(self, state: DecodeState, own_positions: int) -> DecodeState:
+    """Resizes the slots' own caches to the bucket covering `own_positions` (`RoundPlan.own_positions`)."""
+    window = self.cache_window(own_positions, state.own_window)
+    if window == state.cache.max_len:
+      return state
+    started = time.perf_counter()
+    state = self.program.resize(state, window)
+    jax.block_until_ready(state.lengths)
+    self.timings.prefill_s += time.perf_counter() - started
+    self.timings.cache_resizes += 1
+    return state
 
   def _prefill(self, state: DecodeState, plans: Sequence[RoundPlan]) -> DecodeState:
     """Installs the shared prefix and prefills every shard's rows (the same calls on every process)."""
     self.timings.evictions += sum(plan.evictions for plan in plans)
     rows = [row for plan in plans for row in plan.rows]
-    installs = [slot for plan in plans for slot in plan.installs]
+    installs = [install for plan in plans for install in plan.installs]
     if not rows:
       return state
     started = time.perf_counter()
     if installs:
       slots = np.full((self.config.num_slots,), self.config.num_slots, np.int32)
-      slots[:len(installs)] = installs
-      _, prefix, cache = self._prefix
-      state = self.program.install_prefix(state, slots, prefix, cache)
+      prefix_ids = np.zeros((self.config.num_slots,), np.int32)
+      slots[:len(installs)], prefix_ids[:len(installs)] = zip(*installs)
+      state = self.program.install_prefix(state, slots, prefix_ids, *self.prefix_tokens)
       self.timings.prefix_installs += len(installs)
     state = self._prefill_rows(state, rows)
     jax.block_until_ready(state.lengths)
@@ -257,17 +335,27 @@ class RolloutEngine:
     return state
 
   def _prefill_rows(self, state: DecodeState, rows: list[PrefillRow]) -> DecodeState:
-    """Prefills every row's chunk, in passes of at most the largest chunk bucket per row."""
+    """Prefills every row's chunk, in passes of at most the largest chunk bucket per row.
+
+    Within a pass, rows go in one call per chunk bucket (each slot appears once per pass, so the order
+    of the calls does not matter): a long chunk no longer pads every short one to its width (an evicted
+    parent's rebuild alongside observations padded the round's prefill 4x before).
+    """
     cfg = self.config
     max_chunk = cfg.prefill_chunk_buckets[-1]
     pieces = [[row.chunk[i:i + max_chunk] for i in range(0, len(row.chunk), max_chunk)] or [()]
               for row in rows]
+    max_rows = cfg.prefill_row_buckets[-1]
     for piece_index in range(max(len(p) for p in pieces)):
       batch = [dataclasses.replace(row, chunk=p[piece_index], reset=row.reset and piece_index == 0)
                for row, p in zip(rows, pieces) if piece_index < len(p)]
-      max_rows = cfg.prefill_row_buckets[-1]
-      for begin in range(0, len(batch), max_rows):
-        state = self._prefill_call(state, batch[begin:begin + max_rows])
+      by_width: dict[int, list[PrefillRow]] = {}
+      for row in batch:
+        by_width.setdefault(_bucket(len(row.chunk), cfg.prefill_chunk_buckets), []).append(row)
+      for width in sorted(by_width):
+        same_width = by_width[width]
+        for begin in range(0, len(same_width), max_rows):
+          state = self._prefill_call(state, same_width[begin:begin + max_rows])
     return state
 
   def _prefill_call(self, state: DecodeState, batch: list[PrefillRow]) -> DecodeState:
@@ -281,6 +369,8 @@ class RolloutEngine:
     limits = np.zeros((num_rows,), np.int32)
     forced = np.zeros((num_rows, cfg.completion_limit), np.int32)
     forced_lengths = np.zeros((num_rows,), np.int32)
+    self.timings.prefill_tokens += sum(len(row.chunk) for row in batch)
+    self.timings.prefill_padded += num_rows * width
     for index, row in enumerate(batch):
       slots[index] = row.slot
       chunks[index, :len(row.chunk)] = row.chunk

@@ -90,18 +90,22 @@ class PrefillRow:
 class RoundPlan:
   """What one shard asks of this round's device calls, and how its frontier stands afterwards.
 
-  installs: slots that start from the shared prompt prefix (before their rows are prefilled).
+  installs: (slot, prefix index) of slots that start from a shared prompt prefix (before their rows are
+  prefilled).
   generating / ready: nodes of the shard generating, and still waiting for a slot, once the rows are
   prefilled; live: whether the shard still has unfinished trees (the engine decodes if any shard has
   a generating node, and stops with an error if live trees remain but no shard can make progress).
+  own_positions: the most own-cache positions any of the shard's slots can need until the next round
+  (its node's tokens past the shared prefix plus a whole turn): the engine's cache bucket covers it.
   """
 
   rows: tuple[PrefillRow, ...]
-  installs: tuple[int, ...]
+  installs: tuple[tuple[int, int], ...]
   evictions: int
   generating: int
   ready: int
   live: bool
+  own_positions: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,19 +188,24 @@ class ShardScheduler:
 
   # ------------------------------------------------------------------ slots and prefill
 
-  def plan_round(self, prefix: list[int] | None) -> RoundPlan:
+  def plan_round(self, prefixes: Sequence[Sequence[int]] | None) -> RoundPlan:
     """Ends timed-out trees, gives frontier nodes slots and returns their prefill rows.
 
-    `prefix` is the shared prompt prefix (None if off): a node whose prompt starts with it and that
-    needs its whole conversation prefilled starts from the prefix's cache instead. Call
-    `prefilled()` once the engine has run the rows.
+    `prefixes` are the shared prompt prefixes (None if off): a node whose prompt starts with one and
+    that needs its whole conversation prefilled starts from that prefix's keys and values instead. Slots'
+    own caches are shorter by the shortest prefix's cached positions, so a node that starts with none
+    has that much less context window (`DecodeState.capacity`). Call `prefilled()` once the engine has
+    run the rows.
     """
     self._end_timed_out_trees()
     ready = sorted((n for n in self._nodes.values() if n.state is _State.READY),
                    key=lambda n: (n.ready_order, n.node_id))
+    unshared_window = self.config.context_window - (min(map(len, prefixes)) - 1 if prefixes else 0)
     rows, installs, evictions = [], [], 0
     for node in ready:
-      if len(node.conversation) + self.config.completion_limit > self.config.context_window:
+      prefix_id = _matching_prefix(node.conversation.ids, prefixes)
+      window = self.config.context_window if prefix_id is not None else unshared_window
+      if len(node.conversation) + self.config.completion_limit > window:
         # The model never sees the pending tokens: keep the sequence to what it was fed.
         node.conversation.truncate(len(node.conversation) - len(node.pending))
         self._end(node, EndReason.CONTEXT_OVERFLOW)
@@ -208,21 +217,34 @@ class ShardScheduler:
         evictions += taken
       if not node.rebuild:
         chunk, reset = node.pending, False
-      elif (prefix and len(node.conversation) > len(prefix)
-            and node.conversation.ids[:len(prefix)] == prefix):
-        installs.append(node.slot)  # start from the shared prefix; prefill only the rest
-        chunk, reset = node.conversation.ids[len(prefix):], False
+      elif prefix_id is not None:
+        installs.append((node.slot, prefix_id))  # start from the shared prefix; prefill only the rest
+        chunk, reset = node.conversation.ids[len(prefixes[prefix_id]):], False
       else:
         chunk, reset = list(node.conversation.ids), True
       rows.append((node, PrefillRow(node.slot, tuple(chunk), reset, tuple(self._forced_turn(node)))))
     self._route([])  # parents of nodes that overflowed may resume (their trees may end)
     rows = [(node, row) for node, row in rows if node.state is _State.READY]
-    installs = [slot for slot in installs if any(row.slot == slot for _, row in rows)]
+    installs = [install for install in installs if any(row.slot == install[0] for _, row in rows)]
     self._prefilled = [node for node, _ in rows]
     states = [n.state for n in self._nodes.values()]
     return RoundPlan(rows=tuple(row for _, row in rows), installs=tuple(installs),
                      evictions=evictions, generating=states.count(_State.GENERATING) + len(rows),
-                     ready=states.count(_State.READY) - len(rows), live=bool(self.live_trees))
+                     ready=states.count(_State.READY) - len(rows), live=bool(self.live_trees),
+                     own_positions=self._own_positions(prefixes))
+
+  def _own_positions(self, prefixes: Sequence[Sequence[int]] | None) -> int:
+    """Upper bound on the own-cache positions of every slot this shard holds until the next round: the
+    node's tokens (pending ones included) less those read from its shared prefix, plus a whole turn (a
+    turn never exceeds `completion_limit` tokens, however many decode calls it spans)."""
+    bound = 0
+    for node in self._nodes.values():
+      if node.slot is None:
+        continue
+      prefix_id = _matching_prefix(node.conversation.ids, prefixes)
+      shared = 0 if prefix_id is None else len(prefixes[prefix_id]) - 1
+      bound = max(bound, len(node.conversation) - shared + self.config.completion_limit)
+    return bound
 
   def prefilled(self) -> None:
     """The planned rows are in the cache: their nodes generate from now on."""
@@ -449,3 +471,13 @@ class ShardScheduler:
     )
     self.pool.release(list(self._nodes))
     return trees
+
+
+def _matching_prefix(ids: Sequence[int], prefixes: Sequence[Sequence[int]] | None) -> int | None:
+  """Index of the longest of `prefixes` that `ids` starts with and runs past (None if none does)."""
+  best = None
+  for index, prefix in enumerate(prefixes or ()):
+    if len(ids) > len(prefix) and list(ids[:len(prefix)]) == list(prefix):
+      if best is None or len(prefix) > len(prefixes[best]):
+        best = index
+  return best

@@ -3,12 +3,14 @@ tests/rollout/test_rollout_generate.py).
 
 Every forward here is jitted with few distinct shapes: compilation dominates the run time on CPU.
 """
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from rao_jax.model.kv_cache import KVCache
+from rao_jax.model.kv_cache import KVCache, PrefixTable, SharedPrefix
 
 LENGTHS = np.array([6, 3, 1])  # prompt lengths per row
 DECODE_STEPS = 4
@@ -131,3 +133,63 @@ def test_cache_rows_are_checked(model, toy_config):
     model(tokens, cache_rows=jnp.zeros(2, jnp.int32))
   with pytest.raises(ValueError, match=r"cache has 4 rows but tokens have 2 \(give cache_rows"):
     model(tokens, cache=KVCache.init(toy_config, 4, 8), cache_lengths=jnp.zeros(2, jnp.int32))
+
+
+@functools.partial(nnx.jit, static_argnames="query_chunk_size")
+def _shared_forward(model, tokens, cache, cache_lengths, token_mask, shared, query_chunk_size=0):
+  return model(tokens, cache=cache, cache_lengths=cache_lengths, token_mask=token_mask,
+               shared_prefix=shared, query_chunk_size=query_chunk_size)
+
+
+@pytest.mark.parametrize("query_chunk_size", [0, 4])
+def test_shared_prefixes_give_the_full_forward(model, toy_config, rng, query_chunk_size):
+  """Cascade attention: rows continuing two prompt prefixes that share their first 3 tokens (stored once
+  in a `PrefixTable`: the common part, then each tail) and a row with none, through a chunked prefill
+  and decode steps, give the logits of the full causal forward."""
+  prefix_lengths = np.array([5, 9])
+  sequences = rng.integers(0, toy_config.vocab_size, size=(4, 20)).astype(np.int32)
+  prompts = np.zeros((2, 9), np.int32)
+  prompts[:, :3] = rng.integers(0, toy_config.vocab_size, 3)
+  for n, length in enumerate(prefix_lengths):
+    prompts[n, 3:length] = rng.integers(0, toy_config.vocab_size, length - 3)
+  index = np.array([0, 1, 1, 0])
+  shared_length = np.array([5, 9, 4, 0])  # row 2 reads only part of prompt 1; row 3 reads nothing
+  for b in range(4):
+    sequences[b, :shared_length[b]] = prompts[index[b], :shared_length[b]]
+  _, prompt_cache = _cached_forward(model, jnp.asarray(prompts), KVCache.init(toy_config, 2, 9),
+                                    jnp.zeros(2, jnp.int32),
+                                    jnp.asarray(np.arange(9)[None] < prefix_lengths[:, None]))
+  rows = np.array([0, 0, 0] + [0] * 2 + [1] * 6)
+  positions = np.array([0, 1, 2, 3, 4, 3, 4, 5, 6, 7, 8])
+  owner = np.array([-1, -1, -1, 0, 0, 1, 1, 1, 1, 1, 1])
+  flat = lambda buffers: tuple(b[rows, :, positions][None].swapaxes(1, 2) for b in buffers)
+  table = PrefixTable(KVCache(k=flat(prompt_cache.k), v=flat(prompt_cache.v)), jnp.asarray(owner, jnp.int32),
+                      jnp.asarray(positions, jnp.int32))
+  shared = SharedPrefix(table, jnp.asarray(index, jnp.int32), jnp.asarray(shared_length, jnp.int32))
+  own = KVCache.init(toy_config, 4, 20 - 4)  # each row's own cache is short by the shortest shared part
+  # Prefill up to position 12 in one padded chunk (rows start at different positions), then decode.
+  chunk = np.zeros((4, 12), np.int32)
+  chunk_mask = np.zeros((4, 12), bool)
+  for b in range(4):
+    rest = sequences[b, shared_length[b]:12]
+    chunk[b, :len(rest)], chunk_mask[b, :len(rest)] = rest, True
+  logits, own = _shared_forward(model, jnp.asarray(chunk), own, jnp.asarray(shared_length, jnp.int32),
+                                jnp.asarray(chunk_mask), shared, query_chunk_size)
+  cached = [np.asarray(logits)[b, :12 - shared_length[b]] for b in range(4)]
+  for position in range(12, 16):
+    logits, own = _shared_forward(model, jnp.asarray(sequences[:, position:position + 1]), own,
+                                  jnp.full((4,), position, jnp.int32), jnp.ones((4, 1), bool), shared)
+    cached = [np.concatenate([c, np.asarray(logits)[b]]) for b, c in enumerate(cached)]
+  full = np.asarray(_full_forward(model, jnp.asarray(sequences[:, :16]), jnp.ones((4, 16), bool)))
+  for b in range(4):
+    np.testing.assert_allclose(cached[b], full[b, shared_length[b]:16], atol=2e-5, rtol=0)
+
+
+def test_shared_prefix_needs_a_cache_and_row_shapes(model, toy_config):
+  shared = SharedPrefix(PrefixTable.init(toy_config, 4), jnp.zeros(2, jnp.int32), jnp.zeros(2, jnp.int32))
+  tokens = jnp.zeros((3, 2), jnp.int32)
+  with pytest.raises(ValueError, match="shared_prefix was given without a cache"):
+    model(tokens, shared_prefix=shared)
+  with pytest.raises(ValueError, match=r"shared_prefix.length must have shape \(3,\)"):
+    model(tokens, cache=KVCache.init(toy_config, 3, 8), cache_lengths=jnp.zeros(3, jnp.int32),
+          shared_prefix=shared)

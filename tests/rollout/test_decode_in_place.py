@@ -10,6 +10,7 @@ from flax import nnx
 
 from rao_jax import hlo_inspect
 from rao_jax.model.config import ModelConfig
+from rao_jax.model.kv_cache import PrefixTable
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.decode_state import DecodeState
 from rao_jax.rollout.device import DeviceProgram
@@ -19,12 +20,15 @@ CONFIG = ModelConfig(vocab_size=64, hidden_size=32, num_layers=3, num_heads=4, n
                      intermediate_size=64)
 
 
-@pytest.mark.parametrize("num_slots, window", [(1, 256), (8, 128)])
-def test_decode_program_makes_no_cache_sized_buffer(num_slots, window):
+@pytest.mark.parametrize("num_slots, window, shared", [(1, 256, 0), (8, 128, 0), (8, 256, 32)])
+def test_decode_program_makes_no_cache_sized_buffer(num_slots, window, shared):
+  """Also with shared prompt prefixes (cascade attention: a [K, 64, D] table read by every slot)."""
   model = Transformer(CONFIG, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   program = DeviceProgram(graphdef, SamplingConfig(temperature=1.0), CONFIG.vocab_size)
-  state = DecodeState.init(CONFIG, num_slots, window, 16, jax.random.key(0))
+  prefixes = PrefixTable.init(CONFIG, 2 * shared) if shared else None
+  state = DecodeState.init(CONFIG, num_slots, window, 16, jax.random.key(0), prefixes=prefixes,
+                           shared_positions=shared)
   compiled = program.decode.lower(params, state, np.full((1, 1), -1, np.int32), np.int32(4),
                                   np.int32(num_slots + 1)).compile()
   layer_bytes = state.cache.k[0].nbytes

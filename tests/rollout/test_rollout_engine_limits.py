@@ -11,6 +11,7 @@ from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.config import RolloutConfig
 from rao_jax.rollout.engine import RolloutEngine
 from rao_jax.rollout.sampling import SamplingConfig
+from rao_jax.rollout.scheduler import _matching_prefix
 from rao_jax.rollout.trees import EndReason
 
 ENV_NAME, ENV_CONFIG = "textcraft_synth", {"world": "small"}
@@ -134,23 +135,27 @@ def test_tree_timeout(model, toy_tokenizer, pool, tasks):
 
 
 def test_greedy_trees_identical_across_slot_counts_with_eviction(model, toy_tokenizer, pool, tasks):
-  """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict; the
-  shared prompt-prefix cache gives the same tokens as prefilling every prompt in full."""
+  """Two slots force the waiting root out (its cache is rebuilt on resume); six never evict; reading the
+  shared prompt prefixes from one table (cascade attention) gives the same tokens as prefilling every
+  prompt in full; so do own caches resized between window buckets as the nodes grow and finish."""
   launch = ("a, b, c = await asyncio.gather(launch_subagent({'m1_i1': 1}), "
             "launch_subagent({'m2_i1': 1}), launch_subagent({'m6_i1': 1}))\nprint(a, b, c)")
   script = {(): [launch, None, None]}   # children and the root's later turns sample greedily
   sequences = []
-  for num_slots, shared_prefix in ((2, True), (6, True), (6, False)):
+  settings = ((2, True, ()), (6, True, ()), (6, False, ()), (2, True, (128, 192, 256)), (6, False, (768, 1024, 1536)))
+  for num_slots, shared_prefix, buckets in settings:
     engine = _engine(model, toy_tokenizer, pool, num_slots=num_slots, prefill_row_buckets=(num_slots,),
-                     completion_limit=96, share_prompt_prefix=shared_prefix)
+                     completion_limit=96, share_prompt_prefix=shared_prefix, cache_window_buckets=buckets)
     result = engine.run(ENV_NAME, ENV_CONFIG, tasks[:1], 1, jax.random.key(0),
                         forcer=_script(toy_tokenizer, script))
     trees = result.trees
     assert trees.num_nodes == 4
     assert (result.timings.evictions > 0) == (num_slots == 2)
     assert (result.timings.prefix_installs >= 4) == shared_prefix  # every node starts from it
+    assert (result.timings.cache_resizes >= 2) == bool(buckets)  # down to a bucket, and on
+    assert (len(result.shared_prompts or ()) == 2) == shared_prefix  # delegating, and at the depth cap
     sequences.append([trees.node_sequence(i)[0].tolist() for i in range(trees.num_nodes)])
-  assert sequences[0] == sequences[1] == sequences[2]  # eviction and the shared prefix change nothing
+  assert all(s == sequences[0] for s in sequences)  # none of these change the tokens
 
 
 def test_completion_limit_cuts_turns(model, toy_tokenizer, pool, tasks):
@@ -226,3 +231,12 @@ def test_prefill_in_query_blocks_gives_the_same_rollout(model, toy_tokenizer, po
 def test_negative_prefill_attention_chunk_is_rejected():
   with pytest.raises(ValueError, match=r"prefill_attention_chunk_size=-1 must be an integer >= 0"):
     RolloutConfig(prefill_attention_chunk_size=-1)
+
+
+def test_a_node_continues_the_longest_shared_prefix_it_runs_past():
+  prefixes = [(1, 2), (1, 2, 3, 4), (7,)]
+  assert _matching_prefix([1, 2, 3, 4, 5], prefixes) == 1
+  assert _matching_prefix([1, 2, 3, 4], prefixes) == 0  # must run past a prefix: its last token is pending
+  assert _matching_prefix([7, 1], prefixes) == 2
+  assert _matching_prefix([2, 1, 3], prefixes) is None
+  assert _matching_prefix([1, 2, 3], None) is None
