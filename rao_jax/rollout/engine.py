@@ -150,7 +150,7 @@ class RolloutEngine:
     self._shards: list[ShardScheduler] = []
     self.timings = RolloutTimings()
     self.shared_prompts: tuple[tuple[int, ...], ...] | None = None  # the last run's (`_shared_prompts`)
-    self.prefix_tokens: tuple[np.ndarray, np.ndarray] | None = None  # their [N, P] table and [N] lengths
+    self.prefix_tokens: tuple[np.ndarray, np.ndarray] | None = None  # their tokens [N, W] and lengths [N]
 
   def set_params(self, params: nnx.State) -> None:
     """Uses new policy parameters (same graph) from the next `run` on, cast to the compute dtype.
@@ -264,10 +264,10 @@ class RolloutEngine:
       return None
     episode_format = self.config.episode
     depths = sorted({0, episode_format.max_depth} if episode_format.delegation else {0})
-    candidates = _gathered([self._prefix_tokens(shard.root_parts, depths) for shard in self._shards])
+    candidates = _gathered([self._prompt_prefixes(shard.root_parts, depths) for shard in self._shards])
     return next((c for c in candidates if c), None)
 
-  def _prefix_tokens(self, parts, depths: Sequence[int]) -> tuple[tuple[int, ...], ...] | None:
+  def _prompt_prefixes(self, parts, depths: Sequence[int]) -> tuple[tuple[int, ...], ...] | None:
     if parts is None:  # a shard without trees
       return None
     prompts = []
