@@ -149,6 +149,7 @@ class ShardScheduler:
     self._prefilled: list[_Node] = []
     self.interpreter_s = 0.0
     self.root_parts = None  # the prompt parts of this shard's first root (for the shared prefix)
+    self._prefix_of: dict[int, int | None] = {}  # node id -> the shared prompt its prompt starts with
 
   # ------------------------------------------------------------------ roots
 
@@ -203,7 +204,7 @@ class ShardScheduler:
     unshared_window = self.config.context_window - (min(map(len, prefixes)) - 1 if prefixes else 0)
     rows, installs, evictions = [], [], 0
     for node in ready:
-      prefix_id = _matching_prefix(node.conversation.ids, prefixes)
+      prefix_id = self._prefix_id(node, prefixes)
       window = self.config.context_window if prefix_id is not None else unshared_window
       if len(node.conversation) + self.config.completion_limit > window:
         # The model never sees the pending tokens: keep the sequence to what it was fed.
@@ -233,6 +234,13 @@ class ShardScheduler:
                      ready=states.count(_State.READY) - len(rows), live=bool(self.live_trees),
                      own_positions=self._own_positions(prefixes))
 
+  def _prefix_id(self, node: _Node, prefixes: Sequence[Sequence[int]] | None) -> int | None:
+    """The shared prompt `node` continues (`_matching_prefix`), found once per node: its prompt never
+    changes, nor do a run's prefixes."""
+    if node.node_id not in self._prefix_of:
+      self._prefix_of[node.node_id] = _matching_prefix(node.conversation.ids, prefixes)
+    return self._prefix_of[node.node_id]
+
   def _own_positions(self, prefixes: Sequence[Sequence[int]] | None) -> int:
     """Upper bound on the own-cache positions of every slot this shard holds until the next round: the
     node's tokens (pending ones included) less those read from its shared prefix, plus a whole turn (a
@@ -241,7 +249,7 @@ class ShardScheduler:
     for node in self._nodes.values():
       if node.slot is None:
         continue
-      prefix_id = _matching_prefix(node.conversation.ids, prefixes)
+      prefix_id = self._prefix_id(node, prefixes)
       shared = 0 if prefix_id is None else len(prefixes[prefix_id]) - 1
       bound = max(bound, len(node.conversation) - shared + self.config.completion_limit)
     return bound
