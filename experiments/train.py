@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rao_jax import distributed
+from rao_jax import distributed, host_memory
 from rao_jax.train import report, trainer
 from rao_jax.train.metrics_log import read_records
 from rao_jax.train.settings import settings_from_config
@@ -31,6 +31,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (no
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   if _MULTIHOST.value:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

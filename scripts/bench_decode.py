@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rao_jax import roofline
+from rao_jax import host_memory, roofline
 from rao_jax.model.config import get_preset
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.generate import bucket_length, generate
@@ -131,6 +131,7 @@ def markdown_table(rows: list[dict], prompt_len: dict[str, int], new_tokens: dic
 
 
 def main() -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--presets", default="tiny,small")
   parser.add_argument("--batch_sizes", default="1,16,64,256")

@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 
+from rao_jax import host_memory
 from rao_jax.model.config import ModelConfig
 from rao_jax.model.random_init import random_normal_model
 from rao_jax.rl.advantages import AdvantageConfig, advantages_from_trees
@@ -81,6 +82,7 @@ def one_update(updater: PolicyUpdater, trees: Trees, *, pack_idle: bool) -> int:
 
 
 def main() -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="3 forests per case, 2 timed repeats")
   args = parser.parse_args()

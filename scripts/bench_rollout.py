@@ -39,7 +39,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rao_jax import roofline, tokenizer as tokenizer_lib
+from rao_jax import host_memory, roofline, tokenizer as tokenizer_lib
 from rao_jax.agent import corpus, episode, prompts, turn_format
 from rao_jax.agent.chat import layout_for
 from rao_jax.agent.interpreter.pool import InterpreterConfig, InterpreterPool
@@ -476,6 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   args = parse_args(argv)
   started = time.perf_counter()
   tasks = select_tasks(args.tasks)

@@ -13,6 +13,9 @@ achieved FLOP/s = FLOPs per step / step time; peak = a large float32 `jnp.dot` t
 The step is compute-bound, so its floor is FLOPs / peak and the fraction of the floor is the ratio of
 achieved FLOP/s to the peak.
 
+With RAO_JAX_HOST_MALLOC=retain (`rao_jax.host_memory`) each step reuses the last one's freed temporaries
+instead of faulting them in afresh; `scripts/bench_host_memory.py` times the steps both ways.
+
 The second table compiles the same step with `attention_chunk_size` and `remat` on and off and reports
 XLA's temporary buffer size for the compiled step (`memory_analysis().temp_size_in_bytes`: activations,
 attention scores, gradients in flight) and the step time, each as a ratio to the plain step of that table.
@@ -22,12 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import time
 
 import jax
 import numpy as np
 
-from rao_jax import roofline, sharding
+from rao_jax import host_memory, roofline, sharding
 from rao_jax.model.random_init import random_normal_model
 from rao_jax.model.config import ModelConfig, get_preset
 from rao_jax.train import packing, train_step as ts
@@ -83,20 +87,35 @@ def time_case(case: Case, steps: int) -> dict:
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   times = []
+  usage_before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(steps):
     start = time.perf_counter()
     state, metrics = step(state, batch, *nodes)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
+  usage_after = resource.getrusage(resource.RUSAGE_SELF)
   step_s = float(np.median(times))
   tokens = case.rows * case.row_length
   return dict(case=case, params=config.num_params, compile_s=compile_s, step_s=step_s, temp_bytes=temp_bytes,
+              page_faults_per_step=(usage_after.ru_minflt - usage_before.ru_minflt) / steps,
+              system_s_per_step=(usage_after.ru_stime - usage_before.ru_stime) / steps,
               tokens_per_s=tokens / step_s, loss_tokens_per_s=float(batch.loss_mask.sum()) / step_s,
               cost=(cost := roofline.train_step_cost(config, case.rows, case.row_length)),
               flops_per_s=cost.flops / step_s)
 
 
+def parse_shape(shape: str) -> Case:
+  """`PRESET:ROWSxT` (e.g. `tiny:8x512`) as a plain Case; ValueError names the expected form."""
+  preset, _, size = shape.partition(":")
+  rows, _, length = size.partition("x")
+  if not (rows.isdigit() and length.isdigit() and int(rows) > 0 and int(length) > 0):
+    raise ValueError(f"{shape!r}: expected PRESET:ROWSxT, e.g. tiny:8x512")
+  get_preset(preset)
+  return Case(preset, int(rows), int(length))
+
+
 def main() -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller batches and fewer timed steps")
   parser.add_argument("--shapes", nargs="+", metavar="PRESET:ROWSxT",
@@ -104,13 +123,10 @@ def main() -> None:
                            "rows show how much of the step is attention); no memory-knob table")
   args = parser.parse_args()
   if args.shapes:
-    cases = []
-    for shape in args.shapes:
-      preset, _, size = shape.partition(":")
-      rows, _, length = size.partition("x")
-      if not (rows.isdigit() and length.isdigit()):
-        parser.error(f"--shapes {shape!r}: expected PRESET:ROWSxT, e.g. tiny:8x512")
-      cases.append(Case(preset, int(rows), int(length)))
+    try:
+      cases = [parse_shape(shape) for shape in args.shapes]
+    except ValueError as error:
+      parser.error(str(error))
     memory_rows, steps, matmul_size = None, 3, 2048
   elif args.quick:
     cases = [Case("tiny", 4, 256), Case("tiny", 4, 256, num_micro_batches=2, logits_chunk_size=64),

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rao_jax import hlo_inspect, roofline
+from rao_jax import hlo_inspect, host_memory, roofline
 from rao_jax.model.config import get_preset
 from rao_jax.model.transformer import Transformer
 from rao_jax.rollout.decode_state import DecodeState
@@ -61,6 +61,7 @@ def probe(model: Transformer, num_slots: int, args: argparse.Namespace, machine:
 
 
 def main() -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="tiny")
   parser.add_argument("--vocab_size", type=int, default=1024, help="the bench's toy tokenizer's size")

@@ -27,6 +27,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
+from rao_jax import host_memory
 from rao_jax.envs.textcraft_synth.renaming import item_name_pattern
 from rao_jax.model.transformer import Transformer
 from rao_jax.train import probe, sft, trainer
@@ -46,6 +47,7 @@ def _accuracy_cells(result: probe.ProbeResult) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   del argv
   logging.set_verbosity(logging.WARNING)
   settings = settings_from_config(_CONFIG.value)

@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rao_jax import host_memory
 from rao_jax.rollout.trees import Trees
 from rao_jax.train import trainer
 from rao_jax.train.settings import settings_from_config
@@ -42,6 +43,7 @@ def fingerprint(trees: Trees, with_log_probs: bool = True) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
+  host_memory.retain_freed_host_memory()  # with RAO_JAX_HOST_MALLOC=retain only; before any JAX work
   del argv
   logging.set_verbosity(logging.WARNING)
   settings = settings_from_config(_CONFIG.value)

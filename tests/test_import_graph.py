@@ -9,7 +9,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Lower layers never import higher ones; modules of one layer may import each other.
 LAYERS = (
-    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding", "rao_jax.distributed", "rao_jax.hlo_inspect"),
+    ("rao_jax.errors", "rao_jax.tokenizer", "rao_jax.sharding", "rao_jax.distributed", "rao_jax.hlo_inspect",
+     "rao_jax.host_memory"),
     ("rao_jax.model",),
     ("rao_jax.config_utils", "rao_jax.envs", "rao_jax.roofline"),
     ("rao_jax.agent",),
