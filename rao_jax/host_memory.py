@@ -23,11 +23,12 @@ first thing; it acts only when the environment asks for it.
 
 Costs, measured: it is not free, so it is off unless asked for (RAO_JAX_HOST_MALLOC=retain).
   - The process keeps its peak heap resident until it exits.
-  - All threads share one malloc lock. XLA's threads contend for it on the rollout's many small decode
-    executions: `bench_decode` (tiny, 64 rows) made 7.5x more context switches, and the main job's
-    decode took 20% longer (238 s against 198 s). Its SFT warm start took 19% less (149 s against
-    185 s), and its wall clock was the same (722 s against 726 s; docs/performance.md, "Host page
-    faults"). No result changes: both runs made the same trees.
+  - The rollout's decode gets slower. `bench_decode` (tiny, 64 rows) made 7.5x more context switches
+    with it, which points to XLA's threads contending for the one malloc lock. The one-arena setting
+    alone measured neutral, though, so the cause is not established. The main job's decode took 20%
+    longer (238 s against 198 s). Its SFT warm start took 19% less (149 s against 185 s), and its wall
+    clock was the same (722 s against 726 s; docs/performance.md, "Host page faults"). No result
+    changes: both runs made the same trees.
 So it pays for train-step-heavy processes (SFT, `bench_train`), not for rollouts.
 
 Off glibc (macOS, musl) it is a no-op. Accelerator memory is not affected: only host (CPU) buffers are.
