@@ -16,10 +16,12 @@ What. `retain_freed_host_memory()` sets glibc's malloc parameters (`mallopt`) so
 A freed temporary buffer then stays mapped and the next execution reuses its pages with no fault.
 
 When. First thing in a process, before JAX's first computation: glibc binds a thread to an arena the
-first time it allocates, and fixes its arena limit then. Setting the same parameters later, or only
-around a loop of train steps, was tried and gave faults on some runs and none on others (the cause was
-not found). Entry points (`experiments/train.py`, the benches, tests/conftest.py) call it
-first thing; it acts only when the environment asks for it.
+first time it allocates, and fixes its arena limit then. Setting the same parameters only around a loop
+of train steps was tried and dropped: a toy program's 128 MiB temporary still faulted on some runs. With
+the process-wide settings that program still faults in full on some calls, irregularly (0 to 5 of 14
+calls in eight runs, tests/test_host_memory.py), and the benched train steps on none. Entry points
+(`experiments/train.py`, the benches, tests/conftest.py) call it first thing; it acts only when the
+environment asks for it.
 
 Costs, measured: it is not free, so it is off unless asked for (RAO_JAX_HOST_MALLOC=retain).
   - The process keeps its peak heap resident until it exits.
