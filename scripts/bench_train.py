@@ -70,7 +70,9 @@ def random_batch(config: ModelConfig, rows: int, row_length: int, seed: int = 0
   return batch, (rng.standard_normal(len(sequences)).astype(np.float32), np.ones(len(sequences), bool))
 
 
-def time_case(case: Case, steps: int) -> dict:
+def build_case(case: Case):
+  """The case's compiled-on-first-call train step, a fresh train state, a packed batch and its node
+  advantages and validity: call `step(state, batch, *nodes)`."""
   config = get_preset(case.preset)
   mesh = sharding.make_mesh()
   tx = make_optimizer(OptimizerConfig(learning_rate=1e-4))
@@ -80,6 +82,12 @@ def time_case(case: Case, steps: int) -> dict:
                                    attention_chunk_size=case.attention_chunk_size, remat=case.remat)
   step = ts.make_train_step(graphdef, state, tx, step_config, mesh)
   batch, nodes = random_batch(config, case.rows, case.row_length)
+  return step, state, batch, nodes
+
+
+def time_case(case: Case, steps: int) -> dict:
+  config = get_preset(case.preset)
+  step, state, batch, nodes = build_case(case)
   compiled = step.jitted.lower(state, batch.micro_batches(case.num_micro_batches), *nodes).compile()
   temp_bytes = compiled.memory_analysis().temp_size_in_bytes
   start = time.perf_counter()

@@ -28,11 +28,7 @@ import time
 import bench_train
 import jax
 
-from rao_jax import host_memory, sharding
-from rao_jax.model.config import get_preset
-from rao_jax.model.random_init import random_normal_model
-from rao_jax.train import train_step as ts
-from rao_jax.train.optimizer import OptimizerConfig, make_optimizer
+from rao_jax import host_memory
 
 _RUNTIME_EVENTS = ("Thunk", "$", "Slinky", "Pjit", "end:", "Common", "Python", "Handle", "Alloc", "Wait",
                    "Parse", "shard", "Device", "Threadpool")
@@ -64,13 +60,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--top", type=int, default=15)
   args = parser.parse_args()
-  case = bench_train.parse_shape(args.shape)
-  config = get_preset(case.preset)
-  mesh = sharding.make_mesh()
-  tx = make_optimizer(OptimizerConfig(learning_rate=1e-4))
-  graphdef, state = ts.create_train_state(random_normal_model(config, scale=0.02), tx, mesh)
-  step = ts.make_train_step(graphdef, state, tx, ts.TrainStepConfig(loss="cispo"), mesh)
-  batch, nodes = bench_train.random_batch(config, case.rows, case.row_length)
+  step, state, batch, nodes = bench_train.build_case(bench_train.parse_shape(args.shape))
   for _ in range(2):
     state, metrics = step(state, batch, *nodes)
     jax.block_until_ready(metrics)
