@@ -7,14 +7,16 @@
 
 Presets:
   tiny:      CPU. TextCraft's tiny recipe on the "tiny" corpus (~135 entities a graph, every fact in its
-             object-last sentence): the 0.6M-parameter model, 600 SFT steps on delegating expert trees
-             (minimal prompts, compact search results, every entity name a single token, 4 entity-renamed
-             copies of each), then 20 RAO steps on 2- and 3-hop questions; greedy eval on 2- to 6-hop
-             ones. The 448-token window holds a flat solution only up to 3 hops and a recursive one up
-             to 6 (docs/chained_research.md has the table).
-             Measured (14.6 min): the warm start solves 8% of held-out tasks and its children answer
-             49% of their hops exactly, but 20 RAO steps do not raise it (0.08 -> 0.09): the preset
-             does not learn yet (docs/results.md, thirteenth session).
+             object-last sentence, years and lengths on a coarse grid): the 0.6M-parameter model (vocabulary
+             2,048: every entity name and every number one token), 600 SFT steps on expert trees of 2- and
+             3-hop questions (15% delegating, compact search results of one result, 4 entity-renamed copies
+             of each), then 20 RAO steps on 3-hop questions of the "rl" split's unseen graph; greedy eval
+             on the 2- and 3-hop val questions. The 320-token window holds a flat solution of a 2-hop
+             question only, a recursive one of both (docs/chained_research.md has the table).
+             Measured (two runs, about 10 min each): RL teaches the policy to delegate (sampled 3-hop
+             success 0.02 -> about 0.3), held-out 3-hop rises (0.10 -> 0.45 and 0.10 -> 0.25) but 2-hop
+             falls further (0.70 -> 0.40 and 0.80 -> 0.25): the recursive solver is weaker than the flat
+             one, so the preset does not learn yet (docs/results.md, seventeenth session).
   tiny_flat: the same with delegation off (the single-agent baseline: same model, budget, window).
   qwen3_4b:  the paper's DeepDive settings on an imported Qwen3-4B checkpoint: λ = 0, max depth 4, 25 cells
              a node, full prompts and search results, CISPO, Adam lr 3e-6 constant, β = (0.9, 0.95),
@@ -40,13 +42,13 @@ def _textcraft(preset: str) -> ml_collections.ConfigDict:
 
 
 def _env(cfg: ml_collections.ConfigDict, dataset: str, result_style: str, transcript_style: str,
-         name_tokens: str = "words") -> None:
+         name_tokens: str = "words", expert_max_results: int = 2) -> None:
   cfg.env = ml_collections.ConfigDict()  # rao_jax.envs.chained_research.suite.ChainedResearchConfig
   cfg.env.name = "chained_research"
   cfg.env.dataset = dataset              # tiny: 1 distractor a page, snippets <= 120 chars, 120 / 20 questions a tier
   cfg.env.result_style = result_style    # "compact": search_web -> ["title: snippet", ...]; "full": dicts
   cfg.env.transcript_style = transcript_style  # "compact": no thoughts, one cell a lookup, no page reads
-  cfg.env.expert_max_results = 2         # the expert sees the top two results (the runner-up is often a twin)
+  cfg.env.expert_max_results = expert_max_results  # results per expert search (the runner-up is often a twin)
   cfg.env.name_tokens = name_tokens      # "names": a trained tokenizer keeps every entity name whole
 
 
@@ -56,28 +58,46 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.workdir = "workdir/chained_research_tiny"
   # The tokenizer keeps every entity name, country and closed-class word as one piece: a child copies
   # its answer as one token, as TextCraft's items (name words alone: docs/results.md, thirteenth session).
-  _env(cfg, "tiny", "compact", "compact", name_tokens="names")
-  cfg.data.train_difficulties = _TRAIN
+  # The expert searches for one result: the hop's page always ranks first (the questions' solvable
+  # filter), so a child copies the answer from the one line it sees (teacher-forced copy accuracy after
+  # 600 SFT steps 0.94, against 0.79 with two results: docs/results.md, seventeenth session).
+  _env(cfg, "tiny", "compact", "compact", name_tokens="names", expert_max_results=1)
+  # Names, closed-class words and every number of the coarse-number corpus (about 1,100 whole words)
+  # leave room for ~650 learned pieces.
+  cfg.model.vocab_size = 2048
+  cfg.tokenizer.vocab_size = 2048
+  # The toy setting as TextCraft's: a 320-token window holds a flat solution of a 2-hop question but
+  # not of a 3-hop one, and a recursive solution of both (scripts/transcript_lengths.py). The warm start
+  # learns from mostly flat trees (15% delegating, as TextCraft's), so greedily it answers 2-hop
+  # questions alone and overflows on 3-hop ones; RL on 3-hop questions, which only delegating trees
+  # can solve, is what teaches it to delegate (docs/results.md, seventeenth session).
   cfg.warm_start.data.difficulties = _TRAIN
-  # Every demonstration delegates: a child answers one hop by copying one name, the root chains hops
-  # through the variable `answer` (TextCraft's 15% share was not measured with single-token names; the
-  # probes of docs/results.md, thirteenth session, all delegate).
-  cfg.warm_start.data.recursive_fraction = 1.0
+  cfg.warm_start.data.recursive_fraction = 0.15
+  cfg.data.train_difficulties = ("3hop",)
+  # RL on the "rl" split's graph, which the warm start never saw: on the train graph the warm start
+  # partly recalls facts (sampled success 0.5 there against 0.08 greedy on val, thirteenth session).
+  cfg.data.split = "rl"
   # Entity-renamed copies: a name can only be predicted by copying it from the goal or a result.
   # 8 copies (TextCraft's) or copies without the originals gave warm starts that copied far less.
   cfg.warm_start.data.augmented_copies = 4
-  cfg.warm_start.sft.num_steps = 600     # copying emerges at 300-400 steps (scripts/probe_warm_start.py)
-  cfg.warm_start.sft.rows_per_batch = 12  # 12 × 448 tokens: about TextCraft tiny's 16 × 320 a step
-  cfg.warm_start.sft.row_length = 448
-  cfg.rollout.context_window = 448
+  cfg.warm_start.sft.num_steps = 600     # copying emerges at 300-500 steps (scripts/probe_warm_start.py)
+  cfg.warm_start.sft.rows_per_batch = 16  # TextCraft tiny's 16 × 320 a step
+  cfg.warm_start.sft.row_length = 320
+  cfg.rollout.context_window = 320
   cfg.rollout.max_depth = 4              # DeepDive's depth cap (the experts use depth 1)
-  cfg.rollout.prefill_chunk_buckets = (64, 448)
-  cfg.policy_update.row_length = 448
+  cfg.rollout.prefill_chunk_buckets = (64, 320)
+  cfg.policy_update.row_length = 320
   cfg.policy_update.advantage.bonus_weight = 0.0  # λ = 0 on DeepDive
-  cfg.eval.difficulties = _ALL
+  # Keep groups whose roots all fail (or all succeed): their children's own rewards still differ, and
+  # A = R(child) - b_g is their signal (a deviation from the spec's "groups whose rewards are all
+  # equal are dropped", which reads root rewards; not ablated; docs/chained_research.md).
+  cfg.policy_update.advantage.drop_zero_variance_groups = False
+  # 4- to 6-hop questions fit the window neither flat nor recursive: the tiny preset evaluates the two
+  # tiers it can answer, every val question of them.
+  cfg.eval.difficulties = _TRAIN
   cfg.eval.tasks_per_difficulty = 20     # the whole val split
   cfg.eval.every_steps = 20              # before the first step and after the last only
-  cfg.rl.num_steps = 20                  # 15-25 s a step: the whole run takes about 15 minutes
+  cfg.rl.num_steps = 20                  # 6-25 s a step
   return cfg
 
 

@@ -33,6 +33,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   cfg.data = ml_collections.ConfigDict()
   cfg.data.train_difficulties = ("all",)
   cfg.data.max_train_tasks = 0
+  cfg.data.split = "train"
 
   cfg.model = ml_collections.ConfigDict(dict(
       vocab_size=512, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16,

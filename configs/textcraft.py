@@ -59,6 +59,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.data = ml_collections.ConfigDict()  # settings.DataConfig
   cfg.data.train_difficulties = ("easy", "medium")
   cfg.data.max_train_tasks = 0           # 0: every training task of those difficulties
+  cfg.data.split = "train"               # the split RL draws from (the warm start always uses "train")
 
   cfg.model = ml_collections.ConfigDict(_TINY_MODEL.to_dict())  # ModelConfig
 

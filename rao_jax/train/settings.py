@@ -39,10 +39,16 @@ from rao_jax.train.warm_start import TokenizerConfig
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """The training tasks: the train split's tasks of `train_difficulties`, the first `max_train_tasks` (0: all)."""
+  """The RL tasks: `split`'s tasks of `train_difficulties`, the first `max_train_tasks` (0: all).
+
+  The SFT warm start and the tokenizer always use the "train" split. `split` may name another split
+  of the suite (chained research's "rl": questions over a graph the warm start never saw, so RL
+  rewards reading facts, not recalling them).
+  """
 
   train_difficulties: tuple[str, ...] = ("easy", "medium")
   max_train_tasks: int = 0
+  split: str = "train"
 
   def __post_init__(self):
     if self.max_train_tasks < 0:
@@ -201,6 +207,8 @@ def _check_consistent(s: Settings, suite_class: type[Suite]) -> None:
   check_difficulties(suite_class, s.data.train_difficulties, "--config.data.train_difficulties")
   check_difficulties(suite_class, s.warm_start.data.difficulties, "--config.warm_start.data.difficulties")
   check_difficulties(suite_class, s.eval.difficulties, "--config.eval.difficulties")
+  _require(s.data.split in suite_class.splits,
+           f"--config.data.split={s.data.split!r} is not one of {suite_class.splits}")
   _require(s.eval.split in suite_class.splits,
            f"--config.eval.split={s.eval.split!r} is not one of {suite_class.splits}")
   _require(s.model.param_dtype == "float32",

@@ -122,6 +122,16 @@ class Run:
   sft_losses: np.ndarray
 
 
+def _training_tasks(settings: Settings, split_tasks: list[Task], split: str) -> list[Task]:
+  """`split_tasks` of the configured training tiers, the first `max_train_tasks` of them (0: all)."""
+  tasks = [t for t in split_tasks if t.difficulty in settings.data.train_difficulties]
+  if settings.data.max_train_tasks:
+    tasks = tasks[:settings.data.max_train_tasks]
+  if not tasks:
+    raise ValueError(f"the {settings.env_name} {split} split has no tasks of {settings.data.train_difficulties}")
+  return tasks
+
+
 def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   """Builds (or reuses from the work directory) the dataset, tokenizer and warm-start policy.
 
@@ -141,19 +151,20 @@ def build_run(settings: Settings, *, warm_start_policy: bool = True) -> Run:
   # wait for it and then read them.
   if not distributed.is_primary():
     distributed.barrier("rao_jax data and tokenizer")
-  split = suite.load_tasks("train", os.path.join(workdir, "data"))  # the warm start picks its own tiers
-  tasks = [t for t in split if t.difficulty in settings.data.train_difficulties]
-  if settings.data.max_train_tasks:
-    tasks = tasks[:settings.data.max_train_tasks]
-  if not tasks:
-    raise ValueError(f"the {settings.env_name} train split has no tasks of {settings.data.train_difficulties}")
+  data_dir = os.path.join(workdir, "data")
+  split = suite.load_tasks("train", data_dir)  # the warm start picks its own tiers
+  tasks = _training_tasks(settings, split if settings.data.split == "train" else
+                          suite.load_tasks(settings.data.split, data_dir), settings.data.split)
+  # The tokenizer learns from the warm start's demonstrations, so the RL settings (tiers, split) do not
+  # change it, nor the warm start trained with it.
+  tokenizer_tasks = [t for t in split if t.difficulty in settings.warm_start.data.difficulties] or tasks
   times["time/data_s"] = time.perf_counter() - started
   started = time.perf_counter()
   tokenizer_config = settings.tokenizer
   if settings.warm_start.checkpoint and not tokenizer_config.path:
     tokenizer_config = dataclasses.replace(tokenizer_config, path=settings.warm_start.checkpoint)
-  tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, suite, tasks,
-                                         fmt)
+  tokenizer = warm_start.build_tokenizer(os.path.join(workdir, "tokenizer"), tokenizer_config, suite,
+                                         tokenizer_tasks, fmt)
   if distributed.is_primary():
     distributed.barrier("rao_jax data and tokenizer")
   if tokenizer.vocab_size > settings.model.vocab_size:

@@ -38,7 +38,8 @@ def _config(preset):
 
 def test_tfds_round_trip(data_dir):
   splits = build_splits("tiny")
-  for split in ("train", "val"):
+  assert set(splits) == {"train", "val", "rl"}
+  for split in splits:
     assert dataset.load_tasks("tiny", split, data_dir) == splits[split]
   builder = dataset.ChainedResearch(config="tiny", data_dir=data_dir)
   assert builder.info.file_format.value == "array_record"
@@ -57,7 +58,7 @@ def test_suite_contract(data_dir, tmp_path):
   root = registry.make_root_environment(suite.env_name, suite.env_config, tasks[0].to_dict())
   assert root.prompt_parts(True).goal == suite.root_environment(tasks[0]).prompt_parts(True).goal
   layout = layout_for(tokenizer_lib.train_sentencepiece(corpus.builtin_corpus(200), model_prefix=str(tmp_path / "sp"),
-                                                        vocab_size=1024, whole_words=suite.whole_words()))
+                                                        vocab_size=2048, whole_words=suite.whole_words()))
   fmt = EpisodeFormat(delegation=True, max_depth=4, max_steps_per_node=12, context_window=4096,
                       prompt_style="minimal")
   for task in tasks[:: len(tasks) // 4]:
@@ -74,6 +75,10 @@ def test_suite_contract(data_dir, tmp_path):
     assert len(layout.tokenizer.encode(word)) == 1, word
   names = [hop.entity for hop in tasks[0].hops if " " not in hop.entity]
   assert all(len(layout.tokenizer.encode(name)) == 1 for name in names)
+  # The tiny corpus's numbers are single pieces: a year or a length is copied as one token.
+  for number in ("1851", "1,240", "2050", "10", "28"):
+    assert len(layout.tokenizer.encode(number)) == 1, number
+  assert [layout.tokenizer.decode([i]) for i in layout.tokenizer.encode("1,240 km")][0] == "1,240"
 
 
 @pytest.mark.parametrize("bad, field", [(dict(dataset="huge"), "dataset"), (dict(result_style="long"), "result_style"),

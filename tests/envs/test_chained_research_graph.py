@@ -1,11 +1,13 @@
 """Tests of the chained research knowledge graph, its pages and the BM25 search over them."""
 import dataclasses
+import re
 
 import pytest
 
 from rao_jax.envs.chained_research import facts, pages as pages_lib
 from rao_jax.envs.chained_research.graph import (
-    ATTRIBUTES, RELATIONS, GraphConfig, generate_graph, get_graph, name_pool)
+    ATTRIBUTES, RELATIONS, GraphConfig, generate_graph, get_graph, name_pool, number_words)
+from rao_jax.envs.chained_research.renaming import EntityRenaming
 from rao_jax.envs.chained_research.questions import CorpusConfig
 from rao_jax.envs.chained_research.search import get_index
 
@@ -42,6 +44,33 @@ def test_near_duplicates_share_a_name_word_and_most_attributes():
     assert twin.twin == entity.name and twin.kind == entity.kind
     assert set(entity.name.split()) & set(twin.name.split())
     assert sum(a != b for a, b in zip(entity.attributes, twin.attributes)) == 1
+
+
+def test_coarse_numbers_stay_on_their_grid_in_every_split_and_renamed_copy():
+  """With `coarse_numbers` every number a page or a renamed copy of it shows is one of `number_words()`
+  (so a tokenizer can hold each as one piece), lengths are multiples of 10 km, and twins still differ."""
+  coarse = GraphConfig(coarse_numbers=True)
+  words = set(number_words())
+  assert len(words) == len(number_words())
+  for split in ("train", "val", "rl"):
+    graph = get_graph(coarse, split)
+    for entity in graph.entities.values():
+      values = dict(entity.attributes)
+      if "length_km" in values:
+        assert values["length_km"] % 10 == 0
+      if entity.twin is not None:
+        assert values != dict(graph.entities[entity.twin].attributes)
+    texts = [page.text for page in pages_lib.render_pages(graph, 1, "object_last")]
+    for seed in ("1/0", "2/3", "7/1", "9/2"):
+      renaming = EntityRenaming(graph, seed)
+      assert renaming.length_shift % 10 == 0
+      for text in texts[::7]:
+        for number in re.findall(r"\d[\d,]*\d", text + renaming(text)):
+          assert number in words, number
+  # The default keeps the wide ranges: cities founded before 1800, lengths off the grid.
+  wide = get_graph(CONFIG, "train")
+  assert any(dict(e.attributes).get("founded", 2000) < 1750 for e in wide.entities.values())
+  assert any(dict(e.attributes).get("length_km", 0) % 10 for e in wide.entities.values())
 
 
 def test_names_are_made_of_pool_words():

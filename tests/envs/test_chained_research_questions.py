@@ -21,6 +21,21 @@ def test_splits_are_deterministic_from_the_seed(splits):
   assert not {t.question for t in splits["train"]} & {t.question for t in splits["val"]}
 
 
+def test_the_rl_split_asks_about_a_third_graph(splits):
+  """"rl" holds training questions over a graph that neither train (the warm start's) nor val shares, so
+  RL on it cannot be served by recalling facts the warm start saw; adding it left val as it was."""
+  graphs = {split: get_graph(PRESET.corpus.graph, split) for split in ("train", "val", "rl")}
+  facts_of = {split: {(e.name, tuple(sorted(e.attributes))) for e in g.entities.values()}
+              for split, g in graphs.items()}
+  assert not facts_of["rl"] & facts_of["train"] and not facts_of["rl"] & facts_of["val"]
+  assert len(splits["rl"]) == len(DIFFICULTIES) * PRESET.questions.train_per_difficulty
+  for task in splits["rl"]:
+    assert task.split == "rl" and all(hop.entity in graphs["rl"].entities for hop in task.hops)
+  assert build_split(PRESET, "rl")[0] == splits["rl"]
+  with pytest.raises(ValueError, match="unknown split 'test'"):
+    build_split(PRESET, "test")
+
+
 def test_every_tier_is_full_and_hops_match_the_tier(splits):
   for split, tasks in splits.items():
     per = PRESET.questions.per_difficulty(split)

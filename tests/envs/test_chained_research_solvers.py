@@ -63,6 +63,17 @@ def test_recursive_expert_solves_every_val_task_one_hop_per_child(val_tasks, sty
     assert root.environment.judge(task.answers[0]) == 1.0
 
 
+def test_rl_tasks_are_solved_on_their_own_graph():
+  """An "rl" task's root searches the rl graph's pages and is judged against its facts: the experts solve
+  it, and the answer of the same question on the train graph (if it has one) is not what it accepts."""
+  tasks = build_splits("tiny")["rl"]
+  for task in tasks[::30]:
+    for delegate in (False, True):
+      nodes = _solve(task, "compact", delegate=delegate)
+      assert nodes is not None and nodes[0].environment.judge(task.answers[0]) == 1.0, task.question
+    assert nodes[0].environment.corpus.index is PRESETS["tiny"].corpus.index("rl")
+
+
 def test_recursive_expert_at_depth_zero_is_flat(val_tasks):
   assert [n.turns for n in _solve(val_tasks[0], "compact", True, max_depth=0)] == [
       n.turns for n in _solve(val_tasks[0], "compact", False)]
@@ -122,7 +133,7 @@ def test_whole_name_copies_write_every_name_as_one_piece(val_tasks, tmp_path):
                                                      name_tokens="names"))
   words = suite.whole_words()
   tokenizer = tokenizer_lib.train_sentencepiece(corpus.builtin_corpus(50), model_prefix=str(tmp_path / "sp"),
-                                                vocab_size=1024, whole_words=words)
+                                                vocab_size=2048, whole_words=words)
   for task in val_tasks[::20]:
     for variant in (None, "5/2"):
       nodes = suite.demonstrations(task, delegate=True, max_depth=4, variant=variant)

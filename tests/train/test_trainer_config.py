@@ -144,6 +144,33 @@ def test_a_mesh_the_devices_cannot_form_fails_before_anything_is_built(tmp_path)
   assert not (tmp_path / "run").exists()
 
 
+def test_rl_tasks_come_from_data_split(tmp_path, monkeypatch):
+  """`config.data.split` picks the RL tasks' split; the warm start and the tokenizer read "train" either
+  way, so the tokenizer (and a warm start trained with it) does not change with the RL split or tiers."""
+  from rao_jax.train import trainer
+
+  fingerprints = []
+  for split, max_tasks in (("train", 5), ("val", 0)):
+    cfg = _get_config("choice", "diagnostic.py")
+    cfg.workdir = str(tmp_path / "run")
+    cfg.data.split, cfg.data.max_train_tasks = split, max_tasks
+    settings = settings_from_config(cfg)
+    suite_class = type(settings.suite())
+    requested, load_tasks = [], suite_class.load_tasks
+
+    def recording_load_tasks(self, name, data_dir, requested=requested, load_tasks=load_tasks):
+      requested.append(name)
+      return load_tasks(self, name, data_dir)
+
+    monkeypatch.setattr(suite_class, "load_tasks", recording_load_tasks)
+    run = trainer.build_run(settings, warm_start_policy=False)
+    monkeypatch.undo()
+    assert requested == (["train"] if split == "train" else ["train", split])
+    assert len(run.train_tasks) == (max_tasks or cfg.env.num_tasks)
+    fingerprints.append(run.identity.tokenizer_fingerprint)
+  assert fingerprints[0] == fingerprints[1]
+
+
 @pytest.mark.parametrize("file, preset", [("textcraft.py", "tiny"), ("textcraft.py", "tiny_linear"),
                                           ("textcraft.py", "qwen3_4b"), ("textcraft.py", "qwen3_4b_v6e"),
                                           ("diagnostic.py", "choice"), ("diagnostic.py", "relay")])
@@ -186,6 +213,7 @@ def test_unknown_preset():
     ("env.name", "chess", r"--config\.env\.name='chess' is not one of"),
     ("interpreter.cell_time_limit_s", 0, r"--config\.interpreter.*cell_time_limit_s"),
     ("eval.split", "test", r"--config\.eval\.split='test'"),
+    ("data.split", "test", r"--config\.data\.split='test' is not one of \('train', 'val'\)"),
     ("eval.difficulties", ("easy", "impossible"), r"--config\.eval\.difficulties"),
     ("data.train_difficulties", (), r"--config\.data\.train_difficulties"),
     ("log.train_trees_every", -1, r"--config\.log\.train_trees_every=-1"),

@@ -71,12 +71,13 @@ def example_to_task(example: Mapping[str, Any]) -> Task:
 
 
 class ChainedResearch(tfds.core.GeneratorBasedBuilder):
-  """Multi-hop questions over a seeded fictional encyclopedia (splits "train" and "val")."""
+  """Multi-hop questions over a seeded fictional encyclopedia (splits "train", "val", "rl")."""
 
   name = DATASET_NAME
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "1.1.0": "tiny: pages state every fact in its object-last sentence (new questions)."}
+                   "1.1.0": "tiny: pages state every fact in its object-last sentence (new questions).",
+                   "1.2.0": "A third split, rl, over a third graph; tiny: years and lengths on a coarse grid (new questions)."}
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "tiny"
   code_path = epath.Path(__file__)  # as in textcraft_synth/dataset.py: no importlib_resources lookup
@@ -113,6 +114,6 @@ class ChainedResearch(tfds.core.GeneratorBasedBuilder):
 
 
 def load_tasks(config_name: str, split: str, data_dir: str | None = None) -> list[Task]:
-  """The tasks of `split` ("train" or "val") of config `config_name`, in split order; builds if needed."""
+  """The tasks of `split` ("train", "val" or "rl") of config `config_name`, in split order; builds if needed."""
   examples = tfds_tasks.read_split(ChainedResearch, config_name, split, SPLITS, data_dir)
   return [example_to_task(example) for example in examples]

@@ -94,6 +94,10 @@ class GraphConfig:
     people, organisations, cities, rivers, works, events, awards: entities of each kind before twins.
     countries: how many of `COUNTRIES` the attributes draw from.
     near_duplicate_fraction: the share of entities of each kind that get a twin.
+    coarse_numbers: cities are founded in 1800-1990 like organisations (not 900-1800), and river
+      lengths are multiples of 10 km (twins differ by 10-30 km, not 37-111): every number a corpus
+      and its renamed copies can show is then one of `number_words()`, few enough for a tokenizer to
+      hold each as one piece (the tiny preset).
   """
 
   seed: int = 0
@@ -106,6 +110,7 @@ class GraphConfig:
   awards: int = 8
   countries: int = 5
   near_duplicate_fraction: float = 0.3
+  coarse_numbers: bool = False
 
   def __post_init__(self):
     for kind, count in self.counts().items():
@@ -225,16 +230,33 @@ def _twin_name(kind: str, name: str, namer: _Namer, rng: random.Random) -> str |
   return None
 
 
-def _attributes(kind: str, countries: tuple[str, ...], rng: random.Random) -> dict[str, str | int]:
+# `GraphConfig.coarse_numbers`: the numbers a coarse corpus shows, with every shift a renamed copy may
+# add (`renaming.EntityRenaming`: years by up to 40, lengths by up to 60 km). Years: attributes 1800-2000,
+# twins +-3, distractor sentences 1900-2010. Lengths: 100-3,000 km, twins +-30. Days of dates: 1-28.
+_COARSE_YEARS = range(1750, 2051)
+_COARSE_LENGTHS = range(10, 3101, 10)
+_DAYS = range(10, 32)  # one-digit days are single digit pieces already
+
+
+def number_words() -> tuple[str, ...]:
+  """Every number a coarse-number corpus (or a renamed copy of it) can show, as its text is written:
+  years ("1851"), lengths without their unit ("1,240"), two-digit days ("12")."""
+  return tuple(dict.fromkeys([str(y) for y in _COARSE_YEARS] + [f"{v:,}" for v in _COARSE_LENGTHS]
+                             + [str(d) for d in _DAYS]))
+
+
+def _attributes(kind: str, countries: tuple[str, ...], rng: random.Random,
+                coarse: bool = False) -> dict[str, str | int]:
   if kind == "person":
     return {"profession": rng.choice(PROFESSIONS), "birth_year": rng.randint(1850, 1990),
             "country": rng.choice(countries)}
   if kind == "organisation":
     return {"country": rng.choice(countries), "founded": rng.randint(1800, 1990)}
   if kind == "city":
-    return {"country": rng.choice(countries), "founded": rng.randint(900, 1800)}
+    return {"country": rng.choice(countries), "founded": rng.randint(1800, 1990) if coarse else rng.randint(900, 1800)}
   if kind == "river":
-    return {"country": rng.choice(countries), "length_km": rng.randint(80, 3200)}
+    return {"country": rng.choice(countries),
+            "length_km": rng.randint(10, 300) * 10 if coarse else rng.randint(80, 3200)}
   if kind == "work":
     return {"genre": rng.choice(GENRES), "year": rng.randint(1880, 2000)}
   if kind == "event":
@@ -242,13 +264,15 @@ def _attributes(kind: str, countries: tuple[str, ...], rng: random.Random) -> di
   return {"field": rng.choice(FIELDS), "established": rng.randint(1850, 1990)}
 
 
-def _twin_attributes(kind: str, attributes: dict[str, str | int], rng: random.Random) -> dict[str, str | int]:
+def _twin_attributes(kind: str, attributes: dict[str, str | int], rng: random.Random,
+                     coarse: bool = False) -> dict[str, str | int]:
   """The twin shares every attribute but one number, which moves a little (or a date's year)."""
   twin = dict(attributes)
   numeric = [name for name, value in attributes.items() if type(value) is int]
   if numeric:
     name = numeric[-1]
-    twin[name] = attributes[name] + rng.choice((-3, -2, -1, 1, 2, 3)) * (37 if name == "length_km" else 1)
+    step = (10 if coarse else 37) if name == "length_km" else 1
+    twin[name] = attributes[name] + rng.choice((-3, -2, -1, 1, 2, 3)) * step
   else:  # an event's date: same day, another year
     year, rest = str(attributes["date"]).split("-", 1)
     twin["date"] = f"{int(year) + rng.choice((-2, -1, 1, 2))}-{rest}"
@@ -264,13 +288,13 @@ def generate_graph(config: GraphConfig, split: str) -> KnowledgeGraph:
   for kind, count in config.counts().items():
     for _ in range(count):
       name = _base_name(kind, namer, rng)
-      attributes = _attributes(kind, countries, rng)
+      attributes = _attributes(kind, countries, rng, config.coarse_numbers)
       drafts[name] = (kind, attributes, None)
       if rng.random() < config.near_duplicate_fraction:
         twin = _twin_name(kind, name, namer, rng)
         if twin is not None:
           drafts[name] = (kind, attributes, twin)
-          drafts[twin] = (kind, _twin_attributes(kind, attributes, rng), name)
+          drafts[twin] = (kind, _twin_attributes(kind, attributes, rng, config.coarse_numbers), name)
   by_kind = {kind: [name for name, (k, _, _) in drafts.items() if k == kind] for kind in KINDS}
   entities = {}
   for name, (kind, attributes, twin) in drafts.items():

@@ -36,7 +36,8 @@ MIN_HOPS, MAX_HOPS = 2, 6
 ASKED_ATTRIBUTE = {"person": "birth_year", "organisation": "founded", "city": "founded", "river": "length_km",
                    "work": "year", "event": "date", "award": "established"}
 DIFFICULTIES = tuple(f"{k}hop" for k in range(MIN_HOPS, MAX_HOPS + 1))
-SPLITS = ("train", "val")
+# "rl": a third graph, for RL tasks the warm start never saw (its facts cannot be recalled, only read).
+SPLITS = ("train", "val", "rl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,8 @@ class QuestionConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
   def per_difficulty(self, split: str) -> int:
-    return self.train_per_difficulty if split == "train" else self.val_per_difficulty
+    """Questions a tier: `val_per_difficulty` on "val", `train_per_difficulty` on the training splits."""
+    return self.val_per_difficulty if split == "val" else self.train_per_difficulty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +143,8 @@ class ResearchPreset:
 PRESETS: Mapping[str, ResearchPreset] = {
     # The CPU preset: ~135 entities a graph, short pages (one distractor), snippets <= 120 characters,
     # every fact in its object-last sentence (a hop's answer ends its snippet).
-    "tiny": ResearchPreset(CorpusConfig(GraphConfig(), distractors=1, snippet_chars=120, sentences="object_last"),
+    "tiny": ResearchPreset(CorpusConfig(GraphConfig(coarse_numbers=True), distractors=1, snippet_chars=120,
+                                        sentences="object_last"),
                            QuestionConfig(train_per_difficulty=120, val_per_difficulty=20)),
     # The paper-scale setting: larger graphs, longer pages, 50 held-out questions per tier.
     "paper": ResearchPreset(
@@ -319,7 +322,7 @@ def _cached_split(preset_name: str, split: str) -> tuple[tuple[Task, ...], Split
 
 
 def build_splits(preset_name: str) -> dict[str, list[Task]]:
-  """Both splits of a named preset (cached per process)."""
+  """Every split of a named preset (cached per process)."""
   if preset_name not in PRESETS:
     raise ValueError(f"unknown preset {preset_name!r}; known: {sorted(PRESETS)}")
   return {split: list(_cached_split(preset_name, split)[0]) for split in SPLITS}

@@ -16,8 +16,8 @@ Two ways to draw the new names, matching the two tokenizations of `ChainedResear
 Countries are permuted among themselves. Whole entity names, their url slugs and country names are
 replaced (longest first); words that merely contain a name are not. Numbers move too, so a final answer
 can only be copied, never remembered: every year (a number of 3 or 4 digits) shifts by one offset and
-every length ("1,240 km") by another, which keeps the world consistent (twins still differ, descriptions
-still single out one entity).
+every length ("1,240 km") by another (a multiple of 10 km on a `coarse_numbers` graph), which keeps the
+world consistent (twins still differ, descriptions still single out one entity).
 """
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ class EntityRenaming:
     longest_first = sorted(self.mapping, key=len, reverse=True)
     self._pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, longest_first)) + r")(?!\w)")
     self.year_shift = rng.choice([d for d in range(-40, 41) if d])
-    self.length_shift = rng.choice([d for d in range(-60, 61) if d])
+    step = 10 if graph.config.coarse_numbers else 1  # lengths stay on a coarse graph's 10 km grid
+    self.length_shift = rng.choice([d for d in range(-60, 61, step) if d])
 
   def _shift(self, match: re.Match) -> str:
     digits, unit = match.group(1), match.group(2)

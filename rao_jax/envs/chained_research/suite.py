@@ -105,8 +105,9 @@ class ChainedResearchSuite(Suite):
     made of (professions, genres, fields, kinds of organisation, event and award, the words of works'
     titles, months): a description such as "the poet born in 1851" is then copied word for word, not
     piece by piece. Names: with "words" every word of the name pool (train, val and renamed names are
-    made of them); with "names" every entity name of the preset's train and val graphs (renamed copies
-    draw from them)."""
+    made of them); with "names" every entity name of the preset's graphs (renamed copies draw from
+    them). On a `coarse_numbers` graph also every number its pages and renamed copies can show
+    (`graph.number_words()`): a year or length is then copied as one token, not digit by digit."""
     if self.config.name_tokens == "names":
       by_kind = entity_names(PRESETS[self.config.dataset].corpus.graph, SPLITS)
       names = tuple(name for kind in graph.KINDS for name in by_kind[kind])
@@ -115,4 +116,6 @@ class ChainedResearchSuite(Suite):
     closed_class = (graph.PROFESSIONS + graph.GENRES + graph.FIELDS + graph.ORGANISATION_KINDS
                     + graph.EVENT_KINDS + graph.AWARD_KINDS + graph.WORK_ADJECTIVES + graph.WORK_NOUNS
                     + graph.MONTHS)
-    return tuple(dict.fromkeys(names + COUNTRIES + closed_class))
+    coarse = PRESETS[self.config.dataset].corpus.graph.coarse_numbers
+    numbers = graph.number_words() if coarse else ()
+    return tuple(dict.fromkeys(names + COUNTRIES + closed_class + numbers))
