@@ -265,6 +265,8 @@ class _ForkServer:
     node's start costs the rollout nothing but taking a process. OSError: a dead or silent server.
     """
     try:
+      if self.process.poll() is not None:  # dead: found now, not only once the reserve runs out
+        raise OSError("the fork server exited")
       self._collect(block=False)
       self._request(max(0, count - len(self._spares) - self._outstanding))
       while len(self._spares) < count:
