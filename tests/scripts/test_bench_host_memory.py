@@ -1,6 +1,5 @@
 """scripts/bench_host_memory.py and the shape parser it shares with scripts/bench_train.py: bad shapes are
 refused before any child starts, and a toy-sized run prints one row per malloc policy."""
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -11,15 +10,8 @@ _SCRIPTS = pathlib.Path(__file__).parents[2] / "scripts"
 
 
 @pytest.fixture(scope="module")
-def bench_train():
-  spec = importlib.util.spec_from_file_location("bench_train", _SCRIPTS / "bench_train.py")
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["bench_train"] = module  # its dataclasses look their module up there
-  try:
-    spec.loader.exec_module(module)
-    yield module
-  finally:
-    del sys.modules["bench_train"]
+def bench_train(load_script):
+  return load_script("bench_train")
 
 
 def test_parse_shape_reads_preset_rows_and_length(bench_train):

@@ -1,21 +1,14 @@
 """scripts/chained_child_errors.py: each child of a hand-written trees file lands in the class it should."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
 from rao_jax.envs.chained_research.questions import build_splits
 
-_SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "chained_child_errors.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-  spec = importlib.util.spec_from_file_location("chained_child_errors", _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def script(load_script):
+  return load_script("chained_child_errors")
 
 
 def _child(id_, goal, observation, finish, success):

@@ -1,19 +1,12 @@
 """scripts/tree_stats.py: per-difficulty counts of a trees file, checked on hand-written trees."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-_SCRIPT = pathlib.Path(__file__).parents[2] / "scripts" / "tree_stats.py"
-
 
 @pytest.fixture(scope="module")
-def tree_stats():
-  spec = importlib.util.spec_from_file_location("tree_stats", _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def tree_stats(load_script):
+  return load_script("tree_stats")
 
 
 def _node(id_, parent, tokens, success, *, cell=0, children=0, depth=None):
