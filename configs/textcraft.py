@@ -76,6 +76,7 @@ def _tiny() -> ml_collections.ConfigDict:
   # Mostly flat experts, some delegating ones: a policy that knows the tools and rarely delegates,
   # as the paper's base model; RL has to find out that delegating pays on medium tasks.
   cfg.warm_start.data.recursive_fraction = 0.15
+  cfg.warm_start.data.recursive_difficulties = ()  # tiers whose trees may delegate (empty: every tier)
   cfg.warm_start.data.difficulties = ("easy", "medium")
   cfg.warm_start.data.max_tasks_per_difficulty = 0   # 0: every training task of those difficulties
   # Item-renamed copies of every expert tree: names can only be predicted by copying them from the

@@ -39,6 +39,10 @@ class SFTDataConfig:
       flat expert's. Each task, and each of its augmented copies, draws its expert independently
       (seeded), so 0 is a single-agent warm start, 1 a fully recursive one, and values in between a
       policy that delegates at some nodes and not at others, for RL to sharpen.
+    recursive_difficulties: the difficulties whose trees may be delegating (empty: all of them); the
+      others are always the flat expert's. `recursive_fraction` is the share within these tiers. A
+      warm start that delegates only where a flat solution overflows the window (chained research's
+      3-hop questions) leaves RL on every tier to sharpen when to delegate, not to unlearn it.
     difficulties: task difficulties to keep (a subset of the suite's).
     max_tasks_per_difficulty: at most this many tasks of each difficulty, in the given order (0: all).
     augmented_copies: each expert tree is also rendered this many times as an augmented copy
@@ -52,6 +56,7 @@ class SFTDataConfig:
   """
 
   recursive_fraction: float = 0.5
+  recursive_difficulties: tuple[str, ...] = ()
   difficulties: tuple[str, ...] = ("easy", "medium")
   max_tasks_per_difficulty: int = 0
   augmented_copies: int = 0
@@ -68,9 +73,17 @@ class SFTDataConfig:
         raise FieldError(name, getattr(self, name), "must be >= 0")
     if not self.keep_originals and self.augmented_copies < 1:
       raise FieldError("keep_originals", False, "needs augmented_copies >= 1 (else there is nothing to train on)")
+    stray = sorted(set(self.recursive_difficulties) - set(self.difficulties))
+    if stray:
+      raise FieldError("recursive_difficulties", self.recursive_difficulties,
+                       f"names {stray}, which are not among difficulties={self.difficulties}")
 
-  def delegates(self, task_index: int, copy: int) -> bool:
-    """Whether copy `copy` of task `task_index` is written by the delegating expert (seeded draw)."""
+  def delegates(self, task_index: int, copy: int, difficulty: str) -> bool:
+    """Whether copy `copy` of task `task_index` (of `difficulty`) is written by the delegating expert:
+    never outside `recursive_difficulties` (when it names tiers), else a seeded draw of probability
+    `recursive_fraction`, the same draw with or without `recursive_difficulties`."""
+    if self.recursive_difficulties and difficulty not in self.recursive_difficulties:
+      return False
     if self.recursive_fraction in (0.0, 1.0):
       return self.recursive_fraction == 1.0
     return random.Random(f"sft/solver/{self.seed}/{task_index}/{copy}").random() < self.recursive_fraction
@@ -121,7 +134,7 @@ def demonstration_trees(suite: Suite, tasks: Sequence[Task], config: SFTDataConf
   expert of each drawn by `config.delegates`."""
   for task_index, task in enumerate(select_tasks(tasks, config)):
     for copy in range(0 if config.keep_originals else 1, 1 + config.augmented_copies):
-      delegate = config.delegates(task_index, copy)
+      delegate = config.delegates(task_index, copy, task.difficulty)
       yield delegate, suite.demonstrations(task, delegate=delegate, max_depth=fmt.max_depth,
                                            variant=f"{task_index}/{copy}" if copy else None)
 

@@ -111,5 +111,5 @@ def test_stats_cli_prints_json(capsys):
   stats.main(["--config", "tiny"])
   summary = json.loads(capsys.readouterr().out)
   val = summary["splits"]["val"]
-  assert val["questions"] == 100 and set(val["questions_per_difficulty"].values()) == {20}
+  assert val["questions"] == 250 and set(val["questions_per_difficulty"].values()) == {50}
   assert val["entities"] == val["pages"] and 0 <= val["single_search_drop_rate"] < 1

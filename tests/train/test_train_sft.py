@@ -86,13 +86,31 @@ def test_recursive_fraction_picks_the_solver_of_each_tree(easy_tasks, layout):
   assert len(recursive) > 2 and _delegating(layout, recursive) >= 1  # children are sequences too
   # In between, each task and each augmented copy draws its expert (seeded by config.seed).
   mixed = dataclasses.replace(DATA, recursive_fraction=0.3, augmented_copies=29)
-  draws = np.asarray([[mixed.delegates(task, copy) for copy in range(30)] for task in range(2)])
+  draws = np.asarray([[mixed.delegates(task, copy, "easy") for copy in range(30)] for task in range(2)])
   reseeded = dataclasses.replace(mixed, seed=1)
-  assert 0.1 < draws.mean() < 0.5 and (draws != [[reseeded.delegates(t, c) for c in range(30)] for t in range(2)]).any()
+  assert 0.1 < draws.mean() < 0.5 and (draws != [[reseeded.delegates(t, c, "easy") for c in range(30)] for t in range(2)]).any()
   tasks = sft.select_tasks(easy_tasks, DATA)
   per_tree = [_delegating(layout, _sequences([task], layout, DATA)) for task in tasks]
   conversations = _sequences(easy_tasks, layout, mixed)
   assert _delegating(layout, conversations) == int(draws.sum(axis=1) @ per_tree)
+
+
+def test_recursive_difficulties_keep_the_other_tiers_flat(easy_tasks):
+  both = dataclasses.replace(DATA, difficulties=("easy", "medium"), max_tasks_per_difficulty=3,
+                             recursive_fraction=1.0, augmented_copies=1)
+  tiers = lambda config: [(task.difficulty, delegate) for task, (delegate, _) in
+                          zip([t for t in sft.select_tasks(easy_tasks, config) for _ in range(2)],
+                              sft.demonstration_trees(SUITE, easy_tasks, config, FMT))]
+  assert {d for d, _ in tiers(both)} == {"easy", "medium"} and all(delegate for _, delegate in tiers(both))
+  medium_only = dataclasses.replace(both, recursive_difficulties=("medium",))
+  assert all(delegate == (difficulty == "medium") for difficulty, delegate in tiers(medium_only))
+  # Within the named tiers, a task's draw is the one it had without the option (same seed, same index).
+  mixed = dataclasses.replace(both, recursive_fraction=0.5, augmented_copies=9)
+  for index, task in enumerate(sft.select_tasks(easy_tasks, mixed)):
+    for copy in range(10):
+      expected = mixed.delegates(index, copy, task.difficulty) and task.difficulty == "medium"
+      assert dataclasses.replace(mixed, recursive_difficulties=("medium",)).delegates(
+          index, copy, task.difficulty) == expected
 
 
 def test_keep_originals_false_demonstrates_only_the_renamed_copies(easy_tasks, layout):
@@ -126,6 +144,8 @@ def test_nodes_beyond_the_engine_limits_are_cut_to_what_the_engine_could_produce
 
 
 def test_bad_data_configs_raise():
+  with pytest.raises(ValueError, match=r"recursive_difficulties.*\['hard'\].*not among"):
+    sft.SFTDataConfig(difficulties=("easy", "medium"), recursive_difficulties=("medium", "hard"))
   with pytest.raises(ValueError, match="recursive_fraction=1.5"):
     sft.SFTDataConfig(recursive_fraction=1.5)
   with pytest.raises(ValueError, match="difficulties"):

@@ -205,6 +205,8 @@ def test_unknown_preset():
     ("warm_start.sft.optimizer.schedule", "cubic", r"--config\.warm_start\.sft\.optimizer\.schedule='cubic'"),
     ("warm_start.data.recursive_fraction", 1.5, r"--config\.warm_start\.data\.recursive_fraction=1\.5"),
     ("warm_start.data.difficulties", ("impossible",), r"--config\.warm_start\.data\.difficulties"),
+    ("warm_start.data.recursive_difficulties", ("hard",),
+     r"--config\.warm_start\.data\.recursive_difficulties=\('hard',\) names \['hard'\], which are not among"),
     ("model.num_heads", 3, r"--config\.model\.num_heads=3"),
     ("env.transcript_style", "chatty", r"--config\.env\.transcript_style='chatty'"),
     ("env.info_style", "verbose", r"--config\.env\.info_style='verbose'"),

@@ -74,10 +74,11 @@ class ChainedResearch(tfds.core.GeneratorBasedBuilder):
   """Multi-hop questions over a seeded fictional encyclopedia (splits "train", "val", "rl")."""
 
   name = DATASET_NAME
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("1.3.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
                    "1.1.0": "tiny: pages state every fact in its object-last sentence (new questions).",
-                   "1.2.0": "A third split, rl, over a third graph; tiny: years and lengths on a coarse grid (new questions)."}
+                   "1.2.0": "A third split, rl, over a third graph; tiny: years and lengths on a coarse grid (new questions).",
+                   "1.3.0": "tiny: 50 val questions a tier (was 20; new val questions, train and rl unchanged)."}
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
   DEFAULT_CONFIG_NAME = "tiny"
   code_path = epath.Path(__file__)  # as in textcraft_synth/dataset.py: no importlib_resources lookup
