@@ -13,10 +13,11 @@ Presets:
              of one result; 4 entity-renamed copies of each), then 20 RAO steps on 2- and 3-hop questions
              of the "rl" split's unseen graph; greedy eval on the 50 + 50 2- and 3-hop val questions. The
              320-token window holds a flat solution of a 2-hop question only, a recursive one of both
-             (docs/chained_research.md has the table). Measured: held-out 0.32 -> 0.46 (+0.14, 95%
-             interval +0.05 to +0.23): RL teaches the policy to delegate the 3-hop questions (0.02 ->
-             0.30, every root delegating) and to keep answering 2-hop ones alone (0.62 -> 0.62, none
-             delegating); about 12.5 min on 2 cores (docs/results.md, eighteenth session).
+             (docs/chained_research.md has the table). Measured, seeds 0 and 1: held-out 0.32 -> 0.46
+             and 0.35 -> 0.49 (+0.14, 95% intervals +0.05 to +0.23 and +0.07 to +0.21): RL teaches the
+             policy to delegate the 3-hop questions (0.02 -> 0.30 and 0.28, 50 and 48 of 50 roots
+             delegating) and to keep answering 2-hop ones alone (0.62 -> 0.62, 0.68 -> 0.70; 0 and 3 of
+             50 delegating); about 12 min on 2 cores (docs/results.md, eighteenth session).
   tiny_flat: the same with delegation off (the single-agent baseline: same model, budget, window).
   qwen3_4b:  the paper's DeepDive settings on an imported Qwen3-4B checkpoint: λ = 0, max depth 4, 25 cells
              a node, full prompts and search results, CISPO, Adam lr 3e-6 constant, β = (0.9, 0.95),
@@ -101,7 +102,7 @@ def _tiny() -> ml_collections.ConfigDict:
   cfg.eval.difficulties = _TRAIN
   cfg.eval.tasks_per_difficulty = 50     # the whole val split (with 20, +0.2 on a tier was within noise)
   cfg.eval.every_steps = 20              # before the first step and after the last only
-  cfg.rl.num_steps = 20                  # 6-25 s a step
+  cfg.rl.num_steps = 20                  # 6-30 s a step
   return cfg
 
 
