@@ -98,10 +98,12 @@ def test_recursive_fraction_picks_the_solver_of_each_tree(easy_tasks, layout):
 def test_recursive_difficulties_keep_the_other_tiers_flat(easy_tasks):
   both = dataclasses.replace(DATA, difficulties=("easy", "medium"), max_tasks_per_difficulty=3,
                              recursive_fraction=1.0, augmented_copies=1)
+  # Two demonstrations a task (the tree as written and one renamed copy), in select_tasks' order.
   tiers = lambda config: [(task.difficulty, delegate) for task, (delegate, _) in
                           zip([t for t in sft.select_tasks(easy_tasks, config) for _ in range(2)],
                               sft.demonstration_trees(SUITE, easy_tasks, config, FMT))]
-  assert {d for d, _ in tiers(both)} == {"easy", "medium"} and all(delegate for _, delegate in tiers(both))
+  every_tier = tiers(both)
+  assert {d for d, _ in every_tier} == {"easy", "medium"} and all(delegate for _, delegate in every_tier)
   medium_only = dataclasses.replace(both, recursive_difficulties=("medium",))
   assert all(delegate == (difficulty == "medium") for difficulty, delegate in tiers(medium_only))
   # Within the named tiers, a task's draw is the one it had without the option (same seed, same index).
